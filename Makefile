@@ -1,0 +1,41 @@
+# seqzoo: `make demo` shows the main job on real data; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SEQZOO := $(VENV)/bin/seqzoo
+STAMP  := $(VENV)/.seqzoo-installed
+PYTEST_WORKERS ?= 2
+DEMO_OUT ?= runs/demo
+
+.PHONY: install test test-fast test-kernels demo clean
+
+# Create the virtual environment when it is missing and install seqzoo with its
+# test extras, torch pinned by requirements/constraints.txt.
+$(STAMP): pyproject.toml requirements/constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The whole suite on CPU. Triton kernels run under the interpreter, which must be
+# switched on before the kernels are defined, so they run in their own process.
+test: $(STAMP)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not gpu" --ignore=tests/kernels tests
+	TRITON_INTERPRET=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not gpu" tests/kernels
+
+test-kernels: $(STAMP)
+	TRITON_INTERPRET=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not gpu" tests/kernels
+
+# Real hourly weather (pvlib's TMY3 file) -> train and compare backbones briefly
+# -> export the best to ONNX, checked with onnxruntime -> print the table.
+demo: $(STAMP)
+	$(SEQZOO) data prepare pvlib-tmy3 --out data/weather
+	$(SEQZOO) compare --config configs/forecasting/weather.yaml \
+	    --backbones transformer,gru --seeds 0 --max-epochs 3 --out $(DEMO_OUT)
+	$(SEQZOO) export --ckpt "$$(cat $(DEMO_OUT)/best_checkpoint.txt)" --out $(DEMO_OUT)/best.onnx
+	@echo; echo "== results ($(DEMO_OUT)/results.md) =="; cat $(DEMO_OUT)/results.md
+
+clean:
+	rm -rf runs lightning_logs .pytest_cache

@@ -1,0 +1,172 @@
+"""Shared layers of the backbone families.
+
+Most families are a stack of pre-norm residual blocks around a sequence mixer,
+
+    x <- x + DropPath(LayerScale(mixer(norm1(x))))
+    x <- x + DropPath(LayerScale(mlp(norm2(x))))
+
+followed by a final norm. :class:`ResidualBlock` is that block and
+:class:`BlockStack` the backbone around a list of them, with ``forward``,
+``init_state`` and ``step`` written once. A family supplies only its mixer, an
+``nn.Module`` with ``forward(x, mask=None)`` and, if it streams,
+``init_state(batch_size, device, dtype)`` and ``step(x_t, state)``.
+
+Norms, MLPs and DropPath come from timm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from timm.layers import DropPath, LayerNorm, Mlp, RmsNorm, SwiGLU
+from torch import Tensor, nn
+
+from seqzoo.backbones.base import Backbone, State
+
+NormKind = Literal["layer", "rms"]
+MlpKind = Literal["gelu", "swiglu", "none"]
+
+
+def make_norm(kind: NormKind, d_model: int, eps: float = 1e-5) -> nn.Module:
+    if kind == "layer":
+        return LayerNorm(d_model, eps=eps)
+    if kind == "rms":
+        return RmsNorm(d_model, eps=eps)
+    raise ValueError(f"norm must be 'layer' or 'rms', got {kind!r}")
+
+
+def make_mlp(kind: MlpKind, d_model: int, ratio: float, dropout: float) -> nn.Module | None:
+    """Channel MLP of a residual block: GELU MLP, SwiGLU (gated), or none."""
+    hidden = max(1, int(round(d_model * ratio)))
+    if kind == "none" or ratio <= 0:
+        return None
+    if kind == "gelu":
+        return Mlp(d_model, hidden, act_layer=nn.GELU, drop=dropout)
+    if kind == "swiglu":
+        return SwiGLU(d_model, hidden, drop=dropout)
+    raise ValueError(f"mlp must be 'gelu', 'swiglu' or 'none', got {kind!r}")
+
+
+def mask_positions(x: Tensor, mask: Tensor | None) -> Tensor:
+    """Zero ``x`` (B, L, ...) at padded positions (``mask`` False)."""
+    if mask is None:
+        return x
+    return x.masked_fill(~mask.reshape(*mask.shape, *([1] * (x.dim() - 2))), 0.0)
+
+
+def check_mask(x: Tensor, mask: Tensor | None) -> None:
+    if mask is None:
+        return
+    if mask.dtype != torch.bool or mask.shape != x.shape[:2]:
+        raise ValueError(
+            f"mask must be a bool tensor of shape (B, L) = {tuple(x.shape[:2])}, "
+            f"got {mask.dtype} {tuple(mask.shape)}"
+        )
+
+
+class LayerScale(nn.Module):
+    """Per-channel learnable scale of a residual branch (CaiT), initialised small."""
+
+    def __init__(self, d_model: int, init_value: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((d_model,), float(init_value)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gamma
+
+
+class ResidualBlock(nn.Module):
+    """Pre-norm residual block around a sequence mixer and an optional channel MLP."""
+
+    def __init__(
+        self,
+        d_model: int,
+        mixer: nn.Module,
+        *,
+        mlp: MlpKind = "gelu",
+        mlp_ratio: float = 4.0,
+        norm: NormKind = "layer",
+        dropout: float = 0.0,
+        drop_path: float = 0.0,
+        layer_scale: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.norm1 = make_norm(norm, d_model)
+        self.mixer = mixer
+        self.drop = nn.Dropout(dropout)
+        self.mlp = make_mlp(mlp, d_model, mlp_ratio, dropout)
+        self.norm2 = make_norm(norm, d_model) if self.mlp is not None else None
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.ls1 = LayerScale(d_model, layer_scale) if layer_scale else nn.Identity()
+        self.ls2 = LayerScale(d_model, layer_scale) if (layer_scale and self.mlp is not None) else nn.Identity()
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        h = mask_positions(self.norm1(x), mask)
+        x = x + self.drop_path(self.ls1(self.drop(self.mixer(h, mask))))
+        return self._channel(x)
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> State:
+        return tuple(self.mixer.init_state(batch_size, device=device, dtype=dtype))
+
+    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        y, state = self.mixer.step(self.norm1(x_t), state)
+        x_t = x_t + self.ls1(y)
+        return self._channel(x_t), tuple(state)
+
+    def _channel(self, x: Tensor) -> Tensor:
+        if self.mlp is None:
+            return x
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+
+
+class BlockStack(Backbone):
+    """A backbone made of ``self.blocks`` (modules with forward/init_state/step) and a final norm.
+
+    Subclasses call :meth:`build_blocks` in their ``__init__``. The stack's streaming
+    state is the concatenation of its blocks' states.
+    """
+
+    def build_blocks(
+        self,
+        make_block: Callable[[int], nn.Module],
+        *,
+        final_norm: NormKind | None = "layer",
+    ) -> None:
+        self.blocks = nn.ModuleList(make_block(i) for i in range(self.n_layers))
+        self.norm_f = make_norm(final_norm, self.d_model) if final_norm else nn.Identity()
+        self._state_sizes: list[int] | None = None
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        check_mask(x, mask)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.norm_f(x)
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> State:
+        self._check_can_step()
+        states = [tuple(block.init_state(batch_size, device=device, dtype=dtype)) for block in self.blocks]
+        self._state_sizes = [len(s) for s in states]
+        return tuple(t for s in states for t in s)
+
+    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        self._check_can_step()
+        if self._state_sizes is None:
+            self.init_state(1, device=x_t.device, dtype=x_t.dtype)
+        new_state: list[Tensor] = []
+        offset = 0
+        for block, size in zip(self.blocks, self._state_sizes):
+            x_t, s = block.step(x_t, tuple(state[offset : offset + size]))
+            new_state.extend(s)
+            offset += size
+        if offset != len(state):
+            raise ValueError(f"{type(self).name}: state has {len(state)} tensors, expected {offset}")
+        return self.norm_f(x_t), tuple(new_state)
+
+
+def stochastic_depth(drop_path: float, n_layers: int) -> list[float]:
+    """Drop-path rate per layer, rising linearly to ``drop_path`` (timm's convention)."""
+    if n_layers == 1:
+        return [drop_path]
+    return [drop_path * i / (n_layers - 1) for i in range(n_layers)]

@@ -1,0 +1,272 @@
+"""ONNX export with checks: ``torch.export`` -> ONNX (dynamo) -> onnxruntime parity.
+
+The steps, each of which fails loudly:
+
+1. ``torch.export`` with the requested axes dynamic (``Dim.AUTO``), kernels on their
+   torch path (:func:`seqzoo.kernels.export_mode`);
+2. every requested dynamic axis must still be symbolic in the exported program and
+   in the ONNX graph's inputs -- a silently specialised length is an error;
+3. ``torch.onnx.export(dynamo=True)``;
+4. onnxruntime on every check input (two batch sizes and, where the length is free,
+   two lengths) against the eager module; the max absolute difference is reported
+   and must be within ``atol``.
+
+:func:`export_checkpoint` rebuilds a trained task from its run directory and exports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from seqzoo.errors import ExportError
+from seqzoo.kernels.dispatch import export_mode
+
+
+@dataclass
+class ExportSpec:
+    """What to export: a plain module, example inputs and which input axes are free.
+
+    ``dynamic`` maps an input name to ``{axis: label}``, e.g. ``{"x": {0: "batch", 1:
+    "length"}}``; ``check_inputs`` are the input tuples onnxruntime is checked on.
+    """
+
+    module: nn.Module
+    example_inputs: tuple[Tensor, ...]
+    input_names: list[str]
+    output_names: list[str]
+    dynamic: dict[str, dict[int, str]] = field(default_factory=dict)
+    check_inputs: list[tuple[Tensor, ...]] = field(default_factory=list)
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    max_abs_diff: float
+    checked_shapes: list[list[tuple[int, ...]]]
+    dynamic: dict[str, dict[int, str]]
+
+    def summary(self) -> str:
+        shapes = "; ".join(" ".join("x".join(map(str, s)) for s in inputs) for inputs in self.checked_shapes)
+        return (
+            f"exported {self.path} -- onnxruntime parity: max |diff| = {self.max_abs_diff:.3g} "
+            f"over {len(self.checked_shapes)} input sets ({shapes})"
+        )
+
+
+def export_onnx(spec: ExportSpec, path: str | os.PathLike, *, atol: float = 1e-4) -> ExportReport:
+    """Export ``spec.module`` to ONNX at ``path`` and check it with onnxruntime."""
+    path = Path(path)
+    module = spec.module.eval()
+    if len(spec.input_names) != len(spec.example_inputs):
+        raise ValueError("ExportSpec: one input name per example input")
+    program = _torch_export(spec, module)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        with export_mode(), _quiet():
+            torch.onnx.export(
+                program,
+                args=(),
+                f=str(tmp),
+                dynamo=True,
+                input_names=spec.input_names,
+                output_names=spec.output_names,
+                verbose=False,
+                external_data=False,
+            )
+        _check_onnx_dims(tmp, spec)
+        diff, shapes = _check_parity(tmp, spec, module, atol)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ExportReport(path=path, max_abs_diff=diff, checked_shapes=shapes, dynamic=spec.dynamic)
+
+
+def _torch_export(spec: ExportSpec, module: nn.Module) -> torch.export.ExportedProgram:
+    from torch.export import Dim
+
+    flat = [{axis: Dim.AUTO for axis in spec.dynamic.get(name, {})} or None for name in spec.input_names]
+    dynamic_shapes = _nest_varargs(module, flat)
+    with export_mode(), _quiet():
+        try:
+            program = torch.export.export(module, tuple(spec.example_inputs), dynamic_shapes=dynamic_shapes)
+        except Exception as err:  # re-raised with the module named
+            raise ExportError(f"torch.export failed for {type(module).__name__}: {err}") from err
+    nodes = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    user_inputs = [nodes[n] for n in program.graph_signature.user_inputs]
+    for name, node in zip(spec.input_names, user_inputs):
+        shape = node.meta["val"].shape
+        for axis, label in spec.dynamic.get(name, {}).items():
+            if not isinstance(shape[axis], torch.SymInt):
+                raise ExportError(
+                    f"input {name!r} axis {axis} ({label}) was specialised to {shape[axis]} by torch.export: "
+                    f"{type(module).__name__} does not keep it free (a Python loop over it, or a shape "
+                    f"baked into a parameter). Families that cannot avoid it declare export_fixed_length."
+                )
+    return program
+
+
+def _nest_varargs(module: nn.Module, flat: list):
+    """torch.export wants the specs of ``*args`` grouped as one tuple, like the inputs."""
+    import inspect
+
+    params = list(inspect.signature(module.forward).parameters.values())
+    for i, p in enumerate(params):
+        if p.kind is p.VAR_POSITIONAL:
+            return (*flat[:i], tuple(flat[i:]))
+    return tuple(flat)
+
+
+def _check_onnx_dims(path: Path, spec: ExportSpec) -> None:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inputs = {i.name: i for i in graph.input}
+    for name, axes in spec.dynamic.items():
+        if name not in inputs:
+            raise ExportError(f"ONNX graph has no input {name!r} (inputs: {sorted(inputs)})")
+        dims = inputs[name].type.tensor_type.shape.dim
+        for axis, label in axes.items():
+            if not dims[axis].dim_param:
+                raise ExportError(
+                    f"ONNX input {name!r} axis {axis} ({label}) is fixed to {dims[axis].dim_value}; expected symbolic"
+                )
+
+
+def _check_parity(path: Path, spec: ExportSpec, module: nn.Module, atol: float) -> tuple[float, list]:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    worst, shapes = 0.0, []
+    for inputs in spec.check_inputs or [spec.example_inputs]:
+        feed = {name: _to_numpy(t) for name, t in zip(spec.input_names, inputs)}
+        got = session.run(None, feed)
+        with torch.no_grad():
+            want = module(*inputs)
+        want = [want] if isinstance(want, Tensor) else list(want)
+        if len(got) != len(want):
+            raise ExportError(f"ONNX graph returns {len(got)} outputs, the module {len(want)}")
+        for g, w in zip(got, want):
+            w = _to_numpy(w)
+            if g.shape != w.shape:
+                raise ExportError(f"onnxruntime output shape {g.shape} != torch {w.shape}")
+            if w.size:
+                worst = max(worst, float(np.max(np.abs(g.astype(np.float64) - w.astype(np.float64)))))
+        shapes.append([tuple(t.shape) for t in inputs])
+    if not worst <= atol:
+        raise ExportError(f"onnxruntime differs from torch by {worst:.3g} (> atol {atol:g}) for {path}")
+    return worst, shapes
+
+
+def _to_numpy(t: Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the exporters' progress prints and warnings (errors still raise)."""
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+# ---------------------------------------------------------------------------------------
+# Backbone-level specs (used by the contract tests and by tasks' streaming export)
+# ---------------------------------------------------------------------------------------
+
+
+class StepModule(nn.Module):
+    """``(x_t, *state) -> (y_t, *state_out)``: one streaming step as a plain module."""
+
+    def __init__(self, step_fn: nn.Module) -> None:
+        super().__init__()
+        self.inner = step_fn
+
+    def forward(self, x_t: Tensor, *state: Tensor):
+        y, new_state = self.inner.step(x_t, tuple(state))
+        return (y, *new_state)
+
+
+def sequence_inputs(
+    batch_sizes: Sequence[int], lengths: Sequence[int], make
+) -> list[tuple[Tensor, ...]]:
+    """Check inputs over two batch sizes and two lengths: (b0, l0), (b1, l1), (b0, l1)."""
+    combos = [(batch_sizes[0], lengths[0]), (batch_sizes[-1], lengths[-1])]
+    if len(lengths) > 1:
+        combos.append((batch_sizes[0], lengths[-1]))
+    return [make(b, n) for b, n in combos]
+
+
+def backbone_spec(backbone, *, length: int = 12, generator: torch.Generator | None = None) -> ExportSpec:
+    """Spec for a bare backbone ``x (B, L, d_model) -> (B, L, d_model)``."""
+    d = backbone.d_model
+    free_length = not type(backbone).export_fixed_length
+    dtype = next(backbone.parameters()).dtype
+
+    def make(b: int, n: int) -> tuple[Tensor, ...]:
+        return (torch.randn(b, n, d, generator=generator, dtype=dtype),)
+
+    dynamic = {"x": {0: "batch", 1: "length"} if free_length else {0: "batch"}}
+    lengths = [length, length + 7] if free_length else [length]
+    return ExportSpec(
+        module=backbone,
+        example_inputs=make(2, length),
+        input_names=["x"],
+        output_names=["y"],
+        dynamic=dynamic,
+        check_inputs=sequence_inputs([2, 3], lengths, make),
+    )
+
+
+def step_spec(stepper, d_in: int, *, in_dtype=None, generator: torch.Generator | None = None) -> ExportSpec:
+    """Spec for a stateful one-step graph of anything with ``init_state``/``step``.
+
+    Checked on a state reached after a few real steps, so parity covers a live state.
+    """
+    dtype = in_dtype or next(stepper.parameters()).dtype
+
+    def make(b: int, _n: int = 0) -> tuple[Tensor, ...]:
+        state = stepper.init_state(b, device=None, dtype=dtype)
+        with torch.no_grad():
+            for _ in range(3):
+                _, state = stepper.step(torch.randn(b, d_in, generator=generator, dtype=dtype), state)
+        return (torch.randn(b, d_in, generator=generator, dtype=dtype), *state)
+
+    example = make(2)
+    n_state = len(example) - 1
+    names = ["x_t"] + [f"state_{i}" for i in range(n_state)]
+    dynamic = {"x_t": {0: "batch"}}
+    for name, axis in zip(names[1:], state_batch_axes(stepper, dtype)):
+        if axis is not None:
+            dynamic[name] = {axis: "batch"}
+    return ExportSpec(
+        module=StepModule(stepper),
+        example_inputs=example,
+        input_names=names,
+        output_names=["y_t"] + [f"state_out_{i}" for i in range(n_state)],
+        dynamic=dynamic,
+        check_inputs=[make(2), make(3)],
+    )
+
+
+def state_batch_axes(stepper, dtype=None) -> list[int | None]:
+    """The batch axis of each state tensor (the axis that changes with the batch size)."""
+    axes = []
+    for a, b in zip(stepper.init_state(2, dtype=dtype), stepper.init_state(3, dtype=dtype)):
+        diff = [i for i, (p, q) in enumerate(zip(a.shape, b.shape)) if p != q]
+        axes.append(diff[0] if diff else None)
+    return axes

@@ -1,0 +1,80 @@
+"""How a kernel call picks its implementation: Triton or the pure-torch reference.
+
+`impl="auto"` uses Triton when the tensors are on CUDA and Triton imports, else the
+reference; `impl="triton"` on CPU runs the Triton kernel under the interpreter
+(``TRITON_INTERPRET=1`` must be set before seqzoo is imported) and never silently
+falls back; `impl="torch"` always uses the reference. Inside :func:`export_mode`
+every kernel uses its torch path, so ``torch.export``/ONNX see plain torch ops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import os
+from collections.abc import Iterator
+
+import torch
+
+IMPLS = ("auto", "torch", "triton")
+
+_EXPORT_MODE: contextvars.ContextVar[bool] = contextvars.ContextVar("seqzoo_export_mode", default=False)
+
+
+def set_export_mode(enabled: bool) -> contextvars.Token:
+    """Switch kernels to their torch path (True) or back (False). Returns a reset token."""
+    return _EXPORT_MODE.set(bool(enabled))
+
+
+@contextlib.contextmanager
+def export_mode(enabled: bool = True) -> Iterator[None]:
+    """Context in which every kernel dispatches to its pure-torch path."""
+    token = set_export_mode(enabled)
+    try:
+        yield
+    finally:
+        _EXPORT_MODE.reset(token)
+
+
+def is_export_mode() -> bool:
+    return _EXPORT_MODE.get() or torch.compiler.is_exporting()
+
+
+def triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@functools.lru_cache(maxsize=1)
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception:  # pragma: no cover - depends on the install
+        return False
+    return True
+
+
+def check_impl(impl: str) -> str:
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    return impl
+
+
+def resolve_impl(impl: str, *tensors: torch.Tensor | None, op: str = "kernel") -> str:
+    """Return "triton" or "torch" for a call with these tensors."""
+    check_impl(impl)
+    if impl == "torch" or is_export_mode():
+        return "torch"
+    on_cuda = any(t is not None and t.is_cuda for t in tensors)
+    if impl == "auto":
+        return "triton" if on_cuda and triton_available() else "torch"
+    # impl == "triton": never fall back silently.
+    if not triton_available():
+        raise RuntimeError(f"{op}: impl='triton' was asked for but Triton does not import")
+    if not on_cuda and not triton_interpreted():
+        raise RuntimeError(
+            f"{op}: impl='triton' on CPU tensors needs the Triton interpreter: set "
+            "TRITON_INTERPRET=1 in the environment before importing seqzoo"
+        )
+    return "triton"

@@ -1,0 +1,154 @@
+"""The backbone contract, checked for every registered family.
+
+A family added to the registry is picked up here automatically: output shape,
+causality, step == forward, padding mask, gradients, keywords, ONNX parity.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from seqzoo import ConfigError, build_backbone, get_backbone_class, list_backbones
+from seqzoo.backbones import SHARED_KEYWORDS
+from seqzoo.export import backbone_spec, export_onnx, step_spec
+
+NAMES = list_backbones()
+D = 16
+
+
+def build(name: str, dtype=torch.float64, **kw):
+    torch.manual_seed(0)
+    model = build_backbone(name, d_model=D, n_layers=2, **kw)
+    return model.to(dtype).eval()
+
+
+def randn(*shape, dtype=torch.float64, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=dtype)
+
+
+def causal_options(name):
+    return [False, True] if get_backbone_class(name).causal else [False]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shared_keywords_and_capabilities(name):
+    cls = get_backbone_class(name)
+    params = inspect.signature(cls.__init__).parameters
+    for key in SHARED_KEYWORDS:
+        assert key in params, f"{name} must accept the shared keyword {key!r}"
+    assert cls.tokens in ("time", "variate")
+    if cls.streaming:
+        assert cls.causal, "a streaming family must be buildable causal"
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("length", [1, 13])
+def test_output_shape(name, length):
+    for causal in causal_options(name):
+        model = build(name, causal=causal)
+        y = model(randn(2, length, D))
+        assert y.shape == (2, length, D)
+        assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_causal_output_ignores_future(name):
+    if not get_backbone_class(name).causal:
+        with pytest.raises(ConfigError, match="cannot be built causal"):
+            build(name, causal=True)
+        return
+    model = build(name, causal=True)
+    x = randn(2, 17, D)
+    t0 = 9
+    x2 = x.clone()
+    x2[:, t0:] += randn(2, 17 - t0, D, seed=2) * 3
+    y, y2 = model(x), model(x2)
+    torch.testing.assert_close(y[:, :t0], y2[:, :t0], atol=1e-9, rtol=1e-7)
+    assert not torch.allclose(y[:, t0:], y2[:, t0:]), "perturbing the future changed nothing at all"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_step_matches_forward(name):
+    cls = get_backbone_class(name)
+    if not cls.streaming:
+        pytest.skip(f"{name} does not stream")
+    model = build(name, causal=True)
+    x = randn(3, 11, D)
+    y = model(x)
+    state = model.init_state(3, dtype=torch.float64)
+    shapes = [s.shape for s in state]
+    outs = []
+    with torch.no_grad():
+        for t in range(x.shape[1]):
+            y_t, state = model.step(x[:, t], state)
+            assert [s.shape for s in state] == shapes, "state shapes must not change from step to step"
+            outs.append(y_t)
+    torch.testing.assert_close(torch.stack(outs, dim=1), y, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_padding_mask_respected(name):
+    """Outputs at valid positions do not depend on what sits in the padding."""
+    lengths = torch.tensor([15, 9, 4])
+    mask = torch.arange(15)[None, :] < lengths[:, None]
+    for causal in causal_options(name):
+        model = build(name, causal=causal)
+        x = randn(3, 15, D)
+        x2 = torch.where(mask[..., None], x, randn(3, 15, D, seed=5) * 10)
+        y, y2 = model(x, mask), model(x2, mask)
+        torch.testing.assert_close(y[mask], y2[mask], atol=1e-9, rtol=1e-7)
+        # the mask must not change a full-length row
+        torch.testing.assert_close(y[0], model(x[:1])[0], atol=1e-9, rtol=1e-7)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradients_reach_every_parameter(name):
+    for causal in causal_options(name):
+        model = build(name, causal=causal).train()
+        with torch.no_grad():  # move off special inits (zeros, identities) that block gradients
+            for p in model.parameters():
+                p.add_(randn(*p.shape, seed=7) * 0.02)
+        x = randn(2, 10, D).requires_grad_()
+        y = model(x)
+        (y * randn(*y.shape, seed=8)).sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+        for pname, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            assert p.grad is not None, f"{name}: no gradient reaches {pname}"
+            assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient in {pname}"
+            assert p.grad.abs().sum() > 0, f"{name}: zero gradient in {pname}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unknown_keyword_is_rejected(name):
+    with pytest.raises(ConfigError, match="not_a_keyword"):
+        build_backbone(name, d_model=D, n_layers=2, not_a_keyword=1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_param_groups_are_own_parameters(name):
+    model = build(name)
+    own = {id(p) for p in model.parameters()}
+    seen: set[int] = set()
+    for group in model.param_groups():
+        for p in group["params"]:
+            assert id(p) in own, f"{name}: param_groups() lists a tensor that is not a parameter of the model"
+            assert id(p) not in seen, f"{name}: a parameter appears in two groups"
+            seen.add(id(p))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_onnx_parity(name, tmp_path):
+    causal = get_backbone_class(name).causal
+    model = build(name, dtype=torch.float32, causal=causal)
+    report = export_onnx(backbone_spec(model, generator=torch.Generator().manual_seed(0)), tmp_path / "model.onnx")
+    assert report.max_abs_diff <= 1e-4
+    if get_backbone_class(name).streaming:
+        report = export_onnx(step_spec(model, D, generator=torch.Generator().manual_seed(0)), tmp_path / "step.onnx")
+        assert report.max_abs_diff <= 1e-4
