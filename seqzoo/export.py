@@ -270,3 +270,41 @@ def state_batch_axes(stepper, dtype=None) -> list[int | None]:
         diff = [i for i, (p, q) in enumerate(zip(a.shape, b.shape)) if p != q]
         axes.append(diff[0] if diff else None)
     return axes
+
+
+# ---------------------------------------------------------------------------------------
+# Trained checkpoints
+# ---------------------------------------------------------------------------------------
+
+
+def export_checkpoint(
+    ckpt_path: str | os.PathLike, out: str | os.PathLike, *, streaming: bool = False, atol: float = 1e-4
+) -> list[ExportReport]:
+    """Rebuild the task of a seqzoo checkpoint, export it (and its one-step graph)."""
+    import json
+
+    from seqzoo.runs import build_datamodule, build_task, read_checkpoint_record
+
+    config, dims, state_dict = read_checkpoint_record(ckpt_path)
+    if not dims:  # older checkpoints: read the sizes from the data
+        dims = build_datamodule(config).dims
+    task = build_task(config, dims)
+    task.load_state_dict(state_dict)
+    task.eval()
+    out = Path(out)
+    if streaming:  # check before writing anything
+        step_spec_ = task.export_step_spec()
+    reports = [export_onnx(task.export_spec(), out, atol=atol)]
+    if streaming:
+        reports.append(export_onnx(step_spec_, out.with_suffix(".step.onnx"), atol=atol))
+    meta = {
+        "checkpoint": str(ckpt_path),
+        "task": f"{type(task).__module__}.{type(task).__qualname__}",
+        "backbone": type(task.backbone).name,
+        "dims": dims,
+        "graphs": [
+            {"path": str(r.path), "dynamic_axes": r.dynamic, "max_abs_diff": r.max_abs_diff} for r in reports
+        ],
+    }
+    out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    return reports

@@ -1,0 +1,436 @@
+"""``seqzoo compare``: several backbones x seeds on one config -> CSV, table, plot.
+
+Each family is built with the config's shared keywords (d_model, n_layers,
+dropout, causal, impl) and its own defaults for the rest, so parameter counts
+differ and the table shows them. Every (backbone, seed) run is a separate
+process (clean peak-memory figures, one failure does not stop the rest) that
+trains, tests the best checkpoint and times inference. Pairs a backbone cannot
+serve appear as ``n/a`` with the reason. Outputs in ``--out``:
+
+* ``results.csv`` -- one long-format row per (backbone, seed);
+* ``results.md``  -- mean +- std (n) per backbone, the trivial baseline, the command;
+* ``plot.png``    -- main metric against inference throughput;
+* ``best_checkpoint.txt`` -- the best run's checkpoint (for ``seqzoo export``).
+
+Arguments not listed below pass through to every run, e.g.
+``--trainer.limit_train_batches 50``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from seqzoo.backbones.base import SHARED_KEYWORDS, get_backbone_class, list_backbones
+from seqzoo.errors import ConfigError
+from seqzoo.runs import (
+    _backbone_holder,
+    build_datamodule,
+    build_task,
+    class_path,
+    load_yaml,
+    rewrite_backbone_names,
+    task_class_of,
+)
+
+FIELDS = [
+    "backbone", "family", "seed", "status", "reason", "params", "metrics",
+    "train_samples_per_s", "train_tokens_per_s", "infer_samples_per_s", "infer_tokens_per_s",
+    "peak_mem_mb", "device", "epochs", "fit_seconds", "checkpoint",
+]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="seqzoo compare", description=__doc__.split("\n\n")[0],
+                                     epilog="Other --key value arguments pass through to each run.")
+    parser.add_argument("--config", "-c", required=True, help="experiment config (YAML)")
+    parser.add_argument("--backbones", default="all", help="comma-separated registry names, or 'all'")
+    parser.add_argument("--seeds", default="0", help="comma-separated integer seeds")
+    parser.add_argument("--max-epochs", type=int, default=None, help="override trainer.max_epochs")
+    parser.add_argument("--out", required=True, help="output folder")
+    opts, passthrough = parser.parse_known_args(argv)
+    bad = [a for a in passthrough if a.startswith("--") and not a.startswith(("--trainer.", "--model.", "--data."))]
+    if bad:
+        raise ConfigError(f"unknown compare option(s) {bad}; pass-through keys start with --trainer., --model. "
+                          "or --data.")
+    seeds = _parse_seeds(opts.seeds)
+    names = list_backbones() if opts.backbones.strip() == "all" else [n.strip() for n in opts.backbones.split(",") if n.strip()]
+    for name in names:
+        get_backbone_class(name)  # unknown names fail before anything runs
+    command = "seqzoo compare " + " ".join(shlex.quote(a) for a in argv)
+    compare(opts.config, names, seeds, Path(opts.out), max_epochs=opts.max_epochs, passthrough=passthrough,
+            command=command)
+    return 0
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise ConfigError("--seeds is empty")
+    return seeds
+
+
+def compare(
+    config_path: str,
+    names: list[str],
+    seeds: list[int],
+    out: Path,
+    *,
+    max_epochs: int | None = None,
+    passthrough: list[str] = (),
+    command: str = "",
+) -> list[dict[str, Any]]:
+    config = load_yaml(config_path)
+    rewrite_backbone_names(config)
+    task_cls = task_class_of(config)
+    holder = _backbone_holder(config)
+    if holder is None:
+        raise ConfigError(f"{config_path}: no model.init_args.backbone to vary")
+    base = holder["backbone"]
+    base_args = base.get("init_args", {}) if isinstance(base, dict) else {}
+    shared = {k: v for k, v in base_args.items() if k in SHARED_KEYWORDS}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "configs").mkdir(exist_ok=True)
+    (out / "logs").mkdir(exist_ok=True)
+
+    baseline = _baseline(config)  # also checks the data before any run starts
+    rows: list[dict[str, Any]] = []
+    jobs = []
+    for name in names:
+        cls = get_backbone_class(name)
+        reason = task_cls.incompatibility(cls)
+        if reason is None and shared.get("causal") and not cls.causal:
+            reason = "cannot be built causal"
+        if reason:
+            rows.append({"backbone": name, "family": cls.family, "seed": "", "status": "n/a", "reason": reason})
+            continue
+        run_config = copy.deepcopy(config)
+        _backbone_holder(run_config)["backbone"] = {"class_path": class_path(cls), "init_args": dict(shared)}
+        config_file = out / "configs" / f"{name}.yaml"
+        config_file.write_text(yaml.safe_dump(run_config, sort_keys=False))
+        jobs += [(name, cls, seed, config_file) for seed in seeds]
+
+    for i, (name, cls, seed, config_file) in enumerate(jobs, 1):
+        print(f"[{i}/{len(jobs)}] {name} seed {seed} ...", flush=True)
+        row = _run_job(name, cls, seed, config_file, out, max_epochs, list(passthrough))
+        rows.append(row)
+        print(f"      {row['status']}" + (f": {row['reason']}" if row.get("reason") else "")
+              + (f" ({_short_metrics(row)}, {row.get('fit_seconds', 0):.0f} s)" if row["status"] == "ok" else ""),
+              flush=True)
+
+    write_results(out, rows, task_cls, baseline, config_path, command)
+    print((out / "results.md").read_text())
+    return rows
+
+
+def _run_job(name: str, cls, seed: int, config_file: Path, out: Path, max_epochs, passthrough) -> dict[str, Any]:
+    run_dir = out / "runs" / name / f"seed{seed}"
+    result_file = out / "logs" / f"{name}-seed{seed}.json"
+    log_file = out / "logs" / f"{name}-seed{seed}.log"
+    result_file.unlink(missing_ok=True)
+    spec = {"config": str(config_file), "seed": seed, "max_epochs": max_epochs, "extra": passthrough,
+            "run_dir": str(run_dir), "result": str(result_file)}
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log_file, "w") as log:
+        proc = subprocess.run([sys.executable, "-m", "seqzoo.compare", json.dumps(spec)], stdout=log,
+                              stderr=subprocess.STDOUT, env=env)
+    base = {"backbone": name, "family": cls.family, "seed": seed}
+    if proc.returncode != 0 or not result_file.exists():
+        tail = log_file.read_text().strip().splitlines()[-1:] or ["(no output)"]
+        return {**base, "status": "failed", "reason": f"exit {proc.returncode}: {tail[0][:300]} (see {log_file})"}
+    return {**base, **json.loads(result_file.read_text()), "status": "ok"}
+
+
+def _short_metrics(row: dict) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in (row.get("metrics") or {}).items())
+
+
+def _baseline(config: dict) -> tuple[str, dict[str, float]] | None:
+    datamodule = build_datamodule(config)
+    task = build_task(config, datamodule.dims)
+    return task.baseline(datamodule)
+
+
+# ---------------------------------------------------------------------------------------
+# outputs
+# ---------------------------------------------------------------------------------------
+
+
+def write_results(out: Path, rows: list[dict], task_cls, baseline, config_path: str, command: str) -> None:
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        for row in rows:
+            flat = {k: row.get(k, "") for k in FIELDS}
+            flat["metrics"] = json.dumps(row.get("metrics", {})) if row.get("metrics") else ""
+            writer.writerow(flat)
+    summary = summarise(rows, task_cls)
+    (out / "results.md").write_text(markdown_table(summary, task_cls, baseline, config_path, command, rows))
+    plot(summary, task_cls, baseline, out / "plot.png", title=Path(config_path).stem)
+    best = best_run(rows, task_cls)
+    if best:
+        (out / "best_checkpoint.txt").write_text(best["checkpoint"] + "\n")
+    else:
+        (out / "best_checkpoint.txt").unlink(missing_ok=True)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, float("nan")
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def summarise(rows: list[dict], task_cls) -> list[dict]:
+    """One entry per backbone: status, mean/std of each reported metric and of the speeds."""
+    order: list[str] = []
+    by_name: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["backbone"] not in by_name:
+            order.append(row["backbone"])
+        by_name.setdefault(row["backbone"], []).append(row)
+    summary = []
+    for name in order:
+        group = by_name[name]
+        ok = [r for r in group if r["status"] == "ok"]
+        entry = {"backbone": name, "n": len(ok), "runs": len(group)}
+        if not ok:
+            entry["status"] = group[0]["status"]
+            entry["reason"] = group[0].get("reason", "")
+            summary.append(entry)
+            continue
+        entry["status"] = "ok"
+        entry["failed"] = len(group) - len(ok)
+        for key in task_cls.report_metrics:
+            vals = [r["metrics"][key] for r in ok if key in r.get("metrics", {})]
+            if vals:
+                entry[key] = _mean_std(vals)
+        for key in ("train_samples_per_s", "infer_samples_per_s", "peak_mem_mb"):
+            entry[key] = _mean_std([float(r[key]) for r in ok])
+        entry["params"] = ok[0]["params"]
+        entry["device"] = ok[0]["device"]
+        summary.append(entry)
+    main_key = task_cls.report_metrics[0] if task_cls.report_metrics else None
+    sign = -1 if (task_cls.report_modes[:1] or ("min",))[0] == "max" else 1
+
+    def sort_key(e):
+        if e["status"] != "ok" or main_key not in e:
+            return (1, 0.0)
+        return (0, sign * e[main_key][0])
+
+    return sorted(summary, key=sort_key)
+
+
+def _fmt(mean: float, std: float) -> str:
+    """A metric: 4 significant digits, std to 2."""
+    if math.isnan(std):
+        return f"{mean:.4g}"
+    return f"{mean:.4g} ± {std:.2g}"
+
+
+def _fmt_count(mean: float, std: float) -> str:
+    """A speed or a size: whole numbers with thousands separators."""
+    if math.isnan(mean):
+        return "–"
+    if math.isnan(std):
+        return f"{mean:,.0f}"
+    return f"{mean:,.0f} ± {std:,.0f}"
+
+
+def markdown_table(summary, task_cls, baseline, config_path, command, rows) -> str:
+    metrics = list(task_cls.report_metrics)
+    head = ["backbone", *metrics, "params", "train samples/s", "infer samples/s", "peak mem (MB)", "n"]
+    lines = [f"# {task_cls.__name__}: {Path(config_path).stem}", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    devices = sorted({e.get("device", "") for e in summary if e.get("device")})
+    if devices:
+        lines += [f"Device: {', '.join(devices)}. Mean ± sample std over seeds; n = successful runs.", ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    best_name = summary[0]["backbone"] if summary and summary[0]["status"] == "ok" else None
+    for e in summary:
+        if e["status"] != "ok":
+            cells = [e["backbone"], f"{e['status']} ({e.get('reason', '')})"] + [""] * (len(head) - 2)
+        else:
+            name = f"**{e['backbone']}**" if e["backbone"] == best_name else e["backbone"]
+            cells = [name]
+            cells += [_fmt(*e[m]) if m in e else "" for m in metrics]
+            cells += [f"{e['params']:,}", _fmt_count(*e["train_samples_per_s"]),
+                      _fmt_count(*e["infer_samples_per_s"]), _fmt_count(*e["peak_mem_mb"]),
+                      f"{e['n']}" + (f" ({e['failed']} failed)" if e.get("failed") else "")]
+        lines.append("| " + " | ".join(cells) + " |")
+    if baseline:
+        name, values = baseline
+        cells = [f"*{name}* (baseline)"] + [f"{values[m]:.4g}" if m in values else "" for m in metrics]
+        lines.append("| " + " | ".join(cells + ["–"] * (len(head) - len(cells))) + " |")
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        lines += ["", "Failed runs:"] + [f"- {r['backbone']} seed {r['seed']}: {r['reason']}" for r in failed]
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary, task_cls, baseline, path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not task_cls.report_metrics:
+        return
+    key = task_cls.report_metrics[0]
+    ok = [e for e in summary if e["status"] == "ok" and key in e]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for e in ok:
+        x = e["infer_samples_per_s"][0]
+        y, std = e[key]
+        ax.errorbar([x], [y], yerr=None if math.isnan(std) else [std], fmt="o", capsize=3)
+        ax.annotate(e["backbone"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    if baseline and key in baseline[1]:
+        ax.axhline(baseline[1][key], linestyle="--", color="grey", label=f"{baseline[0]} (baseline)")
+        ax.legend(fontsize=8)
+    if ok:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"inference throughput (samples/s, {ok[0]['device'] if ok else ''})")
+    ax.set_ylabel(key)
+    ax.set_title(f"{task_cls.__name__}: {title}")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def best_run(rows: list[dict], task_cls) -> dict | None:
+    if not task_cls.report_metrics:
+        return None
+    key = task_cls.report_metrics[0]
+    sign = -1 if (task_cls.report_modes[:1] or ("min",))[0] == "max" else 1
+    ok = [r for r in rows if r["status"] == "ok" and key in r.get("metrics", {}) and r.get("checkpoint")]
+    return min(ok, key=lambda r: sign * r["metrics"][key]) if ok else None
+
+
+# ---------------------------------------------------------------------------------------
+# one run (a child process)
+# ---------------------------------------------------------------------------------------
+
+
+def run_worker(spec: dict) -> None:
+    import resource
+
+    import torch
+    from lightning.pytorch.callbacks import Callback
+
+    from seqzoo.backbones.base import count_parameters
+    from seqzoo.cli import make_cli
+
+    class ThroughputMeter(Callback):
+        """Time of forward + backward + optimiser step per training batch (no data loading)."""
+
+        def __init__(self, warmup: int = 3) -> None:
+            self.warmup, self.seen, self.samples, self.tokens, self.seconds = warmup, 0, 0, 0, 0.0
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            _sync(pl_module.device)
+            self._t0 = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            _sync(pl_module.device)
+            self.seen += 1
+            if self.seen > self.warmup:
+                self.seconds += time.perf_counter() - self._t0
+                n = pl_module.batch_size_of(batch)
+                self.samples += n
+                self.tokens += n * pl_module.tokens_per_sample(batch)
+
+    args = ["--config", spec["config"], "--seed_everything", str(spec["seed"]), "--run_dir", spec["run_dir"],
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+    if spec.get("max_epochs"):
+        args += ["--trainer.max_epochs", str(spec["max_epochs"])]
+    args += list(spec.get("extra", []))
+    cli = make_cli(args=args, run=False, config_name=Path(spec["config"]).stem)
+    trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
+    meter = ThroughputMeter()
+    trainer.callbacks.append(meter)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    trainer.fit(model, datamodule)
+    fit_seconds = time.perf_counter() - t0
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    checkpoint = best or (trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else "")
+    tested = trainer.test(model, datamodule, ckpt_path=best or None, verbose=False)
+    metrics = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
+    infer_samples, infer_tokens = measure_inference(model, datamodule)
+    if model.device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated(model.device) / 2**20
+        device = torch.cuda.get_device_name(model.device)
+    else:
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        device = f"CPU ({os.cpu_count()} cores)"
+    result = {
+        "params": count_parameters(model.net if hasattr(model, "net") else model),
+        "metrics": metrics,
+        "train_samples_per_s": meter.samples / meter.seconds if meter.seconds else float("nan"),
+        "train_tokens_per_s": meter.tokens / meter.seconds if meter.seconds else float("nan"),
+        "infer_samples_per_s": infer_samples,
+        "infer_tokens_per_s": infer_tokens,
+        "peak_mem_mb": peak_mb,
+        "device": device,
+        "epochs": trainer.current_epoch,
+        "fit_seconds": fit_seconds,
+        "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else "",
+    }
+    tmp = Path(spec["result"] + ".partial")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, spec["result"])
+
+
+def measure_inference(model, datamodule, max_batches: int = 12, warmup: int = 2) -> tuple[float, float]:
+    """Samples/s and tokens/s of ``model(batch)`` in eval mode over test batches."""
+    import torch
+
+    model.eval()
+    samples = tokens = 0
+    seconds = 0.0
+    with torch.inference_mode():
+        for i, batch in enumerate(datamodule.test_dataloader()):
+            if i >= max_batches + warmup:
+                break
+            batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items()}
+            _sync(model.device)
+            t0 = time.perf_counter()
+            model(batch)
+            _sync(model.device)
+            if i >= warmup:
+                seconds += time.perf_counter() - t0
+                n = model.batch_size_of(batch)
+                samples += n
+                tokens += n * model.tokens_per_sample(batch)
+    if not seconds:
+        return float("nan"), float("nan")
+    return samples / seconds, tokens / seconds
+
+
+def _sync(device) -> None:
+    import torch
+
+    if getattr(device, "type", "") == "cuda":
+        torch.cuda.synchronize(device)
+
+
+if __name__ == "__main__":
+    run_worker(json.loads(sys.argv[1]))

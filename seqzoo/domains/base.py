@@ -1,0 +1,177 @@
+"""The task contract shared by every domain.
+
+A task is a LightningModule that *receives* its backbone (LightningCLI subclass
+mode) and owns everything around it: input embedding, head, loss, metrics. Its
+network is a plain ``nn.Module`` in ``self.net`` (embedding -> backbone -> head),
+so that export needs no Lightning.
+
+What a task declares, for ``compare`` and the CLI:
+
+* ``token_kinds``  -- which backbone token kinds it can feed ("time", "variate");
+* ``needs_streaming`` -- it calls ``backbone.step`` (world-model imagination);
+* ``monitor``/``monitor_mode`` -- the validation metric checkpoints follow;
+* ``report_metrics`` -- test metrics that ``compare`` tabulates (first = main);
+* ``baseline(datamodule)`` -- the trivial baseline's test metrics, if the domain has one.
+
+Tasks do not call ``save_hyperparameters``: the resolved config and the data sizes
+go into every checkpoint (``seqzoo.runs.RunRecorder``), and LightningCLI would
+re-parse saved hyperparameters on ``--ckpt_path``, clashing with the linked sizes.
+
+Optimiser and scheduler are init arguments (callables, LightningCLI style); the
+backbone's ``param_groups()`` keep their own settings and biases/norm weights get
+no weight decay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+
+from seqzoo.backbones.base import Backbone
+from seqzoo.errors import ConfigError
+from seqzoo.export import ExportSpec
+
+Batch = dict[str, Tensor]
+
+
+class BaseTask(L.LightningModule):
+    token_kinds: ClassVar[frozenset[str]] = frozenset({"time"})
+    needs_streaming: ClassVar[bool] = False
+    monitor: ClassVar[str] = "val/loss"
+    monitor_mode: ClassVar[str] = "min"
+    report_metrics: ClassVar[tuple[str, ...]] = ()
+    report_modes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        reason = self.incompatibility(type(backbone))
+        if reason:
+            raise ConfigError(f"{type(self).__name__} cannot use backbone {type(backbone).name!r}: {reason}")
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        # Subclasses build self.net (embedding -> backbone -> head) around the backbone.
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.net.backbone
+
+    # -- what the task can feed -------------------------------------------------------
+    @classmethod
+    def incompatibility(cls, backbone_cls: type[Backbone]) -> str | None:
+        """Why this task cannot use a backbone family, or None if it can."""
+        if backbone_cls.tokens not in cls.token_kinds:
+            return f"needs {' or '.join(sorted(cls.token_kinds))} tokens (the backbone mixes {backbone_cls.tokens} tokens)"
+        if cls.needs_streaming and not backbone_cls.streaming:
+            return "needs a streaming backbone (step/init_state)"
+        return None
+
+    # -- the network ------------------------------------------------------------------
+    def forward(self, batch: Batch) -> Tensor:
+        """Predictions for a batch (the task's output, before any loss)."""
+        raise TypeError(f"{type(self).__name__} must define forward(batch)")
+
+    def batch_size_of(self, batch: Batch) -> int:
+        return int(next(iter(batch.values())).shape[0])
+
+    def tokens_per_sample(self, batch: Batch) -> int:
+        """Sequence positions the backbone mixes per sample (for tokens/s)."""
+        first = next(iter(batch.values()))
+        return int(first.shape[1]) if first.dim() > 1 else 1
+
+    # -- export -----------------------------------------------------------------------
+    def export_spec(self) -> ExportSpec:
+        raise TypeError(f"{type(self).__name__} does not define export_spec()")
+
+    def export_step_spec(self) -> ExportSpec:
+        raise ConfigError(f"{type(self).__name__} has no one-step (streaming) export")
+
+    # -- baseline ---------------------------------------------------------------------
+    def baseline(self, datamodule: L.LightningDataModule) -> tuple[str, dict[str, float]] | None:
+        """(name, test metrics) of the domain's trivial baseline, or None."""
+        return None
+
+    # -- optimisation -----------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.param_groups())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        config = {"scheduler": scheduler}
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            config["monitor"] = self.monitor
+        return {"optimizer": optimizer, "lr_scheduler": config}
+
+    def param_groups(self) -> list[dict]:
+        """Backbone-declared groups first; the rest split into decay / no-decay (ndim <= 1)."""
+        groups = [dict(g) for g in self.backbone.param_groups()]
+        taken = {id(p) for g in groups for p in g["params"]}
+        decay, no_decay = [], []
+        for p in self.parameters():
+            if not p.requires_grad or id(p) in taken:
+                continue
+            (no_decay if p.ndim <= 1 else decay).append(p)
+        groups.append({"params": decay})
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        return [g for g in groups if len(list(g["params"]))]
+
+    # -- logging ----------------------------------------------------------------------
+    def log_metrics(self, stage: str, values: dict[str, Any], batch_size: int, prog_bar: Iterable[str] = ()) -> None:
+        bar = set(prog_bar)
+        for key, value in values.items():
+            self.log(
+                f"{stage}/{key}",
+                value,
+                on_step=stage == "train",
+                on_epoch=True,
+                prog_bar=key in bar,
+                batch_size=batch_size,
+                sync_dist=True,
+            )
+
+
+def sinusoidal_positions(length: int, d_model: int) -> Tensor:
+    """Fixed sinusoidal position table (Vaswani et al. 2017), (length, d_model)."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-torch.log(torch.tensor(10000.0)) / d_model))
+    table = torch.zeros(length, d_model)
+    table[:, 0::2] = torch.sin(position * div)
+    table[:, 1::2] = torch.cos(position * div[: d_model // 2])
+    return table
+
+
+class PositionalEmbedding(nn.Module):
+    """Adds sinusoidal, learned or no positions to (B, L, D) tokens, up to ``max_len``."""
+
+    def __init__(self, kind: str, max_len: int, d_model: int) -> None:
+        super().__init__()
+        if kind not in ("sinusoidal", "learned", "none"):
+            raise ConfigError(f"positions must be 'sinusoidal', 'learned' or 'none', got {kind!r}")
+        self.kind = kind
+        self.max_len = max_len
+        if kind == "sinusoidal":
+            self.register_buffer("table", sinusoidal_positions(max_len, d_model), persistent=False)
+        elif kind == "learned":
+            self.table = nn.Parameter(torch.zeros(max_len, d_model))
+            nn.init.trunc_normal_(self.table, std=0.02)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.kind == "none":
+            return x
+        return x + self.table[: x.shape[1]]
+
+    def at(self, x_t: Tensor, t: Tensor) -> Tensor:
+        """Positions for one step: ``x_t`` (B, D), ``t`` (B,) integer positions."""
+        if self.kind == "none":
+            return x_t
+        return x_t + self.table[t.clamp(max=self.max_len - 1)]
