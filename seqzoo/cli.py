@@ -158,7 +158,7 @@ def make_cli(args: list[str] | dict, config_name: str = "default", run: bool = T
                     },
                 })
                 trainer.callbacks = callbacks
-            self._config_yaml = self._parser(self.subcommand).dump(cfg, skip_none=False)
+            self._config_yaml = self._parser(self.subcommand).dump(cfg)
 
         def instantiate_trainer(self, **kw: Any):
             trainer = super().instantiate_trainer(**kw)
@@ -170,6 +170,7 @@ def make_cli(args: list[str] | dict, config_name: str = "default", run: bool = T
 
     quiet_lightning()
     kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+    kwargs.setdefault("parser_kwargs", {"prog": "seqzoo"})
     return SeqzooCLI(
         BaseTask,
         BaseDataModule,

@@ -1,0 +1,123 @@
+"""`seqzoo backbones`, `data`, `compare` and `export` as a user runs them."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+from seqzoo import list_backbones
+from seqzoo.cli import main
+from seqzoo.compare import summarise
+from seqzoo.domains.forecasting import ForecastingTask
+from tests.conftest import forecasting_config
+
+
+def test_backbones_table_lists_every_family_with_capabilities(capsys):
+    assert main(["backbones"]) == 0
+    out = capsys.readouterr().out
+    header = out.splitlines()[0]
+    for column in ("name", "family", "causal", "streaming", "tokens", "export length", "params"):
+        assert column in header
+    for name in list_backbones():
+        assert any(line.startswith(name + " ") for line in out.splitlines()), name
+
+
+def test_data_list_synth_and_unknown(tmp_path, capsys):
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "forecasting" in out and "pvlib-tmy3" in out
+    assert main(["data", "synth", "forecasting", "--out", str(tmp_path / "s"), "--n_rows", "300"]) == 0
+    assert (tmp_path / "s" / "ett_synthetic.csv").exists()
+    assert main(["data", "synth", "nosuchdomain", "--out", str(tmp_path)]) == 2
+    assert "no synthetic generator for domain 'nosuchdomain'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compare_table_plot_csv_and_export_of_the_best(ett_csv, write_config, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cfg = write_config(forecasting_config(ett_csv, max_epochs=2, limit_train_batches=10, limit_val_batches=4))
+    out = tmp_path / "cmp"
+    assert main(["compare", "--config", str(cfg), "--backbones", "gru,transformer", "--seeds", "0,1",
+                 "--out", str(out), "--trainer.limit_test_batches", "5"]) == 0
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [(r["backbone"], r["seed"], r["status"]) for r in rows] == [
+        ("gru", "0", "ok"), ("gru", "1", "ok"), ("transformer", "0", "ok"), ("transformer", "1", "ok")]
+    for r in rows:
+        metrics = json.loads(r["metrics"])
+        assert metrics["test/mse"] > 0 and float(r["params"]) > 0
+        assert float(r["train_samples_per_s"]) > 0 and float(r["infer_samples_per_s"]) > 0
+        assert float(r["peak_mem_mb"]) > 0
+    table = (out / "results.md").read_text()
+    assert "repeat last value" in table and "± " in table and "seqzoo compare --config" in table
+    assert (out / "plot.png").stat().st_size > 10_000
+    best = Path((out / "best_checkpoint.txt").read_text().strip())
+    assert best.exists()
+    # shared keywords are kept, family defaults used for the rest
+    assert "d_model: 16" in (out / "configs" / "transformer.yaml").read_text()
+
+    onnx_path = tmp_path / "best.onnx"
+    assert main(["export", "--ckpt", str(best), "--out", str(onnx_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "onnxruntime parity: max |diff|" in printed
+    model = onnx.load(str(onnx_path))
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param, "batch stays symbolic"
+    meta = json.loads(onnx_path.with_suffix(".json").read_text())
+    assert meta["graphs"][0]["max_abs_diff"] <= 1e-4
+
+
+def test_compare_rejects_unknown_backbone_before_running(ett_csv, write_config, tmp_path, capsys):
+    cfg = write_config(forecasting_config(ett_csv))
+    assert main(["compare", "--config", str(cfg), "--backbones", "gru,nope", "--out", str(tmp_path / "c")]) == 2
+    assert "unknown backbone 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_summary_marks_incompatible_pairs_na_and_sorts_by_main_metric():
+    rows = [
+        {"backbone": "a", "seed": 0, "status": "ok", "metrics": {"test/mse": 0.5, "test/mae": 0.4}, "params": 10,
+         "train_samples_per_s": 5, "infer_samples_per_s": 9, "peak_mem_mb": 100, "device": "cpu"},
+        {"backbone": "a", "seed": 1, "status": "ok", "metrics": {"test/mse": 0.7, "test/mae": 0.5}, "params": 10,
+         "train_samples_per_s": 7, "infer_samples_per_s": 11, "peak_mem_mb": 100, "device": "cpu"},
+        {"backbone": "b", "seed": 0, "status": "ok", "metrics": {"test/mse": 0.3, "test/mae": 0.2}, "params": 20,
+         "train_samples_per_s": 5, "infer_samples_per_s": 9, "peak_mem_mb": 100, "device": "cpu"},
+        {"backbone": "c", "seed": "", "status": "n/a", "reason": "needs time tokens"},
+    ]
+    summary = summarise(rows, ForecastingTask)
+    assert [e["backbone"] for e in summary] == ["b", "a", "c"]
+    mean, std = summary[1]["test/mse"]
+    assert mean == pytest.approx(0.6) and std == pytest.approx(0.1414, abs=1e-3)
+    assert summary[2]["status"] == "n/a" and summary[2]["reason"] == "needs time tokens"
+
+
+@pytest.mark.slow
+def test_export_streaming_writes_step_graph_and_refuses_with_reason(ett_csv, write_config, tmp_path, monkeypatch,
+                                                                    capsys):
+    monkeypatch.chdir(tmp_path)
+    config = forecasting_config(ett_csv, limit_train_batches=2)
+    config["model"]["init_args"].update(head="last", revin=False)
+    config["model"]["init_args"]["backbone"]["init_args"]["causal"] = True
+    assert main(["fit", "--config", str(write_config(config))]) == 0
+    ckpt = tmp_path / "runs/tiny/gru/seed0/checkpoints/last.ckpt"
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "m.onnx"), "--streaming"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("onnxruntime parity") == 2
+    step = onnx.load(str(tmp_path / "m.step.onnx"))
+    names = [i.name for i in step.graph.input]
+    assert names[0] == "x_t" and names[1:] == [f"state_{i}" for i in range(len(names) - 1)]
+    assert [o.name for o in step.graph.output][1:] == [f"state_out_{i}" for i in range(len(names) - 1)]
+
+    default = forecasting_config(ett_csv, limit_train_batches=2)
+    assert main(["fit", "--config", str(write_config(default, "plain"))]) == 0
+    ckpt = tmp_path / "runs/plain/gru/seed0/checkpoints/last.ckpt"
+    assert main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "p.onnx"), "--streaming"]) == 2
+    assert "head must be 'last'" in capsys.readouterr().err
+    assert not (tmp_path / "p.onnx").exists(), "nothing written when the export is refused"
+
+
+def test_export_missing_checkpoint(tmp_path, capsys):
+    assert main(["export", "--ckpt", str(tmp_path / "no.ckpt"), "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err

@@ -1,0 +1,63 @@
+"""Shared fixtures: small synthetic datasets and configs written into tmp folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from seqzoo.datasets.forecasting import synth_forecasting
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run with -m gpu on a GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def ett_csv(tmp_path_factory) -> Path:
+    """A 1,200-row ETT-format CSV with daily/weekly seasonality."""
+    return synth_forecasting(out=str(tmp_path_factory.mktemp("ett")), n_rows=1200, seed=0)
+
+
+def forecasting_config(csv: Path, backbone: str = "gru", **trainer) -> dict:
+    """A tiny forecasting experiment: lookback 48, horizon 12, d_model 16."""
+    return {
+        "seed_everything": 0,
+        "trainer": {
+            "max_epochs": 1,
+            "limit_train_batches": 8,
+            "limit_val_batches": 4,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "log_every_n_steps": 1,
+            **trainer,
+        },
+        "model": {
+            "class_path": "seqzoo.domains.forecasting.ForecastingTask",
+            "init_args": {
+                "backbone": {"class_path": backbone, "init_args": {"d_model": 16, "n_layers": 1}},
+                "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.003}},
+            },
+        },
+        "data": {
+            "class_path": "seqzoo.datasets.forecasting.ForecastingDataModule",
+            "init_args": {"path": str(csv), "lookback": 48, "horizon": 12, "batch_size": 16},
+        },
+    }
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    def write(config: dict, name: str = "tiny") -> Path:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    return write
