@@ -107,6 +107,7 @@ def make_cli(args: list[str] | dict, config_name: str = "default", run: bool = T
     from seqzoo.datasets.base import DIM_NAMES, BaseDataModule
     from seqzoo.domains.base import BaseTask
     from seqzoo.runs import (
+        PredictionWriter,
         RunRecorder,
         backbone_name_of,
         default_run_dir,
@@ -166,6 +167,8 @@ def make_cli(args: list[str] | dict, config_name: str = "default", run: bool = T
             trainer.callbacks.append(
                 RunRecorder(self.run_dir, self.run_dir_existed, self._config_yaml, dims, self.subcommand or "fit")
             )
+            if self.subcommand == "predict":
+                trainer.callbacks.append(PredictionWriter(self.run_dir))
             return trainer
 
     quiet_lightning()

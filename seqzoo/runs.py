@@ -25,7 +25,7 @@ from typing import Any
 
 import lightning as L
 import yaml
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
@@ -198,6 +198,27 @@ class RunRecorder(Callback):
         write_status(self.run_dir, "interrupted" if interrupted else "failed", verb=self.verb,
                      error=f"{type(exception).__name__}: {exception}"[:2000],
                      resume="seqzoo fit ... --ckpt_path last" if saved else None)
+
+
+class PredictionWriter(BasePredictionWriter):
+    """``seqzoo predict`` writes its outputs to ``<run dir>/predictions.pt``: a dict with the
+    concatenated predictions (``"predictions"``) and the number of batches."""
+
+    def __init__(self, run_dir: str | os.PathLike) -> None:
+        super().__init__(write_interval="epoch")
+        self.path = Path(run_dir) / "predictions.pt"
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        import torch
+
+        outputs = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        tensors = [p for p in outputs if isinstance(p, torch.Tensor)]
+        record = {"predictions": torch.cat(tensors) if tensors else outputs, "batches": len(outputs)}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".partial")
+        torch.save(record, tmp)
+        os.replace(tmp, self.path)
+        print(f"wrote {self.path}")
 
 
 class RunCSVLogger(CSVLogger):

@@ -41,6 +41,10 @@ def test_fit_writes_a_complete_run_folder_and_test_appends(ett_csv, write_config
     metrics = pd.read_csv(rd / "metrics.csv")
     assert "val/mse" in metrics and "test/mse" in metrics, "test appends to the fit's metrics"
     assert metrics["val/mse"].notna().any()
+    assert main(["predict", "--config", str(cfg), "--ckpt_path", str(rd / "checkpoints/best.ckpt")]) == 0
+    predictions = torch.load(rd / "predictions.pt")["predictions"]
+    n_test = 1200 - 840 - 120 + 48 - 48 - 12 + 1  # every test window, none dropped
+    assert predictions.shape == (n_test, 12, 7)
 
 
 @pytest.mark.slow
