@@ -140,6 +140,17 @@ class BaseTask(L.LightningModule):
             )
 
 
+def fixed_window_spec(module: nn.Module, length: int, n_channels: int, output_names: list[str]) -> ExportSpec:
+    """Export spec of a model of fixed-length windows x (B, length, C): the batch stays free."""
+    gen = torch.Generator().manual_seed(0)
+
+    def make(batch: int) -> tuple[Tensor]:
+        return (torch.randn(batch, length, n_channels, generator=gen),)
+
+    return ExportSpec(module=module, example_inputs=make(2), input_names=["x"], output_names=output_names,
+                      dynamic={"x": {0: "batch"}}, check_inputs=[make(2), make(5)])
+
+
 def sinusoidal_positions(length: int, d_model: int) -> Tensor:
     """Fixed sinusoidal position table (Vaswani et al. 2017), (length, d_model)."""
     position = torch.arange(length, dtype=torch.float32)[:, None]
