@@ -32,10 +32,11 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.preprocessing import StandardScaler
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from seqzoo.datasets.base import (
     BaseDataModule,
+    SplitLoaders,
     atomic_dir,
     check_numeric,
     get_prepare,
@@ -110,7 +111,7 @@ class WindowTensors(Dataset):
         return {"x": self.x[i], "label": self.y[i]}
 
 
-class PainDataModule(BaseDataModule):
+class PainDataModule(SplitLoaders, BaseDataModule):
     """Windows of subject recordings, split by subject."""
 
     dim_names: ClassVar[tuple[str, ...]] = ("n_channels", "seq_len", "n_classes")
@@ -263,19 +264,6 @@ class PainDataModule(BaseDataModule):
     def train_class_counts(self) -> np.ndarray:
         self.setup()
         return np.bincount(self.datasets["train"].y.numpy(), minlength=self.n_classes)
-
-    def train_dataloader(self) -> DataLoader:
-        drop = len(self.datasets["train"]) > self.batch_size
-        return DataLoader(self.datasets["train"], shuffle=True, drop_last=drop, **self.loader_kwargs())
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.datasets["val"], shuffle=False, **self.loader_kwargs())
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.datasets["test"], shuffle=False, drop_last=False, **self.loader_kwargs())
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
 
 
 # ---------------------------------------------------------------------------------------

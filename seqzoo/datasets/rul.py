@@ -46,10 +46,11 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from seqzoo.datasets.base import (
     BaseDataModule,
+    SplitLoaders,
     atomic_dir,
     check_numeric,
     get_synth,
@@ -314,7 +315,7 @@ def window_at(features: torch.Tensor, end: int, length: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------
 
 
-class RULDataModule(BaseDataModule):
+class RULDataModule(SplitLoaders, BaseDataModule):
     """Windows of laser or C-MAPSS units for one stage of the maintenance framework."""
 
     dim_names: ClassVar[tuple[str, ...]] = ("n_channels", "n_targets", "lookback", "horizon", "rul_cap")
@@ -492,19 +493,6 @@ class RULDataModule(BaseDataModule):
             else:
                 ends += [(k, e) for e in range(L - 1, T, step) if not np.isnan(u.rul[e])]
         return ends
-
-    def train_dataloader(self) -> DataLoader:
-        drop = len(self.datasets["train"]) > self.batch_size
-        return DataLoader(self.datasets["train"], shuffle=True, drop_last=drop, **self.loader_kwargs())
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.datasets["val"], shuffle=False, **self.loader_kwargs())
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.datasets["test"], shuffle=False, drop_last=False, **self.loader_kwargs())
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
 
     def unscale(self, values: np.ndarray, channels: list[str]) -> np.ndarray:
         """Scaled values (..., len(channels)) back to the reader's units (the laser current as I/I0 - 1)."""

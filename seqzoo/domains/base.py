@@ -140,6 +140,21 @@ class BaseTask(L.LightningModule):
             )
 
 
+class WindowEncoder(nn.Module):
+    """Per-step embedding Linear(C, D) + positions + dropout -> backbone: (B, L, C) -> (B, L, D)."""
+
+    def __init__(self, backbone: Backbone, n_channels: int, length: int, positions: str = "sinusoidal",
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.embed = nn.Linear(n_channels, backbone.d_model)
+        self.positions = PositionalEmbedding(positions, length, backbone.d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.backbone = backbone
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.backbone(self.dropout(self.positions(self.embed(x))))
+
+
 def fixed_window_spec(module: nn.Module, length: int, n_channels: int, output_names: list[str]) -> ExportSpec:
     """Export spec of a model of fixed-length windows x (B, length, C): the batch stays free."""
     gen = torch.Generator().manual_seed(0)

@@ -33,7 +33,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, M
 
 from seqzoo.backbones.base import Backbone
 from seqzoo.backbones.transformer import SelfAttention
-from seqzoo.domains.base import Batch, BaseTask, PositionalEmbedding, fixed_window_spec
+from seqzoo.domains.base import Batch, BaseTask, WindowEncoder, fixed_window_spec
 from seqzoo.errors import ConfigError
 from seqzoo.export import ExportSpec
 
@@ -122,19 +122,20 @@ class PainNet(nn.Module):
             raise ConfigError(f"head must be 'paper' (L-SFAN) or 'generic', got {head!r}")
         d = backbone.d_model
         self.n_channels, self.seq_len, self.head_kind = n_channels, seq_len, head
-        self.embed = nn.Linear(n_channels, d)
-        self.positions = PositionalEmbedding(positions, seq_len, d)
-        self.dropout = nn.Dropout(embed_dropout)
-        self.backbone = backbone
+        self.encoder = WindowEncoder(backbone, n_channels, seq_len, positions, embed_dropout)
         if head == "paper":
             self.head = LSFANHead(d, n_channels, n_classes, **lsfan)
         else:
             self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, n_classes))
 
+    @property
+    def backbone(self) -> Backbone:
+        return self.encoder.backbone
+
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[1:] != (self.seq_len, self.n_channels):
             raise ValueError(f"expected input (B, {self.seq_len}, {self.n_channels}), got {tuple(x.shape)}")
-        h = self.backbone(self.dropout(self.positions(self.embed(x))))
+        h = self.encoder(x)
         return self.head(x, h) if self.head_kind == "paper" else self.head(h.mean(dim=1))
 
 

@@ -39,7 +39,7 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, MetricColl
 from torchmetrics.classification import BinaryAccuracy, BinaryF1Score, BinaryPrecision, BinaryRecall
 
 from seqzoo.backbones.base import Backbone
-from seqzoo.domains.base import Batch, BaseTask, PositionalEmbedding, fixed_window_spec
+from seqzoo.domains.base import Batch, BaseTask, PositionalEmbedding, WindowEncoder, fixed_window_spec
 from seqzoo.domains.forecasting import ForecastingTask, Head
 from seqzoo.errors import ConfigError, SeqzooError
 from seqzoo.export import ExportSpec
@@ -315,18 +315,19 @@ class RULNet(nn.Module):
             raise ConfigError(f"pooling must be 'attention', 'last' or 'mean', got {pooling!r}")
         d = backbone.d_model
         self.n_channels, self.lookback, self.pooling = n_channels, lookback, pooling
-        self.embed = nn.Linear(n_channels, d)
-        self.positions = PositionalEmbedding(positions, lookback, d)
-        self.dropout = nn.Dropout(embed_dropout)
-        self.backbone = backbone
+        self.encoder = WindowEncoder(backbone, n_channels, lookback, positions, embed_dropout)
         if pooling == "attention":
             self.attention = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1, bias=False))
         self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
 
+    @property
+    def backbone(self) -> Backbone:
+        return self.encoder.backbone
+
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[1:] != (self.lookback, self.n_channels):
             raise ValueError(f"expected input (B, {self.lookback}, {self.n_channels}), got {tuple(x.shape)}")
-        h = self.backbone(self.dropout(self.positions(self.embed(x))))
+        h = self.encoder(x)
         if self.pooling == "last":
             pooled = h[:, -1]
         elif self.pooling == "mean":
@@ -337,15 +338,16 @@ class RULNet(nn.Module):
         return self.head(pooled).squeeze(-1)
 
 
-class RULEstimator(nn.Module):
-    """Export graph: window -> RUL in the data's time unit, clamped to [0, cap]."""
+class RULFraction(nn.Module):
+    """Export graph: window -> RUL / rul_cap, clamped to [0, 1] (the cap is in the export's
+    .json, under dims; a unit-free output keeps the onnxruntime parity check meaningful)."""
 
-    def __init__(self, net: RULNet, rul_cap: float) -> None:
+    def __init__(self, net: RULNet) -> None:
         super().__init__()
-        self.net, self.rul_cap = net, float(rul_cap)
+        self.net = net
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.clamp(self.net(x), 0.0, 1.0) * self.rul_cap
+        return torch.clamp(self.net(x), 0.0, 1.0)
 
 
 class RULTask(BaseTask):
@@ -420,7 +422,7 @@ class RULTask(BaseTask):
 
     def export_spec(self) -> ExportSpec:
         net = self.net.eval().cpu()
-        return fixed_window_spec(RULEstimator(net, self.rul_cap).eval(), net.lookback, net.n_channels, ["rul"])
+        return fixed_window_spec(RULFraction(net).eval(), net.lookback, net.n_channels, ["rul_fraction"])
 
 
 # ---------------------------------------------------------------------------------------

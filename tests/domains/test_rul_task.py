@@ -67,7 +67,7 @@ def test_best_threshold_maximises_f1_or_accuracy():
 # -- the three laser stages, trained once through `seqzoo fit` -----------------------------
 
 
-def rul_config(stage: str, data: Path, backbone: str = "attention_gru", epochs: int = 4, **data_args) -> dict:
+def rul_config(stage: str, data: Path, backbone: str = "attention_gru", epochs: int = 6, **data_args) -> dict:
     task = {"forecast": "DegradationForecastTask", "detect": "AnomalyDetectionTask", "rul": "RULTask"}[stage]
     return {
         "seed_everything": 0,
@@ -78,7 +78,7 @@ def rul_config(stage: str, data: Path, backbone: str = "attention_gru", epochs: 
             "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.005}}}},
         "data": {"class_path": "seqzoo.datasets.rul.RULDataModule", "init_args": {
             "path": str(data), "format": "laser", "stage": stage, "lookback": 16, "horizon": 2, "rul_cap": 400,
-            "rul_eval": "all", "batch_size": 64, **data_args}},
+            "rul_eval": "all", "eval_stride": 2, "batch_size": 32, **data_args}},
     }
 
 
@@ -134,13 +134,13 @@ def test_rul_model_beats_the_mean_training_rul(laser_stages):
 
 @pytest.mark.slow
 def test_cmapss_rul_at_the_last_cycle_beats_the_mean(tmp_path):
-    data = get_synth("rul-cmapss")(out=str(tmp_path / "c"), n_train_units=16, n_test_units=12, max_life=220, seed=4)
+    data = get_synth("rul-cmapss")(out=str(tmp_path / "c"), n_train_units=12, n_test_units=12, max_life=200, seed=4)
     L.seed_everything(0)
-    dm = RULDataModule(str(data), format="cmapss", lookback=20, stride=2, batch_size=64,
+    dm = RULDataModule(str(data), format="cmapss", lookback=20, batch_size=32,
                        channels=["s2", "s3", "s4", "s7", "s11", "s12", "s15", "s17", "s20", "s21"])
     task = RULTask(build_backbone("lstm", d_model=16, n_layers=1), **dm.dims,
                    optimizer=lambda p: torch.optim.AdamW(p, lr=0.005))
-    L.Trainer(max_epochs=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
               enable_model_summary=False).fit(task, dm)
     got, (_, baseline) = _test(task, dm), task.baseline(dm)
     assert len(dm.datasets["test"]) == 12, "one window per test unit"
@@ -182,7 +182,7 @@ def test_onnx_parity_of_each_trained_stage(laser_stages, stage, tmp_path):
     task, dm = load_stage(str(laser_stages[stage]), STAGES[stage])
     report = export_onnx(task.export_spec(), tmp_path / f"{stage}.onnx")
     assert report.max_abs_diff <= 1e-4
-    if stage == "rul":  # the graph outputs RUL in hours, as the task does
+    if stage == "rul":  # the graph outputs RUL / cap; times the cap it is the task's estimate in hours
         dm.setup()
         batch = next(iter(dm.test_dataloader()))
-        torch.testing.assert_close(task.export_spec().module(batch["x"]), task(batch))
+        torch.testing.assert_close(task.export_spec().module(batch["x"]) * 400, task(batch))
