@@ -101,6 +101,8 @@ def test_loso_on_synthetic_pain_beats_the_majority_class_on_mcc(tmp_path):
     assert got["test/mcc"] > 0.4 and got["test/f1_macro"] > baseline["test/f1_macro"] + 0.2, (got, baseline)
     assert {"test/f1_class0", "test/f1_class1"} <= set(got)
     assert float(task.class_weights[1]) > float(task.class_weights[0]), "the rarer protective class weighs more"
+    report = export_onnx(task.eval().export_spec(), tmp_path / "lsfan.onnx")  # the trained L-SFAN model
+    assert report.max_abs_diff <= 1e-4
 
 
 @pytest.mark.slow
@@ -113,9 +115,8 @@ def test_real_basicmotions_trains_well_above_chance(basicmotions_dir, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("head", ["paper", "generic"])
-def test_onnx_parity(head, tmp_path):
-    task = PainTask(build_backbone("gru", d_model=8, n_layers=1), n_channels=6, seq_len=24, n_classes=3, head=head,
-                    lsfan_filters=8, lsfan_heads=2).eval()
+def test_onnx_parity_of_the_generic_head(tmp_path):
+    task = PainTask(build_backbone("transformer", d_model=8, n_layers=1), n_channels=6, seq_len=24, n_classes=3,
+                    head="generic").eval()
     report = export_onnx(task.export_spec(), tmp_path / "pain.onnx")
     assert report.max_abs_diff <= 1e-4
