@@ -478,7 +478,8 @@ def run_pipeline(forecast_ckpt: str, detect_ckpt: str, rul_ckpt: str, data: str 
     devices = []
     for k, unit in enumerate(fdm.units[split]):
         feats_f = torch.as_tensor(unit.features)
-        feats_r = torch.as_tensor(rdm.units[split][k].features)
+        rul_unit, anomaly = rdm.units[split][k], ddm.units[split][k].anomaly  # labels of each stage's own data
+        feats_r = torch.as_tensor(rul_unit.features)
         T = len(unit.time)
         first = max(fdm.lookback, observed) - 1
         if T - 1 < first:
@@ -498,12 +499,12 @@ def run_pipeline(forecast_ckpt: str, detect_ckpt: str, rul_ckpt: str, data: str 
             if e + H < T:
                 totals["forecast_se"] += float((forecast[j] - targets[e + 1 : e + 1 + H]).pow(2).sum())
                 totals["forecast_n"] += H * n_targets
-                if unit.anomaly[e + H] >= 0:
+                if anomaly[e + H] >= 0:
                     totals["flag"].append(int(flag[j]))
-                    totals["label"].append(int(unit.anomaly[e + H]))
-            if not np.isnan(unit.rul[e]):
+                    totals["label"].append(int(anomaly[e + H]))
+            if not np.isnan(rul_unit.rul[e]):
                 totals["rul_pred"].append(float(rul[j]))
-                totals["rul_true"].append(float(unit.rul[e]))
+                totals["rul_true"].append(float(rul_unit.rul[e]))
                 totals["rul_flagged"].append(bool(flag[j]))
         last = fdm.unscale(forecast[-1].numpy(), fdm.targets)
         devices.append({
@@ -511,7 +512,7 @@ def run_pipeline(forecast_ckpt: str, detect_ckpt: str, rul_ckpt: str, data: str 
             "forecast": {name: [float(v) for v in last[:, i]] for i, name in enumerate(fdm.targets)},
             "anomaly_error": float(error[-1]), "anomaly_flag": bool(flag[-1]),
             "rul_estimate": float(rul[-1]),
-            "rul_true": None if np.isnan(unit.rul[-1]) else float(unit.rul[-1]),
+            "rul_true": None if np.isnan(rul_unit.rul[-1]) else float(rul_unit.rul[-1]),
         })
     return {"split": split, "horizon": H, "threshold": float(detector.threshold), "rul_cap": rdm.rul_cap,
             "summary": _summarise(totals), "devices": devices}
@@ -612,4 +613,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the package module's main, so the task classes it checks are the ones checkpoints rebuild
+    # (under `python -m` this file is also loaded as __main__, with classes of its own).
+    from seqzoo.domains.rul import main as package_main
+
+    sys.exit(package_main())

@@ -94,7 +94,10 @@ def laser_stages(laser_data, tmp_path_factory) -> dict[str, Path]:
     ckpts = {}
     for stage in STAGES:
         cfg = root / f"{stage}.yaml"
-        cfg.write_text(yaml.safe_dump(rul_config(stage, laser_data)))
+        # the forecaster is trained with another RUL cap, as in configs/rul: the pipeline must take
+        # each stage's labels from that stage's own data settings
+        extra = {"rul_cap": 125} if stage == "forecast" else {}
+        cfg.write_text(yaml.safe_dump(rul_config(stage, laser_data, **extra)))
         run = root / stage
         assert main(["fit", "--config", str(cfg), "--run_dir", str(run)]) == 0
         ckpts[stage] = run / "checkpoints" / "best.ckpt"
@@ -160,7 +163,7 @@ def test_pipeline_end_to_end_reports_forecast_anomaly_and_rul(laser_stages, tmp_
     summary = report["summary"]
     assert summary["forecast_rmse"] < 0.1  # min-max scaled current rise
     assert summary["anomaly_accuracy"] > 0.8 and summary["anomaly_points"] > 100
-    assert summary["rul_rmse"] < 0.5 * report["rul_cap"] and summary["rul_points_flagged"] > 0
+    assert summary["rul_rmse"] < 0.3 * report["rul_cap"] and summary["rul_points_flagged"] > 0
     devices = [d for d in report["devices"] if "skipped" not in d]
     assert len(devices) == len(report["devices"]) >= 3
     failed = [d for d in devices if d["rul_true"] == 0.0]
