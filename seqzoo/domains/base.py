@@ -150,8 +150,11 @@ class WindowEncoder(nn.Module):
         self.positions = PositionalEmbedding(positions, length, backbone.d_model)
         self.dropout = nn.Dropout(dropout)
         self.backbone = backbone
+        self.length, self.n_channels = length, n_channels
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.shape[1:] != (self.length, self.n_channels):
+            raise ValueError(f"expected input (B, {self.length}, {self.n_channels}), got {tuple(x.shape)}")
         return self.backbone(self.dropout(self.positions(self.embed(x))))
 
 

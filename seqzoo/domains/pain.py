@@ -133,8 +133,6 @@ class PainNet(nn.Module):
         return self.encoder.backbone
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[1:] != (self.seq_len, self.n_channels):
-            raise ValueError(f"expected input (B, {self.seq_len}, {self.n_channels}), got {tuple(x.shape)}")
         h = self.encoder(x)
         return self.head(x, h) if self.head_kind == "paper" else self.head(h.mean(dim=1))
 

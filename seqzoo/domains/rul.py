@@ -325,8 +325,6 @@ class RULNet(nn.Module):
         return self.encoder.backbone
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[1:] != (self.lookback, self.n_channels):
-            raise ValueError(f"expected input (B, {self.lookback}, {self.n_channels}), got {tuple(x.shape)}")
         h = self.encoder(x)
         if self.pooling == "last":
             pooled = h[:, -1]
