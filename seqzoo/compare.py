@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import itertools
 import json
 import math
 import os
@@ -406,10 +407,11 @@ def measure_inference(model, datamodule, max_batches: int = 12, warmup: int = 2)
     model.eval()
     samples = tokens = 0
     seconds = 0.0
+    batches = list(itertools.islice(datamodule.test_dataloader(), max_batches + warmup))
+    if len(batches) <= warmup:  # a small test set (one window per unit): time its batches again after warm-up
+        batches = batches * (warmup // max(len(batches), 1) + 2)
     with torch.inference_mode():
-        for i, batch in enumerate(datamodule.test_dataloader()):
-            if i >= max_batches + warmup:
-                break
+        for i, batch in enumerate(batches):
             batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items()}
             _sync(model.device)
             t0 = time.perf_counter()

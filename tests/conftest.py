@@ -61,3 +61,12 @@ def write_config(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def basicmotions_dir(tmp_path_factory) -> Path:
+    """UEA BasicMotions (real motion data from aeon) in the pain task's subject layout."""
+    pytest.importorskip("aeon")
+    from seqzoo.datasets.pain import prepare_basicmotions
+
+    return prepare_basicmotions(out=str(tmp_path_factory.mktemp("basicmotions")))

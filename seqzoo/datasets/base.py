@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import lightning as L
 import numpy as np
 import pandas as pd
+from torch.utils.data import DataLoader
 
 from seqzoo.errors import ConfigError, DataError
 
@@ -41,6 +42,7 @@ DIM_NAMES: tuple[str, ...] = (
     "seq_len",
     "image_size",
     "in_chans",
+    "rul_cap",
 )
 
 # ---------------------------------------------------------------------------------------
@@ -224,3 +226,26 @@ class BaseDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+
+
+class SplitLoaders:
+    """Loaders over ``self.datasets`` (``train``, ``val``, ``test``) for a BaseDataModule.
+
+    Training shuffles and drops a last partial batch when there is more than one batch;
+    validation and test keep every sample in order.
+    """
+
+    datasets: dict
+
+    def train_dataloader(self) -> DataLoader:
+        drop = len(self.datasets["train"]) > self.batch_size
+        return DataLoader(self.datasets["train"], shuffle=True, drop_last=drop, **self.loader_kwargs())
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.datasets["val"], shuffle=False, **self.loader_kwargs())
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.datasets["test"], shuffle=False, drop_last=False, **self.loader_kwargs())
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()

@@ -140,6 +140,35 @@ class BaseTask(L.LightningModule):
             )
 
 
+class WindowEncoder(nn.Module):
+    """Per-step embedding Linear(C, D) + positions + dropout -> backbone: (B, L, C) -> (B, L, D)."""
+
+    def __init__(self, backbone: Backbone, n_channels: int, length: int, positions: str = "sinusoidal",
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.embed = nn.Linear(n_channels, backbone.d_model)
+        self.positions = PositionalEmbedding(positions, length, backbone.d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.backbone = backbone
+        self.length, self.n_channels = length, n_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[1:] != (self.length, self.n_channels):
+            raise ValueError(f"expected input (B, {self.length}, {self.n_channels}), got {tuple(x.shape)}")
+        return self.backbone(self.dropout(self.positions(self.embed(x))))
+
+
+def fixed_window_spec(module: nn.Module, length: int, n_channels: int, output_names: list[str]) -> ExportSpec:
+    """Export spec of a model of fixed-length windows x (B, length, C): the batch stays free."""
+    gen = torch.Generator().manual_seed(0)
+
+    def make(batch: int) -> tuple[Tensor]:
+        return (torch.randn(batch, length, n_channels, generator=gen),)
+
+    return ExportSpec(module=module, example_inputs=make(2), input_names=["x"], output_names=output_names,
+                      dynamic={"x": {0: "batch"}}, check_inputs=[make(2), make(5)])
+
+
 def sinusoidal_positions(length: int, d_model: int) -> Tensor:
     """Fixed sinusoidal position table (Vaswani et al. 2017), (length, d_model)."""
     position = torch.arange(length, dtype=torch.float32)[:, None]

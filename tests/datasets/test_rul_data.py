@@ -1,0 +1,239 @@
+"""RUL readers (laser, C-MAPSS): valid files, clear errors, labels, unit-disjoint splits, scaling."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from seqzoo import ConfigError, DataError
+from seqzoo.datasets import get_synth
+from seqzoo.datasets.rul import RULDataModule, read_cmapss, read_laser, rul_labels
+
+
+@pytest.fixture(scope="module")
+def laser_dir(tmp_path_factory) -> Path:
+    return get_synth("rul-laser")(out=str(tmp_path_factory.mktemp("laser")), n_devices=10, test_hours=3000.0,
+                                  min_life_hours=1200.0, seed=1)
+
+
+@pytest.fixture(scope="module")
+def cmapss_dir(tmp_path_factory) -> Path:
+    return get_synth("rul-cmapss")(out=str(tmp_path_factory.mktemp("cmapss")), n_train_units=10, n_test_units=5,
+                                   max_life=200, seed=1)
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "copy"
+    shutil.copytree(src, dst)
+    return dst
+
+
+# -- labels -------------------------------------------------------------------------------
+
+
+def test_rul_labels_cap_and_anomaly_for_failed_and_censored_units():
+    time = np.array([0.0, 10, 20, 30, 40])
+    rul, anomaly = rul_labels(time, 0.0, cap=25, anomaly_rul=15)  # failed at t = 40
+    np.testing.assert_array_equal(rul, [25, 25, 20, 10, 0])
+    np.testing.assert_array_equal(anomaly, [0, 0, 0, 1, 1])
+    rul, anomaly = rul_labels(time, 7.0, cap=25, anomaly_rul=15)  # C-MAPSS test unit: 7 left after t = 40
+    np.testing.assert_array_equal(rul, [25, 25, 25, 17, 7])
+    np.testing.assert_array_equal(anomaly, [0, 0, 0, 0, 1])
+    rul, anomaly = rul_labels(time, None, cap=25, anomaly_rul=15)  # still running: RUL > t_last - t
+    np.testing.assert_array_equal(rul, [25, 25, np.nan, np.nan, np.nan])
+    np.testing.assert_array_equal(anomaly, [0, 0, 0, -1, -1])
+
+
+# -- synthetic data -----------------------------------------------------------------------
+
+
+def test_synthetic_lasers_rise_as_a_power_law_and_fail_at_plus_20_percent(laser_dir):
+    units, columns = read_laser(laser_dir)
+    assert columns == ["power_mW", "temp_C", "current_mA"]
+    index = pd.read_csv(laser_dir / "devices.csv")
+    assert set(index["split"]) == {"train", "val", "test"} and set(index["failed"]) == {0, 1}
+    lives = []
+    for unit in units:
+        raw = pd.read_csv(laser_dir / f"{unit.unit_id}.csv")
+        rise = raw["current_mA"].to_numpy() / raw["current_mA"].iloc[:5].mean() - 1
+        assert np.all(np.diff(raw["time_h"]) > 0)
+        if unit.end_rul == 0.0:  # failed: stops at the first sample over +20 %
+            assert rise[-1] >= 0.19 and np.all(rise[:-1] < 0.2 + 0.01)
+            lives.append(raw["time_h"].iloc[-1])
+        else:
+            assert raw["time_h"].iloc[-1] == pytest.approx(3000.0) and rise[-3:].mean() < 0.15
+        assert np.corrcoef(raw["time_h"], rise)[0, 1] > 0.5, "the current rises with age"
+    assert len(set(lives)) == len(lives) >= 3, "failing devices have different lifetimes"
+
+
+def test_synthetic_cmapss_units_drift_and_rul_file_matches(cmapss_dir):
+    train, test = read_cmapss(cmapss_dir)
+    assert len(train) == 10 and len(test) == 5
+    assert len({len(u.time) for u in train}) > 5, "different lifetimes"
+    s2 = np.concatenate([u.values[:, 4] for u in train])  # columns op1..op3, s1, s2, ...: s2 rises with wear
+    age = np.concatenate([u.time / u.time[-1] for u in train])
+    assert np.corrcoef(age, s2)[0, 1] > 0.5
+    ruls = np.loadtxt(cmapss_dir / "RUL_FD001.txt")
+    assert [u.end_rul for u in test] == list(ruls) and all(len(u.time) >= 31 for u in test)
+
+
+# -- data module --------------------------------------------------------------------------
+
+
+def test_laser_splits_are_device_disjoint_and_follow_devices_csv(laser_dir):
+    dm = RULDataModule(str(laser_dir), format="laser", stage="rul", lookback=8, rul_cap=300, rul_eval="all")
+    dm.setup()
+    index = pd.read_csv(laser_dir / "devices.csv", dtype={"device_id": str})
+    for split in ("train", "val", "test"):
+        assert sorted(u.unit_id for u in dm.units[split]) == sorted(index.loc[index["split"] == split, "device_id"])
+    ids = [{u.unit_id for u in dm.units[s]} for s in ("train", "val", "test")]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    assert dm.dims == {"n_channels": 3, "lookback": 8, "rul_cap": 300}
+
+
+def test_cmapss_validation_units_come_from_the_train_file_by_unit(cmapss_dir):
+    dm = RULDataModule(str(cmapss_dir), format="cmapss", lookback=30, val_fraction=0.3)
+    dm.setup()
+    train, val = {u.unit_id for u in dm.units["train"]}, {u.unit_id for u in dm.units["val"]}
+    assert len(val) == 3 and len(train) == 7 and not train & val
+    assert len(dm.units["test"]) == 5
+    # every window lies inside one unit: (unit, end) pairs with end < that unit's length
+    for split, ds in dm.datasets.items():
+        assert all(0 <= e < len(dm.units[split][u].time) for u, e in ds.ends)
+
+
+def test_cmapss_scaler_fitted_on_training_units_only(cmapss_dir):
+    dm = RULDataModule(str(cmapss_dir), format="cmapss", lookback=30, channels=["s2", "s3", "s4"])
+    dm.setup()
+    train, _ = read_cmapss(cmapss_dir)
+    kept = [u for u in train if u.unit_id in {p.unit_id for p in dm.units["train"]}]
+    rows = np.concatenate([u.values[:, [4, 5, 6]] for u in kept])  # s2, s3, s4
+    np.testing.assert_allclose(dm.scaler.data_min_, rows.min(axis=0))
+    np.testing.assert_allclose(dm.scaler.data_max_, rows.max(axis=0))
+    feats = np.concatenate([u.features for u in dm.units["train"]])
+    assert feats.min() == pytest.approx(0.0, abs=1e-6) and feats.max() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_cmapss_drops_constant_channels_and_tests_at_the_last_cycle(cmapss_dir):
+    dm = RULDataModule(str(cmapss_dir), format="cmapss", lookback=40, rul_cap=125)
+    assert not {"op3", "s1", "s5", "s10", "s16", "s18", "s19"} & set(dm.channels), "constant on train"
+    dm.setup()
+    test = dm.datasets["test"]
+    assert len(test) == 5 and [e for _, e in test.ends] == [len(u.time) - 1 for u in dm.units["test"]]
+    ruls = np.loadtxt(cmapss_dir / "RUL_FD001.txt")
+    got = np.array([float(test[i]["rul"]) * 125 for i in range(5)])
+    np.testing.assert_allclose(got, np.minimum(ruls, 125), rtol=1e-6)
+    short = min(range(5), key=lambda k: len(dm.units["test"][k].time))
+    x = test[short]["x"]
+    assert x.shape == (40, len(dm.channels))  # short units are edge-padded to the lookback
+
+
+def test_stage_windows(laser_dir):
+    fc = RULDataModule(str(laser_dir), format="laser", stage="forecast", lookback=8, horizon=3)
+    fc.setup()
+    assert fc.dims == {"n_channels": 3, "n_targets": 1, "lookback": 8, "horizon": 3}
+    ds = fc.datasets["train"]
+    item, later = ds[0], ds[3]
+    assert item["x"].shape == (8, 3) and item["y"].shape == (3, 1)
+    np.testing.assert_allclose(item["y"][:, 0], later["x"][-3:, -1])  # y continues the current channel
+    det = RULDataModule(str(laser_dir), format="laser", stage="detect", lookback=8, rul_cap=300)
+    det.setup()
+    assert det.dims == {"n_channels": 1, "lookback": 8}
+    assert det.train_labels().max() == 0, "the autoencoder trains on normal windows only"
+    val_labels = [int(det.datasets["val"][i]["label"]) for i in range(len(det.datasets["val"]))]
+    assert 0 < np.mean(val_labels) < 1
+
+
+def test_missing_data_points_to_synth_and_synth_flag_writes_it(tmp_path):
+    with pytest.raises(DataError, match=r"missing train_FD001.txt.*seqzoo data synth rul-cmapss"):
+        RULDataModule(str(tmp_path / "none"), format="cmapss").dims
+    dm = RULDataModule(str(tmp_path / "made"), format="laser", stage="rul", lookback=8, synth=True)
+    assert dm.dims["n_channels"] == 3 and (tmp_path / "made" / "devices.csv").exists()
+
+
+def test_bad_options_are_config_errors(laser_dir):
+    with pytest.raises(ConfigError, match="unknown channel"):
+        RULDataModule(str(laser_dir), format="laser", channels=["nope"]).dims
+    with pytest.raises(ConfigError, match="stage must be"):
+        RULDataModule(str(laser_dir), stage="train")
+
+
+# -- malformed files ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "device_text,index_text,match",
+    [
+        (None, "device_id,split,failed\nL001,train,1\nL001,val,0\n", r"devices.csv, line 3: device 'L001' is listed twice"),
+        (None, "device_id,split,failed\nL001,training,1\n", r"devices.csv, line 2, column 'split': expected one of"),
+        (None, "device_id,split,failed\nL001,train,2\n", r"devices.csv, line 2, column 'failed': expected 0 or 1"),
+        (None, "device_id,split,failed\nX999,train,1\n", r"device file not found: .*X999.csv .*line 2"),
+        (None, "device_id,split\nL001,train\n", r"devices.csv: missing column\(s\) 'failed'"),
+        ("time_h,current_mA\n0,50\n10,50,3\n", None, r"L\d+.csv: cannot be read as CSV: .*line 3"),
+        ("time_h,current_mA,power_mW,temp_C\n0,50,5,25\n10,abc,5,25\n", None,
+          r"L\d+.csv, line 3, column 'current_mA': expected a number, got 'abc'"),
+        ("time_h,current_mA,power_mW,temp_C\n0,50,5,25\n10,,5,25\n", None,
+          r"L\d+.csv, line 3, column 'current_mA': missing value \(NaN\)"),
+        ("time_h,current_mA,power_mW,temp_C\n0,50,5,25\n0,51,5,25\n", None,
+         r"L\d+.csv, line 3, column 'time_h': must increase"),
+        ("time_h,current_mA,voltage\n0,50,1\n10,51,1\n", None, r"L\d+.csv: unexpected column\(s\) 'voltage'"),
+        ("time_h,current_mA,power_mW,temp_C\n0,50,5,25\n10,-1,5,25\n", None,
+         r"L\d+.csv, line 3, column 'current_mA': drive current must be positive"),
+        ("time_h,current_mA\n0,50\n10,51\n", None,
+         r"L\d+.csv: has channels \['current_mA'\] but .*L\d+.csv has \['power_mW', 'temp_C', 'current_mA'\]"),
+    ],
+)
+def test_malformed_laser_files_name_file_and_row(laser_dir, tmp_path, device_text, index_text, match):
+    root = _copy(laser_dir, tmp_path)
+    if index_text is not None:
+        (root / "devices.csv").write_text(index_text)
+    if device_text is not None:  # the second device: the first one sets the expected channels
+        second = pd.read_csv(root / "devices.csv", dtype=str)["device_id"].iloc[1]
+        (root / f"{second}.csv").write_text(device_text)
+    with pytest.raises(DataError, match=match):
+        read_laser(root)
+
+
+def _cmapss_line(unit: int, cycle: int, n: int = 26, bad: str | None = None) -> str:
+    fields = [str(unit), str(cycle)] + ["1.0"] * (n - 2)
+    if bad is not None:
+        fields[5] = bad
+    return " ".join(fields)
+
+
+@pytest.mark.parametrize(
+    "train,test,rul,match",
+    [
+        ([_cmapss_line(1, 1), _cmapss_line(1, 2, n=25)], None, None,
+         r"train_FD001.txt, line 2: expected 26 whitespace-separated columns .* found 25"),
+        ([_cmapss_line(1, 1), _cmapss_line(1, 2, bad="x")], None, None,
+         r"train_FD001.txt, line 2, column 's1': expected a number, got 'x'"),
+        ([_cmapss_line(1, 1), _cmapss_line(1, 2, bad="nan")], None, None,
+         r"train_FD001.txt, line 2, column 's1': missing or non-finite value 'nan'"),
+        ([_cmapss_line(1, 1), _cmapss_line(1, 1)], None, None, r"train_FD001.txt, line 2, column 'cycle': must increase"),
+        ([_cmapss_line(1, 1), _cmapss_line(2, 1), _cmapss_line(1, 2)], None, None,
+         r"train_FD001.txt, line 3: rows of unit 1 are not contiguous"),
+        ([_cmapss_line(1, 1), "1.5 2" + " 1.0" * 24], None, None,
+         r"train_FD001.txt, line 2, column 'unit': expected a positive integer"),
+        (None, None, "12\n7\n", r"RUL file has 2 values but .*test_FD001.txt has 3 units"),
+        (None, None, "12\nseven\n5\n", r"RUL_FD001.txt, line 2: expected one non-negative integer"),
+    ],
+)
+def test_malformed_cmapss_files_name_file_and_line(tmp_path, train, test, rul, match):
+    good_train = [_cmapss_line(u, c) for u in (1, 2) for c in (1, 2, 3)]
+    good_test = [_cmapss_line(u, c) for u in (1, 2, 3) for c in (1, 2)]
+    (tmp_path / "train_FD001.txt").write_text("\n".join(train or good_train) + "\n")
+    (tmp_path / "test_FD001.txt").write_text("\n".join(test or good_test) + "\n")
+    (tmp_path / "RUL_FD001.txt").write_text(rul or "12\n7\n5\n")
+    with pytest.raises(DataError, match=match):
+        read_cmapss(tmp_path)
+
+
+def test_missing_rul_file_is_named(tmp_path):
+    (tmp_path / "train_FD001.txt").write_text(_cmapss_line(1, 1) + "\n")
+    with pytest.raises(DataError, match=r"C-MAPSS RUL file not found: .*RUL_FD001.txt"):
+        read_cmapss(tmp_path)
