@@ -573,8 +573,9 @@ def synth_separation(out: str, n_train: int = 200, n_val: int = 20, n_test: int 
 
     A "speaker" is a pitch range, a vocal-tract scale and a speaking rate; an utterance
     is a glottal harmonic series with a gliding f0, shaped by three formant resonances
-    moving between vowels, under a syllable envelope with pauses. Test speakers are
-    disjoint from training/validation speakers. Mixed at relative levels in [-5, 5] dB.
+    moving between vowels, under a syllable envelope with pauses. Every mixture pairs a
+    low- and a high-pitched voice; test speakers are disjoint from training/validation
+    speakers. Mixed at relative levels in [-5, 5] dB.
     """
     _require_soundfile()
     if min(n_train, n_val, n_test) < 1:
@@ -584,22 +585,30 @@ def synth_separation(out: str, n_train: int = 200, n_val: int = 20, n_test: int 
     seen, unseen = speakers[:8], speakers[8:]
     n = int(seconds * sample_rate)
 
-    def utterances(pool, count):
-        return [Utterance(spk["name"], f"u{j}", normalise_active(_synth_utterance(spk, n, sample_rate, rng)))
-                for spk in pool for j in range(count)]
+    def pairs(pool, per_speaker, count):
+        """``count`` mixtures of a low- and a high-pitched voice (in random order)."""
+        utts = [Utterance(spk["name"], f"u{j}", normalise_active(_synth_utterance(spk, n, sample_rate, rng)))
+                for spk in pool for j in range(per_speaker)]
+        low = [u for u in utts if int(u.speaker[-2:]) % 2 == 0]
+        high = [u for u in utts if int(u.speaker[-2:]) % 2 == 1]
+        out = []
+        for _ in range(count):
+            a, b = low[rng.integers(len(low))], high[rng.integers(len(high))]
+            out.append((a, b) if rng.random() < 0.5 else (b, a))
+        return [(a, b, float(rng.uniform(-5, 5))) for a, b in out]
 
     out_path = Path(out)
     with atomic_dir(out_path) as tmp:
-        write_mixture_split(tmp, "tr", random_pairs(utterances(seen, max(2, n_train // 8)), n_train, rng), sample_rate)
-        write_mixture_split(tmp, "cv", random_pairs(utterances(seen, 2), n_val, rng), sample_rate)
-        write_mixture_split(tmp, "tt", random_pairs(utterances(unseen, 3), n_test, rng), sample_rate)
+        write_mixture_split(tmp, "tr", pairs(seen, max(2, n_train // 8), n_train), sample_rate)
+        write_mixture_split(tmp, "cv", pairs(seen, 2, n_val), sample_rate)
+        write_mixture_split(tmp, "tt", pairs(unseen, 3, n_test), sample_rate)
     return out_path
 
 
 def _synth_speaker(i: int, rng: np.random.Generator) -> dict:
     low = i % 2 == 0  # alternate low- and high-pitched voices
     return {"name": f"synth{i:02d}", "f0": rng.uniform(85, 140) if low else rng.uniform(170, 260),
-            "tract": rng.uniform(0.9, 1.0) if low else rng.uniform(1.1, 1.25), "rate": rng.uniform(3.0, 5.0)}
+            "tract": rng.uniform(0.75, 0.9) if low else rng.uniform(1.2, 1.4), "rate": rng.uniform(3.0, 5.0)}
 
 
 def _synth_utterance(spk: dict, n: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:

@@ -62,6 +62,8 @@ class SeparationNet(nn.Module):
         self.gate = nn.Linear(d, d)
         self.to_mask = nn.Linear(d, n_filters, bias=False)
         self.decoder = nn.ConvTranspose1d(n_filters, 1, kernel_size, stride=stride, bias=False)
+        with torch.no_grad():  # start from the encoder's transpose: an untrained model returns ~ the mixture
+            self.decoder.weight.copy_(self.encoder.weight * (stride / kernel_size))
 
     def n_frames(self, n_samples):
         """Encoder frames covering ``n_samples`` (the input is zero-padded to a whole frame)."""
