@@ -369,14 +369,15 @@ def synth_handwriting(out: str, n_writers: int = 10, words: list[str] | None = N
     ``repeats`` copies of every word per writer) and ``chars_dep_<k>``, ``chars_indep_<k>``
     (OnHW-chars layout: ``char_repeats`` copies of every character per writer), k < n_folds.
     Writer-dependent folds split each writer's samples 80/20; writer-independent folds
-    hold out a disjoint group of writers. ``speed`` scales every writer's pace (2 halves
+    hold out a disjoint fifth of the writers. ``speed`` scales every writer's pace (2 halves
     the sequence lengths, for quick experiments).
     """
     words = list(words or DEFAULT_WORDS)
     if n_writers < 2 or n_folds < 1 or not words or not chars:
         raise ConfigError("synth handwriting needs n_writers >= 2, n_folds >= 1, words and chars")
-    if n_folds > n_writers:
-        raise ConfigError(f"n_folds ({n_folds}) cannot exceed n_writers ({n_writers}) for writer-independent folds")
+    if max(n_folds, 5) > n_writers:
+        raise ConfigError(f"writer-independent folds hold out a fifth of the writers (or 1/n_folds): "
+                          f"n_writers must be >= {max(n_folds, 5)}, got {n_writers}")
     rng = np.random.default_rng(seed)
     templates = glyph_templates(sorted(set("".join(words)) | set(chars)))
     writers = [random_writer(rng) for _ in range(n_writers)]
@@ -398,17 +399,23 @@ def synth_handwriting(out: str, n_writers: int = 10, words: list[str] | None = N
 
 
 def _fold_assignment(samples: list, k: int, n_folds: int, protocol: str, seed: int) -> np.ndarray:
-    """Bool per sample: in fold k's held-out part. "dep": a random fifth of each writer's
-    samples (5 disjoint parts); "indep": the writers w with w % n_folds == k."""
+    """Bool per sample: in fold k's held-out part, one of max(n_folds, 5) disjoint parts.
+    "dep": a random part of each writer's samples; "indep": the writers w with w % parts == k."""
+    n_parts = max(n_folds, 5)
     writers = np.array([w for w, _, _ in samples])
     if protocol == "indep":
-        return writers % n_folds == k
-    part = np.empty(len(samples), dtype=int)
-    rng = np.random.default_rng(seed + 1)
-    for w in np.unique(writers):
-        idx = np.flatnonzero(writers == w)
-        part[rng.permutation(idx)] = np.arange(len(idx)) % max(n_folds, 5)
-    return part == k
+        part = writers % n_parts
+    else:
+        part = np.empty(len(samples), dtype=int)
+        rng = np.random.default_rng(seed + 1)
+        for w in np.unique(writers):
+            idx = np.flatnonzero(writers == w)
+            part[rng.permutation(idx)] = (np.arange(len(idx)) + w) % n_parts  # rotate so parts fill evenly
+    held_out = part == k
+    if held_out.all() or not held_out.any():
+        raise ConfigError(f"fold {k}: too few samples or writers for {n_parts} {protocol} parts; "
+                          "write more writers, words or repeats")
+    return held_out
 
 
 def _write_words(fold: Path, samples: list, test_of: np.ndarray) -> None:
