@@ -149,7 +149,7 @@ class ForecastingNet(nn.Module):
             tokens = torch.cat([tokens, x_mark.transpose(1, 2)], dim=1)
         h = self.backbone(self.dropout(self.embed(tokens)))
         y = self.head(h[:, : self.n_channels]).transpose(1, 2)  # (B, H, C)
-        return y[..., -self.n_targets :]
+        return y[..., -self.n_targets :].contiguous()
 
 
 class TimeEmbedding(nn.Module):
