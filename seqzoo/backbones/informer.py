@@ -14,9 +14,12 @@ Sampling is reproducible. Key indices come from a counter-based integer hash of
 (seed, query, sample, layer): in training the seed is drawn from torch's generator on
 every call (so ``seed_everything`` fixes a run), in eval it is the fixed ``sample_seed``,
 so evaluation, export and onnxruntime all see the same keys. Under a causal mask a query
-samples only the keys it may see; with a padding mask only valid keys are sampled and
-padded queries are never among the top u. With ``u >= L`` every query is active and the
-result is full attention; ``attention="full"`` switches to ordinary (SDPA) attention.
+samples only the keys it may see (the authors' code samples from all keys); with a
+padding mask only valid keys are sampled and padded queries are never among the top u.
+Attention dropout applies to the active queries' weights, as in full attention (the
+authors' ProbAttention defines it but never applies it). With ``u >= L`` every query is
+active and the result is full attention; ``attention="full"`` switches to ordinary (SDPA)
+attention.
 
 Distilling (paper eq. 5) between encoder layers: X <- MaxPool(ELU(BatchNorm(Conv1d(X))))
 with a circular kernel-3 convolution and MaxPool(3, stride 2), halving L each time. The
