@@ -121,8 +121,8 @@ def test_padding_mask_with_lazy_queries():
     q, k, v = randn(B, H, L, E, seed=1), randn(B, H, L, E, seed=2), randn(B, H, L, E, seed=3)
     out = prob_sparse_attention(q, k, v, factor=1, mask=mask, seed=3)
     noisy = [torch.where(mask[:, None, :, None], t, randn(B, H, L, E, seed=9) * 100) for t in (q, k, v)]
-    torch.testing.assert_close(prob_sparse_attention(*noisy, factor=1, mask=mask, seed=3)[mask[:, None].expand(-1, H, -1)],
-                               out[mask[:, None].expand(-1, H, -1)])
+    valid = mask[:, None].expand(-1, H, -1)
+    torch.testing.assert_close(prob_sparse_attention(*noisy, factor=1, mask=mask, seed=3)[valid], out[valid])
     active, _ = _active_and_lazy(q, k, v, mask, False, factor=1, seed=3)
     for b, n_valid in enumerate(lengths.tolist()):
         lazy = ~active[b, :, :n_valid]

@@ -24,7 +24,8 @@ def decoder_net(backbone="transformer", n_targets=5, label_len=8, **kw) -> Forec
 
 def inputs(b=3, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(b, 24, 5, generator=g) * 3 + 1, torch.rand(b, 24, 4, generator=g), torch.rand(b, 6, 4, generator=g)
+    x = torch.randn(b, 24, 5, generator=g) * 3 + 1
+    return x, torch.rand(b, 24, 4, generator=g), torch.rand(b, 6, 4, generator=g)
 
 
 def test_decoder_reads_start_tokens_then_zeros_with_their_time_features():
