@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm, Mlp, RmsNorm, SwiGLU
 from torch import Tensor, nn
 
@@ -170,3 +171,59 @@ def stochastic_depth(drop_path: float, n_layers: int) -> list[float]:
     if n_layers == 1:
         return [drop_path]
     return [drop_path * i / (n_layers - 1) for i in range(n_layers)]
+
+
+class PostNormBlock(nn.Module):
+    """Post-LN residual block of the original Transformer (Vaswani et al. 2017), the block
+    iTransformer and Informer stack:
+
+        x <- norm1(x + Dropout(mixer(x)))
+        x <- norm2(x + mlp(x))          (mlp = Linear, activation, Dropout, Linear, Dropout)
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        mixer: nn.Module,
+        *,
+        mlp: MlpKind = "gelu",
+        mlp_ratio: float = 4.0,
+        norm: NormKind = "layer",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.mixer = mixer
+        self.drop = nn.Dropout(dropout)
+        self.norm1 = make_norm(norm, d_model)
+        self.mlp = make_mlp(mlp, d_model, mlp_ratio, dropout)
+        self.norm2 = make_norm(norm, d_model) if self.mlp is not None else nn.Identity()
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        x = self.norm1(x + self.drop(self.mixer(mask_positions(x, mask), mask)))
+        if self.mlp is None:
+            return x
+        return self.norm2(x + self.mlp(x))
+
+
+class CircularConv1d(nn.Conv1d):
+    """Conv1d, kernel 3, circular padding, over (B, L, C) tokens (Informer's token embedding
+    and distilling convolution).
+
+    With a padding mask each sequence wraps around at its own last valid step,
+    y_t = W_0 x_{(t-1) mod n} + W_1 x_t + W_2 x_{(t+1) mod n}, so padded steps never reach
+    valid outputs. The weights are an ordinary ``nn.Conv1d``'s.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=3, padding=1, padding_mode="circular", bias=bias)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        if mask is None:
+            return super().forward(x.transpose(1, 2)).transpose(1, 2)
+        L = x.shape[1]
+        steps = torch.arange(L, device=x.device)
+        n = mask.sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1) valid length per sequence
+        neighbours = [torch.remainder(steps + shift, n) for shift in (-1, 1)]  # (B, L) each
+        prev, nxt = (torch.gather(x, 1, i[..., None].expand_as(x)) for i in neighbours)
+        weight = self.weight.permute(0, 2, 1).reshape(self.out_channels, -1)  # taps (t-1, t, t+1)
+        return F.linear(torch.cat([prev, x, nxt], dim=-1), weight, self.bias)

@@ -32,7 +32,32 @@ class SelfAttention(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         B, L, D = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
-        out = attention(q, k, v, mask=mask, causal=self.causal, dropout=self.dropout if self.training else 0.0)
+        out = self.attend(q, k, v, mask)
+        return self.proj(out.transpose(1, 2).reshape(B, L, D))
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """Mix heads (B, H, L, Dh); variants of attention override this."""
+        return attention(q, k, v, mask=mask, causal=self.causal, dropout=self.dropout if self.training else 0.0)
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of queries (B, L_q, D) to a memory (B, L_k, D), all keys visible."""
+
+    def __init__(self, d_model: int, n_heads: int, *, dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        if d_model % n_heads:
+            raise ConfigError(f"n_heads={n_heads} must divide d_model={d_model}")
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.q = nn.Linear(d_model, d_model, bias=bias)
+        self.kv = nn.Linear(d_model, 2 * d_model, bias=bias)
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
+
+    def forward(self, x: Tensor, memory: Tensor) -> Tensor:
+        (B, L, D), S, H = x.shape, memory.shape[1], self.n_heads
+        q = self.q(x).view(B, L, H, D // H).transpose(1, 2)
+        k, v = self.kv(memory).view(B, S, 2, H, D // H).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(out.transpose(1, 2).reshape(B, L, D))
 
 
