@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seqzoo.kernels.dispatch import resolve_impl
+from seqzoo.kernels.dispatch import is_export_mode, resolve_impl
 
 try:
     import triton
@@ -128,7 +128,7 @@ def prefix_attention_ref(
     i <= t with M_t the running max, so o = (P v + carry) / (P 1 + carry).
     """
     B, T, H, D = v.shape
-    C = chunk_size
+    C = _chunk_for(T, chunk_size)
     sdt = state_dtype(v.dtype)
     s, v = s.to(sdt), v.to(sdt)
     m0, u0, w0 = (initial_state if initial_state is not None
@@ -144,20 +144,26 @@ def prefix_attention_ref(
     u_chunk, w_chunk = p_chunk.sum(dim=2), torch.einsum("bnih,bnihd->bnhd", p_chunk, vc)
     earlier = _strictly_lower(n_chunks, v.device)
     m_in = torch.maximum(m0[:, None], _masked_max(m_chunk, earlier))  # (B, N, H)
-    f = _exp_below(m_chunk[:, None, :, :], m_in[:, :, None, :]) * earlier[None, :, :, None]  # (B, N, J, H)
+    f = _exp_below(m_chunk[:, None, :, :], m_in[:, :, None, :], earlier[None, :, :, None])  # (B, N, J, H)
     f0 = _exp_below(m0[:, None], m_in)  # (B, N, H)
     u_in = u0[:, None] * f0 + torch.einsum("bnjh,bjh->bnh", f, u_chunk)
     w_in = w0[:, None] * f0[..., None] + torch.einsum("bnjh,bjhd->bnhd", f, w_chunk)
     # inside each chunk
     causal = _strictly_lower(C, v.device) | torch.eye(C, dtype=torch.bool, device=v.device)
     m_run = torch.maximum(m_in[:, :, None], _masked_max(sc, causal, dim=2))  # (B, N, C, H)
-    p = _exp_below(sc[:, :, None, :, :], m_run[:, :, :, None, :]) * causal[None, None, :, :, None]  # (B,N,t,i,H)
+    p = _exp_below(sc[:, :, None, :, :], m_run[:, :, :, None, :], causal[None, None, :, :, None])  # (B,N,t,i,H)
     carry = _exp_below(m_in[:, :, None], m_run)  # (B, N, C, H)
     u = u_in[:, :, None] * carry + p.sum(dim=3)
     w = w_in[:, :, None] * carry[..., None] + torch.einsum("bntih,bnihd->bnthd", p, vc)
     o = _normalise(w, u).reshape(B, n_chunks * C, H, D)[:, :T]
     return o, _final_state(s, v, (m0, u0, w0))
 
+
+
+def _chunk_for(T: int, chunk_size: int) -> int:
+    """Eager calls shorter than a chunk use one chunk of exactly T (no padding); export keeps
+    the fixed chunk so that the length stays symbolic."""
+    return chunk_size if is_export_mode() else min(chunk_size, T)
 
 def _final_state(s: Tensor, v: Tensor, initial: PrefixState) -> PrefixState:
     m0, u0, w0 = initial
@@ -167,9 +173,16 @@ def _final_state(s: Tensor, v: Tensor, initial: PrefixState) -> PrefixState:
     return m, u0 * f0 + p.sum(dim=1), w0 * f0[..., None] + torch.einsum("bth,bthd->bhd", p, v)
 
 
-def _exp_below(x: Tensor, m: Tensor) -> Tensor:
-    """exp(x - m) for x <= m; 0 where m = -inf (then x = -inf too), never inf - inf."""
-    return torch.exp(x - torch.where(torch.isneginf(m), torch.zeros_like(m), m))
+def _exp_below(x: Tensor, m: Tensor, where: Tensor | None = None) -> Tensor:
+    """exp(x - m) for x <= m; 0 where m = -inf (then x = -inf too), never inf - inf.
+
+    Entries outside ``where`` are 0, masked *before* the exponential (x may exceed m
+    there), so neither the value nor its gradient sees an overflow.
+    """
+    diff = x - torch.where(torch.isneginf(m), torch.zeros_like(m), m)
+    if where is not None:
+        diff = torch.where(where, diff, float("-inf"))
+    return torch.exp(diff)
 
 
 def _normalise(w: Tensor, u: Tensor) -> Tensor:
@@ -435,7 +448,8 @@ if triton is not None:
                 tl.store(o_ptr + (rows[:, None] * H + i_head) * D + offs_d[None, :], o.to(v.dtype),
                          mask=valid[:, None] & d_ok[None, :])
                 if i_d == 0:
-                    tl.store(lse_ptr + rows * H + i_head, running + tl.log(u_t), mask=valid)
+                    log_u = tl.where(u_t > 0, tl.log(tl.where(u_t > 0, u_t, 1.0)), float("-inf"))
+                    tl.store(lse_ptr + rows * H + i_head, running + log_u, mask=valid)
             m, u, w = _combine_chunk(m, u, w, s, v)
         if OUTPUT:
             if i_seg == n_segments - 1:

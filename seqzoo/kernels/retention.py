@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seqzoo.kernels.dispatch import resolve_impl
+from seqzoo.kernels.dispatch import is_export_mode, resolve_impl
 
 try:
     import triton
@@ -97,7 +97,7 @@ def retention_ref(
     """
     B, T, H, K = q.shape
     V = v.shape[-1]
-    C = chunk_size
+    C = _chunk_for(T, chunk_size)
     q, k, v, log_g, scale = _prepare(q, k, v, gamma, scale)
     n_chunks = (T + C - 1) // C
     pad = n_chunks * C - T
@@ -172,6 +172,12 @@ def _decay_matrix(rows: Tensor, cols: Tensor, log_g: Tensor) -> Tensor:
     causal = diff >= 0
     return torch.exp(diff.clamp(min=0)[None] * log_g[:, None, None]) * causal
 
+
+
+def _chunk_for(T: int, chunk_size: int) -> int:
+    """Eager calls shorter than a chunk use one chunk of exactly T (no padding); export keeps
+    the fixed chunk so that the length stays symbolic."""
+    return chunk_size if is_export_mode() else min(chunk_size, T)
 
 def _final_state(k: Tensor, v: Tensor, log_g: Tensor, initial_state: Tensor | None) -> Tensor:
     """S_{T-1} = γ^T S_{-1} + Σ_s γ^{T-1-s} k_s^T v_s."""
