@@ -354,11 +354,11 @@ def _cifar_shape(n_values: int, meta: dict, path: Path) -> tuple[int, int, int]:
 
 
 class _BatchUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists and numpy arrays only (a CIFAR batch holds nothing else)."""
+    """Unpickles dicts, lists, bytes and numpy arrays only (a CIFAR batch holds nothing else)."""
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar")}
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
 
     def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
@@ -435,7 +435,7 @@ def prepare_sklearn_digits(out: str, format: str = "imagefolder", seed: int = 0)
     """Real 8x8 handwritten digits shipped in scikit-learn (1,797 images, 10 classes).
 
     Pixel values 0..16 are scaled to 0..255; the split is stratified 70/10/20 with a
-    fixed seed (1,257 / 180 / 360 images).
+    fixed seed (1,258 / 180 / 359 images).
     """
     try:
         from sklearn.datasets import load_digits

@@ -61,7 +61,8 @@ def prefix_attention(
     """
     _check_args(s, v, initial_state, chunk_size)
     if resolve_impl(impl, s, v, op="prefix_attention") == "torch":
-        o, final = prefix_attention_ref(s, v, initial_state=initial_state, chunk_size=chunk_size)
+        o, final = prefix_attention_ref(s, v, initial_state=initial_state, chunk_size=chunk_size,
+                                        return_final_state=return_final_state)
     else:
         m0, u0, w0 = initial_state if initial_state is not None else (None, None, None)
         o, *final = _PrefixAttentionTriton.apply(s, v, m0, u0, w0, chunk_size)
@@ -118,52 +119,66 @@ def prefix_attention_recurrent_ref(
 
 
 def prefix_attention_ref(
-    s: Tensor, v: Tensor, *, initial_state: PrefixState | None = None, chunk_size: int = 64
-) -> tuple[Tensor, PrefixState]:
+    s: Tensor,
+    v: Tensor,
+    *,
+    initial_state: PrefixState | None = None,
+    chunk_size: int = 64,
+    return_final_state: bool = True,
+) -> tuple[Tensor, PrefixState | None]:
     """Chunked prefix attention in torch, loop-free.
 
     The length is padded to chunks of C. The state entering chunk n combines the
     initial state with the totals of chunks j < n in one masked max and one weighted
     sum (every weight exp(m_j - M_n) <= 1); inside a chunk, P_ti = exp(s_i - M_t) for
-    i <= t with M_t the running max, so o = (P v + carry) / (P 1 + carry).
+    i <= t with M_t the running max, so o = (P v + carry) / (P 1 + carry). Every
+    exponent is masked before ``exp``, so no overflow reaches a value or a gradient.
     """
     B, T, H, D = v.shape
     C = _chunk_for(T, chunk_size)
     sdt = state_dtype(v.dtype)
     s, v = s.to(sdt), v.to(sdt)
-    m0, u0, w0 = (initial_state if initial_state is not None
-                  else identity_state(B, H, D, device=v.device, dtype=sdt))
-    m0, u0, w0 = m0.to(sdt), u0.to(sdt), w0.to(sdt)
     n_chunks = (T + C - 1) // C
     pad = n_chunks * C - T
     sc = F.pad(s, (0, 0, 0, pad), value=float("-inf")).reshape(B, n_chunks, C, H)
     vc = F.pad(v, (0, 0, 0, 0, 0, pad)).reshape(B, n_chunks, C, H, D)
     # totals of each chunk, then the state entering each chunk
     m_chunk = sc.amax(dim=2)  # (B, N, H)
-    p_chunk = _exp_below(sc, m_chunk[:, :, None])
+    p_chunk = torch.exp(sc - _finite(m_chunk)[:, :, None])
     u_chunk, w_chunk = p_chunk.sum(dim=2), torch.einsum("bnih,bnihd->bnhd", p_chunk, vc)
-    earlier = _strictly_lower(n_chunks, v.device)
-    m_in = torch.maximum(m0[:, None], _masked_max(m_chunk, earlier))  # (B, N, H)
-    f = _exp_below(m_chunk[:, None, :, :], m_in[:, :, None, :], earlier[None, :, :, None])  # (B, N, J, H)
-    f0 = _exp_below(m0[:, None], m_in)  # (B, N, H)
-    u_in = u0[:, None] * f0 + torch.einsum("bnjh,bjh->bnh", f, u_chunk)
-    w_in = w0[:, None] * f0[..., None] + torch.einsum("bnjh,bjhd->bnhd", f, w_chunk)
+    earlier = _strictly_lower(n_chunks, v.device)[None, :, :, None]
+    m_in = _masked_max(m_chunk[:, None], earlier, dim=2)  # (B, N, H)
+    if initial_state is not None:
+        m0, u0, w0 = (x.to(sdt) for x in initial_state)
+        m_in = torch.maximum(m0[:, None], m_in)
+    m_in_ref = _finite(m_in)
+    f = _masked_exp(m_chunk[:, None] - m_in_ref[:, :, None], earlier)  # (B, N, J, H)
+    u_in = torch.einsum("bnjh,bjh->bnh", f, u_chunk)
+    w_in = torch.einsum("bnjh,bjhd->bnhd", f, w_chunk)
+    if initial_state is not None:
+        f0 = torch.exp(m0[:, None] - m_in_ref)  # (B, N, H)
+        u_in = u_in + u0[:, None] * f0
+        w_in = w_in + w0[:, None] * f0[..., None]
     # inside each chunk
-    causal = _strictly_lower(C, v.device) | torch.eye(C, dtype=torch.bool, device=v.device)
-    m_run = torch.maximum(m_in[:, :, None], _masked_max(sc, causal, dim=2))  # (B, N, C, H)
-    p = _exp_below(sc[:, :, None, :, :], m_run[:, :, :, None, :], causal[None, None, :, :, None])  # (B,N,t,i,H)
-    carry = _exp_below(m_in[:, :, None], m_run)  # (B, N, C, H)
+    causal = ~_strictly_lower(C, v.device).T[None, None, :, :, None]  # [t, i]: i <= t
+    m_run = torch.maximum(m_in[:, :, None], _masked_max(sc[:, :, None], causal, dim=3))  # (B, N, C, H)
+    m_run_ref = _finite(m_run)
+    p = _masked_exp(sc[:, :, None] - m_run_ref[:, :, :, None], causal)  # (B, N, t, i, H)
+    carry = torch.exp(m_in[:, :, None] - m_run_ref)  # (B, N, C, H)
     u = u_in[:, :, None] * carry + p.sum(dim=3)
     w = w_in[:, :, None] * carry[..., None] + torch.einsum("bntih,bnihd->bnthd", p, vc)
     o = _normalise(w, u).reshape(B, n_chunks * C, H, D)[:, :T]
-    return o, _final_state(s, v, (m0, u0, w0))
-
+    if not return_final_state:
+        return o, None
+    initial = initial_state if initial_state is not None else identity_state(B, H, D, device=v.device, dtype=sdt)
+    return o, _final_state(s, v, tuple(x.to(sdt) for x in initial))
 
 
 def _chunk_for(T: int, chunk_size: int) -> int:
     """Eager calls shorter than a chunk use one chunk of exactly T (no padding); export keeps
     the fixed chunk so that the length stays symbolic."""
     return chunk_size if is_export_mode() else min(chunk_size, T)
+
 
 def _final_state(s: Tensor, v: Tensor, initial: PrefixState) -> PrefixState:
     m0, u0, w0 = initial
@@ -173,16 +188,19 @@ def _final_state(s: Tensor, v: Tensor, initial: PrefixState) -> PrefixState:
     return m, u0 * f0 + p.sum(dim=1), w0 * f0[..., None] + torch.einsum("bth,bthd->bhd", p, v)
 
 
-def _exp_below(x: Tensor, m: Tensor, where: Tensor | None = None) -> Tensor:
-    """exp(x - m) for x <= m; 0 where m = -inf (then x = -inf too), never inf - inf.
+def _finite(m: Tensor) -> Tensor:
+    """A running max as a subtraction reference: -inf (nothing seen yet) becomes 0."""
+    return m.masked_fill(torch.isneginf(m), 0.0)
 
-    Entries outside ``where`` are 0, masked *before* the exponential (x may exceed m
-    there), so neither the value nor its gradient sees an overflow.
-    """
-    diff = x - torch.where(torch.isneginf(m), torch.zeros_like(m), m)
-    if where is not None:
-        diff = torch.where(where, diff, float("-inf"))
-    return torch.exp(diff)
+
+def _exp_below(x: Tensor, m: Tensor) -> Tensor:
+    """exp(x - m) for x <= m, never inf - inf: 0 where m = -inf (then x = -inf too)."""
+    return torch.exp(x - _finite(m))
+
+
+def _masked_exp(x: Tensor, allowed: Tensor) -> Tensor:
+    """exp(x) where allowed, else 0 -- masked before exp (x may overflow where not allowed)."""
+    return torch.exp(x.masked_fill(~allowed, float("-inf")))
 
 
 def _normalise(w: Tensor, u: Tensor) -> Tensor:
@@ -196,12 +214,9 @@ def _strictly_lower(n, device) -> Tensor:
     return idx[None, :] < idx[:, None]
 
 
-def _masked_max(x: Tensor, allowed: Tensor, dim: int = 1) -> Tensor:
-    """max over j of x[..., j, ...] where allowed[t, j], for every t (-inf if none): (.., T, ..)."""
-    xs = x.unsqueeze(dim)  # broadcast over the new row axis
-    shape = [1] * xs.dim()
-    shape[dim], shape[dim + 1] = allowed.shape
-    return torch.where(allowed.reshape(shape), xs, float("-inf")).amax(dim=dim + 1)
+def _masked_max(x: Tensor, allowed: Tensor, dim: int) -> Tensor:
+    """Max over ``dim`` of x where ``allowed`` (broadcast against x), -inf where nothing is."""
+    return x.masked_fill(~allowed, float("-inf")).amax(dim=dim)
 
 
 def _check_args(s, v, initial_state, chunk_size) -> None:

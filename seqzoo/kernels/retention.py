@@ -63,7 +63,8 @@ def retention(
     """
     scale = _check_args(q, k, v, gamma, scale, initial_state, chunk_size)
     if resolve_impl(impl, q, k, v, op="retention") == "torch":
-        o, final = retention_ref(q, k, v, gamma, scale=scale, initial_state=initial_state, chunk_size=chunk_size)
+        o, final = retention_ref(q, k, v, gamma, scale=scale, initial_state=initial_state, chunk_size=chunk_size,
+                                 return_final_state=return_final_state)
     else:
         o, final = _RetentionTriton.apply(q, k, v, gamma, initial_state, scale, chunk_size)
     return (o, final) if return_final_state else o
@@ -88,7 +89,8 @@ def retention_ref(
     scale: float | None = None,
     initial_state: Tensor | None = None,
     chunk_size: int = 64,
-) -> tuple[Tensor, Tensor]:
+    return_final_state: bool = True,
+) -> tuple[Tensor, Tensor | None]:
     """Chunkwise retention in torch, without a loop over time or chunks.
 
     The length is padded to a multiple of the chunk C. Inside chunk n the parallel
@@ -117,7 +119,7 @@ def retention_ref(
     from_start = torch.exp((i + 1)[:, None] * log_g)  # (C, H)
     o = o + torch.einsum("bnihk,bnhkv->bnihv", qc * from_start[..., None], states)
     o = (o * scale).reshape(B, n_chunks * C, H, V)[:, :T]
-    return o.to(v.dtype), _final_state(k, v, log_g, initial_state)
+    return o.to(v.dtype), _final_state(k, v, log_g, initial_state) if return_final_state else None
 
 
 def retention_parallel_ref(
