@@ -13,7 +13,7 @@ ds, dv written (forward + backward).
 from __future__ import annotations
 
 import torch
-from common import MODES, Context, is_out_of_memory, sdpa_causal, time_mode, token_budget_shapes
+from common import MODES, Context, sdpa_causal, time_mode, token_budget_shapes
 
 from seqzoo.kernels.dispatch import triton_interpreted
 from seqzoo.kernels.prefix_attention import prefix_attention, prefix_attention_ref
@@ -39,13 +39,8 @@ def run(ctx: Context) -> None:
         for mode in MODES:
             runs = [(name, fn, [s, v]) for name, fn in scan_impls.items()] + [("sdpa-causal", sdpa_causal, [q, q, v])]
             for name, fn, inputs in runs:
-                try:
-                    ms = time_mode(ctx, fn, inputs, mode)
-                except Exception as err:  # the reference or SDPA may not fit at 64k tokens
-                    if not is_out_of_memory(err):
-                        raise
-                    print(f"{OP} {name} {mode} T={T}: out of memory, skipped")
-                    torch.cuda.empty_cache()
+                ms = time_mode(ctx, fn, inputs, mode, label=f"{OP} {name} B={B} T={T}")
+                if ms is None:
                     continue
                 per_token = (1 + 2 * D) if mode == "fwd" else (2 + 4 * D)  # s, v -> o (+ dO -> ds, dv)
                 scan_bytes = B * T * H * per_token * v.element_size()

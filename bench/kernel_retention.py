@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 
 import torch
-from common import MODES, Context, is_out_of_memory, sdpa_causal, time_mode, token_budget_shapes
+from common import MODES, Context, sdpa_causal, time_mode, token_budget_shapes
 
 from seqzoo.kernels.dispatch import triton_interpreted
 from seqzoo.backbones.vir import decay_schedule
@@ -50,13 +50,8 @@ def run(ctx: Context) -> None:
             del impls["triton"]
         for mode in MODES:
             for name, fn in impls.items():
-                try:
-                    ms = time_mode(ctx, fn, [q, k, v], mode)
-                except Exception as err:  # a peer may not fit in memory at 64k tokens
-                    if not is_out_of_memory(err):
-                        raise
-                    print(f"{OP} {name} {mode} T={T}: out of memory, skipped")
-                    torch.cuda.empty_cache()
+                ms = time_mode(ctx, fn, [q, k, v], mode, label=f"{OP} {name} B={B} T={T}")
+                if ms is None:
                     continue
                 tokens, elt = B * T * H, q.element_size()
                 moved = (4 if mode == "fwd" else 8) * tokens * D * elt
