@@ -350,8 +350,8 @@ def _segment_chunks(n_chunks: int, parallel: int, device: torch.device) -> int:
     return -(-n_chunks // n_segments)
 
 
-def _dot_precision(dtype: torch.dtype) -> str:
-    return "ieee" if dtype in (torch.float32, torch.float64) else "tf32"
+def _dot_precision(dtype: torch.dtype) -> str | None:
+    return "ieee" if dtype in (torch.float32, torch.float64) else None
 
 
 def _forward_carries(s, v, init, layout):

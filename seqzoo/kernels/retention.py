@@ -26,8 +26,6 @@ the gradient of the state backwards). Backward recomputes the chunk states.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -205,7 +203,8 @@ def _check_args(q, k, v, gamma, scale, initial_state, chunk_size) -> float:
     if not isinstance(gamma, Tensor) or gamma.shape != (H,):
         raise ValueError(f"retention: gamma must be a tensor of shape (H,) = ({H},), got "
                          f"{tuple(gamma.shape) if isinstance(gamma, Tensor) else type(gamma).__name__}")
-    if gamma.device.type == "cpu" and not torch.compiler.is_compiling() and not bool(((gamma > 0) & (gamma <= 1)).all()):
+    checkable = gamma.device.type == "cpu" and not (is_export_mode() or torch.compiler.is_compiling())
+    if checkable and not bool(((gamma > 0) & (gamma <= 1)).all()):
         raise ValueError(f"retention: every decay gamma must lie in (0, 1], got {gamma.tolist()}")
     if initial_state is not None and initial_state.shape != (B, H, K, v.shape[-1]):
         raise ValueError(f"retention: initial_state must be (B, H, Dk, Dv) = {(B, H, K, v.shape[-1])}, "
@@ -268,9 +267,9 @@ def _block(n: int, cap: int | None = None) -> int:
     return min(size, cap) if cap else size
 
 
-def _dot_precision(dtype: torch.dtype) -> str:
+def _dot_precision(dtype: torch.dtype) -> str | None:
     # fp32 inputs: full-precision products (no TF32), so fp32 results match the reference.
-    return "ieee" if dtype in (torch.float32, torch.float64) else "tf32"
+    return "ieee" if dtype in (torch.float32, torch.float64) else None
 
 
 def _state_tiles(batch_heads: int, dk: int, dv: int, device: torch.device) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from seqzoo.kernels.prefix_attention import (
     prefix_attention_recurrent_ref,
     prefix_attention_ref,
 )
-from tests.kernels.grad_checks import DEVICE, LOW_PRECISION, assert_all_close, grads_of, leaves, needs_triton, randn
+from tests.kernels.grad_checks import LOW_PRECISION, assert_all_close, grads_of, leaves, needs_triton, randn
 
 B, H, D = 2, 3, 20
 
