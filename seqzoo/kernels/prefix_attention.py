@@ -287,7 +287,10 @@ class _PrefixAttentionTriton(torch.autograd.Function):
         end_r = torch.zeros(B, H, D, device=v.device, dtype=sdt) if d_w is None else d_w.to(sdt).contiguous()
         end_rho = torch.zeros(B, H, device=v.device, dtype=sdt) if d_u is None else -d_u.to(sdt)
         # the level of a reverse carry is +inf where it carries nothing (see _carry_level)
-        end_level = torch.where(torch.isneginf(m_T) | ((d_w is None) and (d_u is None)), float("inf"), m_T)
+        if d_w is None and d_u is None:
+            end_level = torch.full_like(m_T, float("inf"))
+        else:
+            end_level = m_T.masked_fill(torch.isneginf(m_T), float("inf"))
         carry = _backward_carries(lse, d_o, delta, (end_r, end_rho.contiguous(), end_level), layout)
         dv = torch.empty_like(v)
         ds_parts = torch.empty(layout.n_d_blocks, B, T, H, device=v.device, dtype=sdt)
@@ -306,9 +309,7 @@ class _PrefixAttentionTriton(torch.autograd.Function):
             from_scores = s_max >= m0
             ds.scatter_add_(1, arg[:, None], (to_max * from_scores)[:, None])
         if ctx.has_init:
-            lse0 = lse[:, 0]
-            f0 = _exp_below(m0, torch.where(torch.isneginf(lse0), m0, lse0))
-            f0 = torch.where(torch.isneginf(m0), torch.zeros_like(f0), f0)
+            f0 = torch.exp(m0 - _finite(lse[:, 0])).masked_fill(torch.isneginf(m0), 0.0)  # e^{m0 - lse_0}
             d_w0 = f0[..., None] * r_first
             d_u0 = -f0 * rho_first
             d_m0 = f0 * ((w0 * r_first).sum(-1) - u0 * rho_first)

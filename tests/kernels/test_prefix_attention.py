@@ -91,8 +91,8 @@ def test_masked_scores_are_ignored_and_an_all_masked_prefix_gives_zero(impl):
 
 
 @needs_triton
-@pytest.mark.parametrize("T, segment_chunks", [(1, None), (63, 1), (100, 3)])
-@pytest.mark.parametrize("with_state", [False, True])
+@pytest.mark.parametrize("T, segment_chunks, with_state", [(1, None, True), (63, 1, False), (63, 1, True),
+                                                            (100, 3, True)])
 def test_triton_matches_reference_in_float64(T, segment_chunks, with_state, monkeypatch):
     if segment_chunks:  # several segments: the parallel segment scan and its reverse
         monkeypatch.setattr(module, "_segment_chunks", lambda *args: segment_chunks)
