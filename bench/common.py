@@ -136,3 +136,54 @@ def write(ctx: Context, out: str | Path, name: str) -> tuple[Path, Path]:
 
 def _n(x: float) -> str:
     return "" if math.isnan(x) else f"{x:.1f}"
+
+
+# ---------------------------------------------------------------------------------------
+# Shapes and modes shared by the attention-like kernel benchmarks
+# ---------------------------------------------------------------------------------------
+
+MODES = ("fwd", "fwd+bwd")
+LENGTHS = (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+
+
+def token_budget_shapes(ctx: Context, tokens: int = 16384) -> list[tuple[int, int]]:
+    """(B, T) pairs with B * T = ``tokens`` (PEERS.md's setting), T from 512 to 65,536;
+    tiny shapes under ``--smoke``."""
+    if ctx.smoke:
+        return [(1, 64)]
+    return [(max(1, tokens // T), T) for T in LENGTHS]
+
+
+def time_mode(ctx: Context, fn: Callable[..., torch.Tensor], inputs: list[torch.Tensor], mode: str,
+              label: str = "") -> float | None:
+    """Median ms of ``fn(*inputs)`` (no autograd) or of forward + backward of ``out.sum()``;
+    None (and a printed note) when it does not fit in GPU memory."""
+    try:
+        return _time_mode(ctx, fn, inputs, mode)
+    except Exception as err:  # a reference or peer may not fit at 64k tokens
+        if not (isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()):
+            raise
+        print(f"{label} {mode}: out of memory, skipped")
+        torch.cuda.empty_cache()
+        return None
+
+
+def _time_mode(ctx: Context, fn: Callable[..., torch.Tensor], inputs: list[torch.Tensor], mode: str) -> float:
+    if mode == "fwd":
+        def run() -> object:
+            with torch.no_grad():
+                return fn(*inputs)
+    else:
+        leaves = [x.detach().requires_grad_() if x.is_floating_point() else x for x in inputs]
+        wrt = [x for x in leaves if x.requires_grad]
+
+        def run() -> object:
+            return torch.autograd.grad(fn(*leaves).sum(), wrt)
+    return ctx.time_ms(run)
+
+
+def sdpa_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """PyTorch SDPA with a causal mask on ``[B, T, H, D]`` tensors (FlashAttention on a GPU)."""
+    out = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                           is_causal=True)
+    return out.transpose(1, 2)
