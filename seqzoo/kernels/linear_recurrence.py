@@ -33,6 +33,7 @@ pipelines them. The backward runs the adjoint recurrence in reverse,
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from seqzoo.kernels.dispatch import is_export_mode, resolve_impl
@@ -174,6 +175,8 @@ def lti_recurrence(
     A_acc = A.to(acc)
 
     def advance(h, b_t):
+        if A_acc.dim() == 2:  # F.linear: inside scan, ops that broadcast over a symbolic batch do not convert to ONNX
+            return F.linear(h, A_acc) + b_t
         return (A_acc @ h.unsqueeze(-1)).squeeze(-1) + b_t
 
     if is_export_mode():
