@@ -13,7 +13,10 @@ and ∂H_t/∂X_t = 1/τ.
 
 * :func:`lif` -- public op on ``x`` (B, T, *channels): Triton on CUDA, the reference on CPU,
   the scan path (no Python loop over time) inside :func:`seqzoo.kernels.export_mode`.
-* :func:`lif_ref` -- a loop over time of :func:`lif_step`, the oracle and the CPU path.
+* :func:`lif_ref` -- a loop over time of :func:`lif_step` under autograd: the oracle.
+  The CPU path runs the same loop without autograd and computes the backward directly:
+  in reverse time ∂H_t = S'_t ∂S_t + (1 - S_t)(1 - 1/τ) ∂H_{t+1} is a linear recurrence
+  (:func:`seqzoo.kernels.linear_recurrence.linear_recurrence`).
 * :func:`lif_step` -- one step; streaming layers call it, so a step and a full forward
   compute the membrane with the same arithmetic.
 
@@ -27,6 +30,7 @@ import torch
 from torch import Tensor
 
 from seqzoo.kernels.dispatch import is_export_mode, resolve_impl
+from seqzoo.kernels.linear_recurrence import linear_recurrence
 
 try:
     import triton
@@ -55,8 +59,7 @@ def lif(
     elif is_export_mode():
         spikes, final = _lif_scan(x, initial_state, tau, v_threshold, v_reset)
     else:
-        spikes, final = lif_ref(x, tau=tau, v_threshold=v_threshold, v_reset=v_reset, alpha=alpha,
-                                initial_state=initial_state)
+        spikes, final = _LIFTorch.apply(x, initial_state, float(tau), float(v_threshold), float(v_reset), float(alpha))
     return (spikes, final) if return_final_state else spikes
 
 
@@ -69,14 +72,16 @@ def lif_step(
     x_t: Tensor, v: Tensor, *, tau: float = 2.0, v_threshold: float = 1.0, v_reset: float = 0.0, alpha: float = 4.0
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One step: (spikes S_t, membrane after reset V_t, membrane before firing H_t)."""
-    h = v + (x_t.to(v.dtype) - (v - v_reset)) / tau
+    if x_t.dtype != v.dtype:
+        x_t = x_t.to(v.dtype)
+    h = v + (x_t - (v - v_reset)) / tau
+    fired = h >= v_threshold
     if torch.is_grad_enabled() and (h.requires_grad or x_t.requires_grad):
         s = _SurrogateSpike.apply(h - v_threshold, alpha)
     else:
-        s = (h >= v_threshold).to(h.dtype)
-    s_const = s.detach()
-    v_new = h * (1.0 - s_const) + v_reset * s_const
-    return s, v_new, h
+        s = fired.to(h.dtype)
+    # hard reset; as a select, its gradient is (1 - S_t) with S_t a constant (detach_reset)
+    return s, torch.where(fired, v_reset, h), h
 
 
 def lif_ref(
@@ -116,15 +121,46 @@ class _SurrogateSpike(torch.autograd.Function):
         return grad * ctx.alpha * sig * (1 - sig), None
 
 
+class _LIFTorch(torch.autograd.Function):
+    """The CPU path: forward by :func:`lif_step` (the streaming arithmetic), backward as a
+    reverse linear recurrence."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, v0: Tensor | None, tau: float, v_th: float, v_reset: float, alpha: float):
+        v = _initial(x, v0, v_reset)
+        spikes = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        membrane = torch.empty(x.shape, dtype=v.dtype, device=x.device)
+        with torch.no_grad():
+            for t in range(x.shape[1]):
+                s, v, h = lif_step(x[:, t], v, tau=tau, v_threshold=v_th, v_reset=v_reset)
+                spikes[:, t], membrane[:, t] = s, h
+        ctx.save_for_backward(membrane)
+        ctx.constants = (tau, v_th, alpha, x.dtype, v0 is not None)
+        return spikes, v
+
+    @staticmethod
+    def backward(ctx, grad_spikes: Tensor, grad_final: Tensor):
+        (membrane,) = ctx.saved_tensors
+        tau, v_th, alpha, x_dtype, has_v0 = ctx.constants
+        fired = (membrane >= v_th).to(membrane.dtype)
+        sig = torch.sigmoid(alpha * (membrane - v_th))
+        drive = (grad_spikes.to(membrane.dtype) * alpha * sig * (1 - sig)).flip(1)
+        keep = ((1 - fired) * (1 - 1 / tau)).flip(1)
+        # reversed time: G_r = drive_r + keep_r G_{r-1}, G_{-1} = ∂V_{T-1} / (1 - 1/τ)
+        grad_h = linear_recurrence(keep, drive, initial_state=grad_final.to(membrane.dtype) / (1 - 1 / tau),
+                                   impl="torch").flip(1)
+        grad_v0 = grad_h[:, 0] * (1 - 1 / tau) if has_v0 else None
+        return (grad_h / tau).to(x_dtype), grad_v0, None, None, None, None
+
+
 def _lif_scan(x: Tensor, initial_state: Tensor | None, tau: float, v_threshold: float, v_reset: float):
     """Forward only, under torch's scan operator, so export keeps T symbolic."""
     from torch._higher_order_ops.scan import scan
 
     def combine(v, x_t):
         h = v + (x_t - (v - v_reset)) / tau
-        s = (h >= v_threshold).to(h.dtype)
-        v_new = h * (1.0 - s) + v_reset * s
-        return v_new, s
+        fired = h >= v_threshold
+        return torch.where(fired, v_reset, h), fired.to(h.dtype)
 
     last, spikes = scan(combine, _initial(x, initial_state, v_reset), x.to(membrane_dtype(x.dtype)).transpose(0, 1))
     return spikes.transpose(0, 1).to(x.dtype), last
@@ -215,8 +251,9 @@ if triton is not None:
             off = (row * T + t) * D + d
             x = tl.load(x_ptr + off, mask=live, other=0.0).to(ACC)
             h = v + (x - (v - v_reset)) / tau
-            s = tl.where(h >= v_th, 1.0, 0.0).to(ACC)
-            v = h * (1.0 - s) + v_reset * s
+            fired = h >= v_th
+            s = tl.where(fired, 1.0, 0.0).to(ACC)
+            v = tl.where(fired, v_reset, h)
             tl.store(s_ptr + off, s.to(s_ptr.dtype.element_ty), mask=live)
             tl.store(h_ptr + off, h.to(h_ptr.dtype.element_ty), mask=live)
         tl.store(final_ptr + row * D + d, v.to(final_ptr.dtype.element_ty), mask=live)

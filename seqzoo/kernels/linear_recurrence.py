@@ -86,10 +86,10 @@ def linear_recurrence_ref(a: Tensor, b: Tensor, *, initial_state: Tensor | None 
     acc = state_dtype(b.dtype)
     h = _initial(b, initial_state, acc)
     a_fixed = a.dim() == b.dim() - 2
+    a, b_acc = a.to(acc), b.to(acc)
     outs = []
     for t in range(b.shape[1]):
-        a_t = a if a_fixed else a[:, t]
-        h = a_t.to(acc) * h + b[:, t].to(acc)
+        h = (a if a_fixed else a[:, t]) * h + b_acc[:, t]
         outs.append(h)
     return torch.stack(outs, dim=1).to(b.dtype), h
 

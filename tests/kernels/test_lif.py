@@ -23,9 +23,11 @@ def weights(*tensors, seed=4):
 
 
 @pytest.mark.parametrize("T,channels", [(1, (3,)), (63, (5,)), (257, (2, 3))])
-def test_triton_matches_reference_float64(T, channels):
+@pytest.mark.parametrize("impl", ["triton", "torch"])
+def test_kernel_matches_reference_float64(T, channels, impl):
+    """Triton and the CPU path (loop + reverse linear recurrence) against the autograd oracle."""
     x, v0 = currents(2, T, channels)
-    spikes, final = lif(x, initial_state=v0, return_final_state=True, impl="triton")
+    spikes, final = lif(x, initial_state=v0, return_final_state=True, impl=impl)
     spikes_ref, final_ref = lif_ref(x, initial_state=v0)
     assert 0.05 < float(spikes_ref.mean()) < 0.95 or T == 1, "the test currents should make neurons fire sometimes"
     torch.testing.assert_close(spikes, spikes_ref, atol=0, rtol=0)
