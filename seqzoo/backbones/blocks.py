@@ -141,8 +141,10 @@ class BlockStack(Backbone):
         make_block: Callable[[int], nn.Module],
         *,
         final_norm: NormKind | None = "layer",
+        count: int | None = None,
     ) -> None:
-        self.blocks = nn.ModuleList(make_block(i) for i in range(self.n_layers))
+        """``count`` blocks (default ``n_layers``; a family with a stem block adds one)."""
+        self.blocks = nn.ModuleList(make_block(i) for i in range(self.n_layers if count is None else count))
         self.norm_f = make_norm(final_norm, self.d_model) if final_norm else nn.Identity()
         self._state_sizes: list[int] | None = None
 
@@ -160,34 +162,30 @@ class BlockStack(Backbone):
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         self._check_can_step()
-        if self._state_sizes is None:
-            self.init_state(1, device=x_t.device, dtype=x_t.dtype)
-        new_state: list[Tensor] = []
-        offset = 0
-        for block, size in zip(self.blocks, self._state_sizes):
-            x_t, s = block.step(x_t, tuple(state[offset : offset + size]))
-            new_state.extend(s)
-            offset += size
-        if offset != len(state):
-            raise ValueError(f"{type(self).name}: state has {len(state)} tensors, expected {offset}")
-        return self.norm_f(x_t), tuple(new_state)
+        x_t, state = self._through_blocks("step", x_t, state)
+        return self.norm_f(x_t), state
 
     def forward_with_state(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         """Process a chunk (B, L, D) of a long stream, continuing from ``state`` (as returned by
         ``init_state`` or an earlier call); chunk by chunk equals one ``forward`` (causal).
-        Families whose mixers define ``forward_with_state`` support it."""
+        Families whose blocks define ``forward_with_state`` support it."""
         self._check_can_step()
+        x, state = self._through_blocks("forward_with_state", x, state)
+        return self.norm_f(x), state
+
+    def _through_blocks(self, method: str, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """Call ``block.<method>(x, its slice of state)`` for each block in turn."""
         if self._state_sizes is None:
             self.init_state(1, device=x.device, dtype=x.dtype)
         new_state: list[Tensor] = []
         offset = 0
         for block, size in zip(self.blocks, self._state_sizes):
-            x, s = block.forward_with_state(x, tuple(state[offset : offset + size]))
+            x, s = getattr(block, method)(x, tuple(state[offset : offset + size]))
             new_state.extend(s)
             offset += size
         if offset != len(state):
             raise ValueError(f"{type(self).name}: state has {len(state)} tensors, expected {offset}")
-        return self.norm_f(x), tuple(new_state)
+        return x, tuple(new_state)
 
 
 def stochastic_depth(drop_path: float, n_layers: int) -> list[float]:

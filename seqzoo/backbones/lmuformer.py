@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import Tensor, nn
 
-from seqzoo.backbones.base import Backbone, State, register_backbone
-from seqzoo.backbones.blocks import TemporalConv, check_mask, stochastic_depth
+from seqzoo.backbones.base import State, register_backbone
+from seqzoo.backbones.blocks import BlockStack, TemporalConv, stochastic_depth
 from seqzoo.errors import ConfigError
 from seqzoo.kernels.dispatch import is_export_mode
 from seqzoo.kernels.lif import lif, lif_step
@@ -45,7 +45,7 @@ DIRECT_CONVOLUTION_MAX_LENGTH = 128
 
 
 @register_backbone("lmuformer")
-class LMUFormer(Backbone):
+class LMUFormer(BlockStack):
     """Convolutional embedding + LMU token mixers + convolutional channel mixers."""
 
     causal = True
@@ -80,35 +80,14 @@ class LMUFormer(Backbone):
             raise ConfigError(f"backbone {label!r}: kernel_size must be a positive integer, got {kernel_size!r}")
         self.memory_size, self.theta = order, float(theta)
         parts = _Parts(causal=causal, spiking=self.spiking, impl=impl, kernel_size=kernel_size)
-        self.embed = ConvEmbedding(d_model, embed_layers, parts)
         rates = stochastic_depth(drop_path, n_layers)
-        self.blocks = nn.ModuleList(
-            LMUBlock(d_model, order, float(theta), mlp_ratio, dropout, rates[i], parts) for i in range(n_layers)
+        # blocks[0] is the convolutional embedding; no final norm (the paper has none)
+        self.build_blocks(
+            lambda i: ConvEmbedding(d_model, embed_layers, parts) if i == 0 else
+            LMUBlock(d_model, order, float(theta), mlp_ratio, dropout, rates[i - 1], parts),
+            final_norm=None,
+            count=n_layers + 1,
         )
-        self.stages = [self.embed, *self.blocks]
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        check_mask(x, mask)
-        for stage in self.stages:
-            x = stage(x, mask)
-        return x
-
-    def init_state(self, batch_size: int, device=None, dtype=None) -> State:
-        self._check_can_step()
-        return tuple(t for stage in self.stages for t in stage.init_state(batch_size, device=device, dtype=dtype))
-
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        self._check_can_step()
-        expected = sum(stage.n_state for stage in self.stages)
-        if len(state) != expected:
-            raise ValueError(f"backbone {self.name!r}: state has {len(state)} tensors, expected {expected}")
-        new_state: list[Tensor] = []
-        offset = 0
-        for stage in self.stages:
-            x_t, s = stage.step(x_t, tuple(state[offset : offset + stage.n_state]))
-            new_state.extend(s)
-            offset += stage.n_state
-        return x_t, tuple(new_state)
 
 
 @register_backbone("spiking_lmuformer")
