@@ -20,14 +20,19 @@ order 16 -- and S4's normal-plus-low-rank Ā after discretisation):
   loop-free scan path inside :func:`seqzoo.kernels.export_mode`.
 * :func:`linear_recurrence_ref` -- readable loop over time: the oracle and the CPU path.
 * :func:`lti_recurrence` -- the dense form (a loop in eager mode; torch's ``scan``
-  operator under export, so the graph keeps a symbolic length); S4 and the LMU use it
-  to export and to run chunks with a carried state.
+  operator under export, so the graph keeps a symbolic length): the LMU's memory and
+  S4's kernel in exported graphs, S4's chunks with a carried state.
 
-The Triton forward runs one program per (batch row, block of channels), sequential in
-time with the state in registers; loads do not depend on the state, so the compiler
-pipelines them. The backward runs the adjoint recurrence in reverse,
-λ_t = g_t + conj(a_{t+1}) λ_{t+1}, giving ∂b_t = λ_t, ∂a_t = λ_t conj(h_{t-1}) and
-∂h_{-1} = conj(a_0) λ_0, reading the saved outputs for h_{t-1}.
+The Triton kernel runs one program per (batch row, block of 256 channels, time chunk),
+sequential inside its chunk with the state in registers (loads do not depend on the
+state, so the compiler pipelines them). When batch × channel blocks already fill the
+device there is one chunk per sequence and one pass. Otherwise time is cut into chunks:
+a summary pass gives each chunk's end state from zero and its transition product, a
+short sequential pass over chunks gives the state entering each, and the output pass
+rescans every chunk from it (inputs read twice, outputs written once). The backward is
+the same kernel run backwards in time on the adjoint recurrence
+λ_t = g_t + conj(a_{t+1}) λ_{t+1}, giving ∂b_t = λ_t, ∂a_t = λ_t conj(h_{t-1}) (from the
+saved outputs) and ∂h_{-1} = conj(a_0) λ_0.
 """
 
 from __future__ import annotations
@@ -235,57 +240,98 @@ def _check_args(a: Tensor, b: Tensor, initial_state: Tensor | None) -> None:
 BLOCK_CHANNELS = 256
 """Channels per program (one contiguous, coalesced load per time step)."""
 
+MIN_CHUNK = 16
+"""Shortest time chunk a program scans when time is split for parallelism."""
+
 
 class _LinearRecurrenceTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, h0: Tensor | None):
         if triton is None:
             raise RuntimeError("linear_recurrence: impl='triton' needs Triton, which does not import")
-        B, T = b.shape[:2]
-        channels = b.shape[2:]
-        D = int(torch.Size(channels).numel())
         acc = state_dtype(b.dtype)
-        a_fixed = a.dim() == b.dim() - 2
-        a_c = _planes(a.contiguous())
-        b_c = _planes(b.contiguous())
-        h0_c = _planes(h0.to(acc).contiguous()) if h0 is not None else None
+        start = h0.to(acc) if h0 is not None else torch.zeros((b.shape[0], *b.shape[2:]), dtype=acc, device=b.device)
         h = torch.empty_like(b, memory_format=torch.contiguous_format)
-        final = torch.empty((B, *channels), dtype=acc, device=b.device)
-        grid = (triton.cdiv(D, BLOCK_CHANNELS), B)
-        _recurrence_fwd_kernel[grid](
-            a_c, b_c, h0_c if h0_c is not None else b_c, _planes(h), _planes(final), T, D,
-            A_FIXED=a_fixed, HAS_H0=h0 is not None, COMPLEX=b.is_complex(), ACC=_tl_acc(b.dtype),
-            BLOCK_D=BLOCK_CHANNELS,
-        )
+        ends = _chunked_scan(a.contiguous(), b.contiguous(), start, h, adjoint=False)
         ctx.save_for_backward(a, h, h0)
-        ctx.a_fixed = a_fixed
-        return h, final
+        return h, ends[:, -1]
 
     @staticmethod
     def backward(ctx, grad_h: Tensor, grad_final: Tensor):
         a, h, h0 = ctx.saved_tensors
-        B, T = h.shape[:2]
-        channels = h.shape[2:]
-        D = int(torch.Size(channels).numel())
-        acc = state_dtype(h.dtype)
+        a_fixed = a.dim() == h.dim() - 2
         grad_b = torch.empty_like(h, memory_format=torch.contiguous_format)
-        if ctx.a_fixed:
-            grad_a_rows = torch.empty((B, *channels), dtype=acc, device=h.device)
-        else:
-            grad_a_rows = torch.empty_like(h, memory_format=torch.contiguous_format)
-        grad_h0 = torch.empty((B, *channels), dtype=acc, device=h.device)
-        grid = (triton.cdiv(D, BLOCK_CHANNELS), B)
-        h_c = _planes(h.contiguous())
-        _recurrence_bwd_kernel[grid](
-            _planes(a.contiguous()), h_c,
-            _planes(h0.to(acc).contiguous()) if h0 is not None else h_c,
-            _planes(grad_h.contiguous()), _planes(grad_final.to(acc).contiguous()),
-            _planes(grad_b), _planes(grad_a_rows), _planes(grad_h0), T, D,
-            A_FIXED=ctx.a_fixed, HAS_H0=h0 is not None, COMPLEX=h.is_complex(), ACC=_tl_acc(h.dtype),
-            BLOCK_D=BLOCK_CHANNELS,
+        grad_a = None if a_fixed else torch.empty_like(h, memory_format=torch.contiguous_format)
+        ends, grad_a_parts = _chunked_scan(
+            a.contiguous(), grad_h.contiguous(), grad_final.to(state_dtype(h.dtype)).contiguous(), grad_b,
+            adjoint=True, h=h, h0=h0, grad_a=grad_a,
         )
-        grad_a = grad_a_rows.sum(0).to(a.dtype) if ctx.a_fixed else grad_a_rows.to(a.dtype)
-        return grad_a, grad_b, (grad_h0.to(h0.dtype) if h0 is not None else None)
+        if a_fixed:
+            grad_a = grad_a_parts.sum((0, 1))
+        grad_h0 = ends[:, 0].to(h0.dtype) if h0 is not None else None
+        return grad_a.to(a.dtype), grad_b, grad_h0
+
+
+def _chunked_scan(a, b, start, out, *, adjoint, h=None, h0=None, grad_a=None, chunks=None):
+    """Run the recurrence (``adjoint=False``: h_t = a_t h_{t-1} + b_t forwards in time, into
+    ``out``) or its adjoint (``adjoint=True``: λ_t = b_t + conj(a_{t+1}) λ_{t+1} backwards,
+    ``b`` holding the output gradient, λ into ``out``, ∂a from the saved ``h``).
+
+    Time is cut into chunks when batch × channel blocks alone cannot fill the device: a
+    summary pass gives each chunk's end state from zero and its transition product, a
+    sequential pass over chunks (this function again, with one chunk) gives the state
+    entering each chunk, and the output pass rescans every chunk from it. Returns the
+    state after each chunk (B, n_chunks, *channels) in processing order's terms: its last
+    chunk holds the final state (forwards) and its first the gradient of h_{-1} (adjoint);
+    with ``adjoint`` also the per-chunk partial sums of ∂a for a fixed ``a``.
+    """
+    B, T = b.shape[:2]
+    channels = b.shape[2:]
+    D = int(torch.Size(channels).numel())
+    acc = start.dtype
+    a_fixed = a.dim() == b.dim() - 2
+    n = chunks or _num_chunks(T, B, D, b.device)
+    chunk = triton.cdiv(T, n)
+    n = triton.cdiv(T, chunk)
+    grid = (triton.cdiv(D, BLOCK_CHANNELS), n, B)
+    flags = dict(A_FIXED=a_fixed, COMPLEX=b.is_complex(), ACC=_tl_acc(b.dtype), BLOCK_D=BLOCK_CHANNELS,
+                 ADJOINT=adjoint, HAS_H0=h0 is not None)
+    if n > 1:
+        ends = torch.empty((B, n, *channels), dtype=acc, device=b.device)
+        products = torch.empty_like(ends)
+        a_, b_ = _planes(a), _planes(b)
+        _chunk_scan_kernel[grid](a_, b_, b_, b_, _planes(ends), _planes(products), b_, b_, b_, T, D, chunk,
+                                 SUMMARY=True, **flags)
+        if adjoint:  # chunks are processed from the last one
+            ends, products = ends.flip(1), products.flip(1)
+        after = torch.empty_like(ends)  # the state after each chunk, sequentially over chunks
+        _chunked_scan(products.contiguous(), ends.contiguous(), start, after, adjoint=False, chunks=1)
+        enters = torch.cat([start[:, None], after[:, :-1]], dim=1)
+        if adjoint:
+            enters = enters.flip(1)
+    else:
+        enters = start[:, None]
+    enters = _planes(enters.contiguous())
+    ends = torch.empty((B, n, *channels), dtype=acc, device=b.device)
+    grad_a_parts = torch.empty_like(ends) if adjoint and a_fixed else None
+    h_c = _planes(h if h is not None else b)  # (a placeholder when unused)
+    _chunk_scan_kernel[grid](
+        _planes(a), _planes(b), enters, _planes(out), _planes(ends), _planes(ends), h_c,
+        _planes(h0.to(acc).contiguous()) if h0 is not None else h_c,
+        _planes(grad_a if grad_a is not None else grad_a_parts) if adjoint else h_c,
+        T, D, chunk, SUMMARY=False, **flags,
+    )
+    return (ends, grad_a_parts) if adjoint else ends
+
+
+def _num_chunks(T: int, rows: int, D: int, device: torch.device) -> int:
+    """Time chunks per sequence: enough programs to fill the device (4 per SM), none when
+    batch × channel blocks already do. Depends on the parallelism, not on tuning by T."""
+    programs = rows * triton.cdiv(D, BLOCK_CHANNELS)
+    target = 4 * torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 16
+    if programs >= target or T < 2 * MIN_CHUNK:
+        return 1
+    return min(T // MIN_CHUNK, triton.cdiv(target, programs))
 
 
 def _planes(x: Tensor) -> Tensor:
@@ -299,115 +345,111 @@ def _tl_acc(dtype: torch.dtype):
 
 if triton is not None:
 
-    @triton.jit(do_not_specialize=["T"])
-    def _recurrence_fwd_kernel(
-        a_ptr, b_ptr, h0_ptr, h_ptr, final_ptr, T, D,
-        A_FIXED: tl.constexpr, HAS_H0: tl.constexpr, COMPLEX: tl.constexpr, ACC: tl.constexpr,
-        BLOCK_D: tl.constexpr,
+    @triton.jit(do_not_specialize=["T", "CHUNK"])
+    def _chunk_scan_kernel(
+        a_ptr, b_ptr, enter_ptr, out_ptr, end_ptr, prod_ptr, h_ptr, h0_ptr, ga_ptr, T, D, CHUNK,
+        SUMMARY: tl.constexpr, ADJOINT: tl.constexpr, A_FIXED: tl.constexpr, HAS_H0: tl.constexpr,
+        COMPLEX: tl.constexpr, ACC: tl.constexpr, BLOCK_D: tl.constexpr,
     ):
+        """One (channel block, time chunk, batch row). Forwards: s <- a s + b, out = s. Adjoint,
+        backwards in time: λ = b + s, out = λ, ∂a = λ conj(h_{t-1}), s <- conj(a) λ.
+        SUMMARY: start from zero, write only the end state and the product of the a's."""
         W: tl.constexpr = 2 if COMPLEX else 1
         pid_d = tl.program_id(0)
-        row = tl.program_id(1).to(tl.int64)
+        c = tl.program_id(1)
+        n_chunks = tl.num_programs(1)
+        row = tl.program_id(2).to(tl.int64)
         d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         live = d < D
-        state_off = (row * D + d) * W
-        h_re = tl.zeros([BLOCK_D], dtype=ACC)
-        h_im = tl.zeros([BLOCK_D], dtype=ACC)
-        if HAS_H0:
-            h_re = tl.load(h0_ptr + state_off, mask=live, other=0.0).to(ACC)
+        lo = c * CHUNK
+        steps = tl.minimum(CHUNK, T - lo)
+        chunk_off = ((row * n_chunks + c) * D + d) * W
+        s_re = tl.zeros([BLOCK_D], dtype=ACC)
+        s_im = tl.zeros([BLOCK_D], dtype=ACC)
+        p_re = tl.zeros([BLOCK_D], dtype=ACC) + 1.0
+        p_im = tl.zeros([BLOCK_D], dtype=ACC)
+        ga_re = tl.zeros([BLOCK_D], dtype=ACC)
+        ga_im = tl.zeros([BLOCK_D], dtype=ACC)
+        a_re = tl.zeros([BLOCK_D], dtype=ACC)
+        a_im = tl.zeros([BLOCK_D], dtype=ACC)
+        if not SUMMARY:
+            s_re = tl.load(enter_ptr + chunk_off, mask=live, other=0.0).to(ACC)
             if COMPLEX:
-                h_im = tl.load(h0_ptr + state_off + 1, mask=live, other=0.0).to(ACC)
+                s_im = tl.load(enter_ptr + chunk_off + 1, mask=live, other=0.0).to(ACC)
         if A_FIXED:
             a_re = tl.load(a_ptr + d * W, mask=live, other=0.0).to(ACC)
-            a_im = tl.zeros([BLOCK_D], dtype=ACC)
             if COMPLEX:
                 a_im = tl.load(a_ptr + d * W + 1, mask=live, other=0.0).to(ACC)
-        for t in range(T):
+        for i in range(steps):
+            if ADJOINT:
+                t = lo + steps - 1 - i
+            else:
+                t = lo + i
             off = ((row * T + t) * D + d) * W
             if not A_FIXED:
                 a_re = tl.load(a_ptr + off, mask=live, other=0.0).to(ACC)
                 if COMPLEX:
                     a_im = tl.load(a_ptr + off + 1, mask=live, other=0.0).to(ACC)
             b_re = tl.load(b_ptr + off, mask=live, other=0.0).to(ACC)
+            b_im = tl.zeros([BLOCK_D], dtype=ACC)
             if COMPLEX:
                 b_im = tl.load(b_ptr + off + 1, mask=live, other=0.0).to(ACC)
-                new_re = a_re * h_re - a_im * h_im + b_re
-                h_im = a_re * h_im + a_im * h_re + b_im
-                h_re = new_re
-                tl.store(h_ptr + off + 1, h_im.to(h_ptr.dtype.element_ty), mask=live)
+            if ADJOINT:
+                lam_re = b_re + s_re
+                lam_im = b_im + s_im
+                if not SUMMARY:
+                    tl.store(out_ptr + off, lam_re.to(out_ptr.dtype.element_ty), mask=live)
+                    if COMPLEX:
+                        tl.store(out_ptr + off + 1, lam_im.to(out_ptr.dtype.element_ty), mask=live)
+                    prev = off - D * W
+                    has_prev = live & (t > 0)
+                    if HAS_H0:
+                        hp_re = tl.where(t > 0, tl.load(h_ptr + prev, mask=has_prev, other=0.0),
+                                         tl.load(h0_ptr + (row * D + d) * W, mask=live, other=0.0)).to(ACC)
+                    else:
+                        hp_re = tl.load(h_ptr + prev, mask=has_prev, other=0.0).to(ACC)
+                    hp_im = tl.zeros([BLOCK_D], dtype=ACC)
+                    if COMPLEX:
+                        if HAS_H0:
+                            hp_im = tl.where(t > 0, tl.load(h_ptr + prev + 1, mask=has_prev, other=0.0),
+                                             tl.load(h0_ptr + (row * D + d) * W + 1, mask=live, other=0.0)).to(ACC)
+                        else:
+                            hp_im = tl.load(h_ptr + prev + 1, mask=has_prev, other=0.0).to(ACC)
+                    da_re = lam_re * hp_re + lam_im * hp_im  # λ conj(h_{t-1})
+                    da_im = lam_im * hp_re - lam_re * hp_im
+                    if A_FIXED:
+                        ga_re += da_re
+                        ga_im += da_im
+                    else:
+                        tl.store(ga_ptr + off, da_re.to(ga_ptr.dtype.element_ty), mask=live)
+                        if COMPLEX:
+                            tl.store(ga_ptr + off + 1, da_im.to(ga_ptr.dtype.element_ty), mask=live)
+                s_re = a_re * lam_re + a_im * lam_im  # conj(a) λ
+                s_im = a_re * lam_im - a_im * lam_re
+                if SUMMARY:
+                    new_re = a_re * p_re + a_im * p_im
+                    p_im = a_re * p_im - a_im * p_re
+                    p_re = new_re
             else:
-                h_re = a_re * h_re + b_re
-            tl.store(h_ptr + off, h_re.to(h_ptr.dtype.element_ty), mask=live)
-        tl.store(final_ptr + state_off, h_re.to(final_ptr.dtype.element_ty), mask=live)
+                new_re = a_re * s_re - a_im * s_im + b_re
+                s_im = a_re * s_im + a_im * s_re + b_im
+                s_re = new_re
+                if SUMMARY:
+                    new_re = a_re * p_re - a_im * p_im
+                    p_im = a_re * p_im + a_im * p_re
+                    p_re = new_re
+                else:
+                    tl.store(out_ptr + off, s_re.to(out_ptr.dtype.element_ty), mask=live)
+                    if COMPLEX:
+                        tl.store(out_ptr + off + 1, s_im.to(out_ptr.dtype.element_ty), mask=live)
+        tl.store(end_ptr + chunk_off, s_re.to(end_ptr.dtype.element_ty), mask=live)
         if COMPLEX:
-            tl.store(final_ptr + state_off + 1, h_im.to(final_ptr.dtype.element_ty), mask=live)
-
-    @triton.jit(do_not_specialize=["T"])
-    def _recurrence_bwd_kernel(
-        a_ptr, h_ptr, h0_ptr, gh_ptr, gfinal_ptr, gb_ptr, ga_ptr, gh0_ptr, T, D,
-        A_FIXED: tl.constexpr, HAS_H0: tl.constexpr, COMPLEX: tl.constexpr, ACC: tl.constexpr,
-        BLOCK_D: tl.constexpr,
-    ):
-        # Adjoint: lam_t = g_t + conj(a_{t+1}) lam_{t+1}; carry holds conj(a_{t+1}) lam_{t+1}.
-        W: tl.constexpr = 2 if COMPLEX else 1
-        pid_d = tl.program_id(0)
-        row = tl.program_id(1).to(tl.int64)
-        d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-        live = d < D
-        state_off = (row * D + d) * W
-        c_re = tl.load(gfinal_ptr + state_off, mask=live, other=0.0).to(ACC)
-        c_im = tl.zeros([BLOCK_D], dtype=ACC)
-        if COMPLEX:
-            c_im = tl.load(gfinal_ptr + state_off + 1, mask=live, other=0.0).to(ACC)
-        p0_re = tl.zeros([BLOCK_D], dtype=ACC)
-        p0_im = tl.zeros([BLOCK_D], dtype=ACC)
-        if HAS_H0:
-            p0_re = tl.load(h0_ptr + state_off, mask=live, other=0.0).to(ACC)
+            tl.store(end_ptr + chunk_off + 1, s_im.to(end_ptr.dtype.element_ty), mask=live)
+        if SUMMARY:
+            tl.store(prod_ptr + chunk_off, p_re.to(prod_ptr.dtype.element_ty), mask=live)
             if COMPLEX:
-                p0_im = tl.load(h0_ptr + state_off + 1, mask=live, other=0.0).to(ACC)
-        if A_FIXED:
-            a_re = tl.load(a_ptr + d * W, mask=live, other=0.0).to(ACC)
-            a_im = tl.zeros([BLOCK_D], dtype=ACC)
+                tl.store(prod_ptr + chunk_off + 1, p_im.to(prod_ptr.dtype.element_ty), mask=live)
+        if ADJOINT and A_FIXED and not SUMMARY:
+            tl.store(ga_ptr + chunk_off, ga_re.to(ga_ptr.dtype.element_ty), mask=live)
             if COMPLEX:
-                a_im = tl.load(a_ptr + d * W + 1, mask=live, other=0.0).to(ACC)
-            ga_re = tl.zeros([BLOCK_D], dtype=ACC)
-            ga_im = tl.zeros([BLOCK_D], dtype=ACC)
-        for i in range(T):
-            t = T - 1 - i
-            off = ((row * T + t) * D + d) * W
-            prev_off = off - D * W
-            has_prev = live & (t > 0)
-            lam_re = tl.load(gh_ptr + off, mask=live, other=0.0).to(ACC) + c_re
-            hp_re = tl.where(t > 0, tl.load(h_ptr + prev_off, mask=has_prev, other=0.0).to(ACC), p0_re)
-            if not A_FIXED:
-                a_re = tl.load(a_ptr + off, mask=live, other=0.0).to(ACC)
-            if COMPLEX:
-                lam_im = tl.load(gh_ptr + off + 1, mask=live, other=0.0).to(ACC) + c_im
-                hp_im = tl.where(t > 0, tl.load(h_ptr + prev_off + 1, mask=has_prev, other=0.0).to(ACC), p0_im)
-                if not A_FIXED:
-                    a_im = tl.load(a_ptr + off + 1, mask=live, other=0.0).to(ACC)
-                # grad a_t = lam * conj(h_prev); carry = conj(a_t) * lam
-                da_re = lam_re * hp_re + lam_im * hp_im
-                da_im = lam_im * hp_re - lam_re * hp_im
-                c_re = a_re * lam_re + a_im * lam_im
-                c_im = a_re * lam_im - a_im * lam_re
-                tl.store(gb_ptr + off + 1, lam_im.to(gb_ptr.dtype.element_ty), mask=live)
-            else:
-                da_re = lam_re * hp_re
-                c_re = a_re * lam_re
-            tl.store(gb_ptr + off, lam_re.to(gb_ptr.dtype.element_ty), mask=live)
-            if A_FIXED:
-                ga_re += da_re
-                if COMPLEX:
-                    ga_im += da_im
-            else:
-                tl.store(ga_ptr + off, da_re.to(ga_ptr.dtype.element_ty), mask=live)
-                if COMPLEX:
-                    tl.store(ga_ptr + off + 1, da_im.to(ga_ptr.dtype.element_ty), mask=live)
-        if A_FIXED:
-            tl.store(ga_ptr + state_off, ga_re.to(ga_ptr.dtype.element_ty), mask=live)
-            if COMPLEX:
-                tl.store(ga_ptr + state_off + 1, ga_im.to(ga_ptr.dtype.element_ty), mask=live)
-        tl.store(gh0_ptr + state_off, c_re.to(gh0_ptr.dtype.element_ty), mask=live)
-        if COMPLEX:
-            tl.store(gh0_ptr + state_off + 1, c_im.to(gh0_ptr.dtype.element_ty), mask=live)
+                tl.store(ga_ptr + chunk_off + 1, ga_im.to(ga_ptr.dtype.element_ty), mask=live)

@@ -49,7 +49,8 @@ def loss_terms(h, final, seed=3):
 
 @pytest.mark.parametrize("T,channels,complex_,fixed", FLOAT64_CASES)
 def test_triton_matches_reference_float64(T, channels, complex_, fixed):
-    a, b, h0 = make(2, T, channels, complex_=complex_, fixed=fixed)
+    """At these sizes the kernel splits time into chunks (T = 63: 3, T = 257: 16)."""
+    a, b, h0 = make(2 if T < 100 else 1, T, channels, complex_=complex_, fixed=fixed)
     h, final = linear_recurrence(a, b, initial_state=h0, return_final_state=True, impl="triton")
     h_ref, final_ref = linear_recurrence_ref(a, b, initial_state=h0)
     torch.testing.assert_close(h, h_ref, atol=1e-12, rtol=1e-10)
