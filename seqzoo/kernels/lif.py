@@ -190,7 +190,14 @@ def _check_args(x: Tensor, tau: float, initial_state: Tensor | None) -> None:
 # Triton
 # ---------------------------------------------------------------------------------------
 
-BLOCK_CHANNELS = 256
+def _block_channels(rows: int, D: int, device: torch.device) -> int:
+    """Neurons per program: 256, halved (down to 32) until rows × blocks fill the device
+    (4 programs per SM). The membrane recurrence is nonlinear, so time cannot be split."""
+    target = 4 * torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    block = 256
+    while block > 32 and rows * triton.cdiv(D, block) < target:
+        block //= 2
+    return block
 
 
 class _LIFTriton(torch.autograd.Function):
@@ -206,10 +213,11 @@ class _LIFTriton(torch.autograd.Function):
         membrane = torch.empty(x.shape, dtype=acc, device=x.device)
         final = torch.empty((B, *x.shape[2:]), dtype=acc, device=x.device)
         v0_c = v0.to(acc).contiguous() if v0 is not None else final
-        grid = (triton.cdiv(D, BLOCK_CHANNELS), B)
-        _lif_fwd_kernel[grid](
+        block = _block_channels(B, D, x.device)
+        _lif_fwd_kernel[(triton.cdiv(D, block), B)](
             x_c, v0_c, spikes, membrane, final, T, D, tau, v_th, v_reset,
-            HAS_V0=v0 is not None, ACC=tl.float64 if acc == torch.float64 else tl.float32, BLOCK_D=BLOCK_CHANNELS,
+            HAS_V0=v0 is not None, ACC=tl.float64 if acc == torch.float64 else tl.float32, BLOCK_D=block,
+            num_warps=max(1, block // 64),
         )
         ctx.save_for_backward(membrane)
         ctx.constants = (tau, v_th, alpha, x.dtype, v0 is not None)
@@ -223,11 +231,12 @@ class _LIFTriton(torch.autograd.Function):
         D = int(membrane[0, 0].numel())
         grad_x = torch.empty(membrane.shape, dtype=x_dtype, device=membrane.device)
         grad_v0 = torch.empty_like(grad_final, dtype=membrane.dtype)
-        grid = (triton.cdiv(D, BLOCK_CHANNELS), B)
-        _lif_bwd_kernel[grid](
+        block = _block_channels(B, D, membrane.device)
+        _lif_bwd_kernel[(triton.cdiv(D, block), B)](
             membrane, grad_spikes.contiguous(), grad_final.to(membrane.dtype).contiguous(), grad_x, grad_v0,
             T, D, tau, v_th, alpha,
-            ACC=tl.float64 if membrane.dtype == torch.float64 else tl.float32, BLOCK_D=BLOCK_CHANNELS,
+            ACC=tl.float64 if membrane.dtype == torch.float64 else tl.float32, BLOCK_D=block,
+            num_warps=max(1, block // 64),
         )
         return grad_x, (grad_v0 if has_v0 else None), None, None, None, None
 
