@@ -9,7 +9,9 @@ followed by a final norm. :class:`ResidualBlock` is that block and
 :class:`BlockStack` the backbone around a list of them, with ``forward``,
 ``init_state`` and ``step`` written once. A family supplies only its mixer, an
 ``nn.Module`` with ``forward(x, mask=None)`` and, if it streams,
-``init_state(batch_size, device, dtype)`` and ``step(x_t, state)``.
+``init_state(batch_size, device, dtype)`` and ``step(x_t, state)`` (and, for chunked
+streaming, ``forward_with_state(x, state)``). :class:`TemporalConv` is a causal or
+centred convolution over time that streams with a ring buffer.
 
 Norms, MLPs and DropPath come from timm.
 """
@@ -116,6 +118,11 @@ class ResidualBlock(nn.Module):
         x_t = x_t + self.ls1(y)
         return self._channel(x_t), tuple(state)
 
+    def forward_with_state(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """A chunk (B, L, D) continuing from ``state``; needs ``mixer.forward_with_state``."""
+        y, state = self.mixer.forward_with_state(self.norm1(x), state)
+        return self._channel(x + self.ls1(y)), tuple(state)
+
     def _channel(self, x: Tensor) -> Tensor:
         if self.mlp is None:
             return x
@@ -134,8 +141,10 @@ class BlockStack(Backbone):
         make_block: Callable[[int], nn.Module],
         *,
         final_norm: NormKind | None = "layer",
+        count: int | None = None,
     ) -> None:
-        self.blocks = nn.ModuleList(make_block(i) for i in range(self.n_layers))
+        """``count`` blocks (default ``n_layers``; a family with a stem block adds one)."""
+        self.blocks = nn.ModuleList(make_block(i) for i in range(self.n_layers if count is None else count))
         self.norm_f = make_norm(final_norm, self.d_model) if final_norm else nn.Identity()
         self._state_sizes: list[int] | None = None
 
@@ -153,17 +162,30 @@ class BlockStack(Backbone):
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         self._check_can_step()
+        x_t, state = self._through_blocks("step", x_t, state)
+        return self.norm_f(x_t), state
+
+    def forward_with_state(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """Process a chunk (B, L, D) of a long stream, continuing from ``state`` (as returned by
+        ``init_state`` or an earlier call); chunk by chunk equals one ``forward`` (causal).
+        Families whose blocks define ``forward_with_state`` support it."""
+        self._check_can_step()
+        x, state = self._through_blocks("forward_with_state", x, state)
+        return self.norm_f(x), state
+
+    def _through_blocks(self, method: str, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """Call ``block.<method>(x, its slice of state)`` for each block in turn."""
         if self._state_sizes is None:
-            self.init_state(1, device=x_t.device, dtype=x_t.dtype)
+            self.init_state(1, device=x.device, dtype=x.dtype)
         new_state: list[Tensor] = []
         offset = 0
         for block, size in zip(self.blocks, self._state_sizes):
-            x_t, s = block.step(x_t, tuple(state[offset : offset + size]))
+            x, s = getattr(block, method)(x, tuple(state[offset : offset + size]))
             new_state.extend(s)
             offset += size
         if offset != len(state):
             raise ValueError(f"{type(self).name}: state has {len(state)} tensors, expected {offset}")
-        return self.norm_f(x_t), tuple(new_state)
+        return x, tuple(new_state)
 
 
 def stochastic_depth(drop_path: float, n_layers: int) -> list[float]:
@@ -227,3 +249,58 @@ class CircularConv1d(nn.Conv1d):
         prev, nxt = (torch.gather(x, 1, i[..., None].expand_as(x)) for i in neighbours)
         weight = self.weight.permute(0, 2, 1).reshape(self.out_channels, -1)  # taps (t-1, t, t+1)
         return F.linear(torch.cat([prev, x, nxt], dim=-1), weight, self.bias)
+
+
+class TemporalConv(nn.Module):
+    """Conv1d along time on (B, L, C_in) -> (B, L, C_out); causal (left zero padding) or centred.
+
+    Streams (causal only) with a ring buffer of the last (K-1)·dilation inputs: state
+    ``(buffer (B, C_in, (K-1)·dilation), write position (B,) int64)``, constant in size; the
+    taps read the slots ``(pos - j·dilation) mod size``. Padded positions (``mask`` False)
+    are zeroed first, so a centred kernel never reads them.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        causal: bool,
+        dilation: int = 1,
+        groups: int = 1,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation, groups=groups, bias=bias)
+        self.causal = causal
+        self.history = (kernel_size - 1) * dilation
+        lags = dilation * torch.arange(kernel_size - 1, 0, -1)  # tap i reads x_{t - (K-1-i)·dilation}
+        self.register_buffer("lags", lags, persistent=False)
+
+    @property
+    def n_state(self) -> int:
+        return 2 if self.history else 0
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        x = mask_positions(x, mask).transpose(1, 2)
+        left = self.history if self.causal else self.history // 2
+        return self.conv(F.pad(x, (left, self.history - left))).transpose(1, 2)
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> State:
+        if not self.history:
+            return ()
+        buffer = torch.zeros(batch_size, self.conv.in_channels, self.history, device=device, dtype=dtype)
+        return buffer, torch.zeros(batch_size, dtype=torch.long, device=device)
+
+    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
+        if not self.history:
+            return self.conv(x_t[..., None])[..., 0], ()
+        buffer, pos = state
+        slots = torch.remainder(pos[:, None] - self.lags, self.history)  # (B, K-1)
+        past = torch.gather(buffer, 2, slots[:, None, :].expand(-1, buffer.shape[1], -1))
+        window = torch.cat([past, x_t[..., None]], dim=-1)
+        y = F.conv1d(window, self.conv.weight, self.conv.bias, groups=self.conv.groups)[..., 0]
+        write = torch.arange(self.history, device=pos.device)[None, None, :] == pos[:, None, None]
+        buffer = torch.where(write, x_t[..., None], buffer)
+        return y, (buffer, torch.remainder(pos + 1, self.history))

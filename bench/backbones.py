@@ -1,0 +1,80 @@
+"""Backbone training throughput: samples/s and tokens/s of a full training step.
+
+    python bench/backbones.py                           # GPU: T = 1k .. 16k, bf16 autocast
+    python bench/backbones.py --backbones s4d,transformer
+    python bench/backbones.py --smoke                   # tiny shapes on CPU (used by the tests)
+
+Each backbone is built causal at d_model = 256, n_layers = 4 with its family defaults;
+a step is forward + backward of a mean-square loss + AdamW update on (B, T, 256) inputs,
+with B·T = 16 384 tokens (B = 16 at T = 1k, 1 at T = 16k). Reported: ms per step,
+samples/s, tokens/s and peak memory. Results: ``<out>/backbones.csv`` and ``.md``.
+Target (docs/benchmarks.md): S4D and LMUFormer above the transformer at T >= 4096.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from common import make_context, parser, write  # noqa: E402
+
+from seqzoo import build_backbone  # noqa: E402
+
+DEFAULT_BACKBONES = "transformer,s4d,lmuformer,tcnca"
+LENGTHS = (1024, 2048, 4096, 8192, 16384)
+TOKENS, D_MODEL, N_LAYERS = 16384, 256, 4
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--backbones", default=DEFAULT_BACKBONES, help="comma-separated registry names")
+    args = p.parse_args(argv)
+    ctx = make_context(args)
+    names = [n.strip() for n in args.backbones.split(",") if n.strip()]
+    for name in names:
+        run_backbone(ctx, name)
+    csv_path, md_path = write(ctx, args.out, "backbones")
+    print(f"wrote {csv_path} and {md_path}")
+    return 0
+
+
+def run_backbone(ctx, name: str) -> None:
+    device = ctx.device
+    d_model, n_layers = (16, 1) if ctx.smoke else (D_MODEL, N_LAYERS)
+    shapes = [(2, 32), (1, 64)] if ctx.smoke else [(max(1, TOKENS // T), T) for T in LENGTHS]
+    torch.manual_seed(0)
+    model = build_backbone(name, d_model=d_model, n_layers=n_layers, causal=True).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else contextlib.nullcontext())
+    for B, T in shapes:
+        x = torch.randn(B, T, d_model, device=device)
+
+        def train_step():
+            with autocast:
+                loss = model(x).float().pow(2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        try:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            ms = ctx.time_ms(train_step, warmup=2 if ctx.smoke else 5, rep=5 if ctx.smoke else 20)
+        except torch.OutOfMemoryError:
+            print(f"{name}: out of memory at B={B}, T={T}", flush=True)
+            torch.cuda.empty_cache()
+            continue
+        peak = f", peak {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB" if device.type == "cuda" else ""
+        dtype = "bf16-autocast" if device.type == "cuda" else "float32"
+        ctx.add(name, "train step", "fwd+bwd+opt", dtype, B, T, f"d={d_model} x{n_layers}", ms,
+                note=f"{B / (ms / 1e3):.2f} samples/s{peak}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
