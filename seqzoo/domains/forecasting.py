@@ -322,7 +322,7 @@ class TSM2Net(nn.Module):
         patches = series.unfold(-1, self.patch_len, self.stride)  # (B, C, P, patch_len)
         tokens = self.positions(self.patch_embed(patches).flatten(0, 1)).unflatten(0, patches.shape[:2])
         h = self.backbone(tokens)  # (B, C, P, D)
-        y = self.head(self.dropout(h.flatten(-2))).transpose(1, 2)[..., -self.n_targets :]  # (B, H, C_out)
+        y = self.head(self.dropout(h.flatten(-2)))[:, -self.n_targets :].transpose(1, 2).contiguous()  # (B, H, C_out)
         if self.revin:
             y = y * std[..., -self.n_targets :] + mean[..., -self.n_targets :]
         return y

@@ -46,18 +46,18 @@ def selective_state_update_triton(state, u, delta, A, B, C, D=None, z=None, *, d
                                   delta_softplus=False, inplace=False) -> tuple[Tensor, Tensor]:
     batch, E = u.shape
     N = A.shape[1]
-    B4, C4 = _grouped(B, 1), _grouped(C, 1)  # (batch, 1, G, N)
-    groups = B4.shape[2]
+    B3, C3 = _grouped(B, 1), _grouped(C, 1)  # (batch, G, N)
+    groups = B3.shape[1]
     acc = accumulation_dtype(u.dtype)
     new_state = state if inplace else torch.empty_like(state)
     y = torch.empty_like(u)
     block_e, block_n = _block_e(E, groups), triton.next_power_of_2(N)
     dummy = u.new_empty(0)
     _state_update_kernel[(triton.cdiv(E, block_e), batch)](
-        state, u, delta, A, B4, C4, _or(D, dummy), _or(z, dummy), _or(delta_bias, dummy), y, new_state,
+        state, u, delta, A, B3, C3, _or(D, dummy), _or(z, dummy), _or(delta_bias, dummy), y, new_state,
         E, N, E // groups,
         *state.stride(), *u.stride(), *delta.stride(), *_strides(z, 2), *y.stride(), *new_state.stride(),
-        *B4.stride(), *C4.stride(), *A.stride(),
+        *B3.stride(), *C3.stride(), *A.stride(),
         HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
         BLOCK_E=block_e, BLOCK_N=block_n, ACC=_TL_DTYPE[acc],
     )
@@ -124,7 +124,7 @@ def _block_t(block_e: int, block_n: int, T: int) -> int:
 def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save):
     batch, T, E = u.shape
     N = A.shape[1]
-    B4, C4 = _grouped(B, 2), _grouped(C, 2)
+    B4, C4 = _grouped(B, 2), _grouped(C, 2)  # (batch, T, G, N)
     groups = B4.shape[2]
     acc = accumulation_dtype(u.dtype)
     block_e, block_n = _block_e(E, groups), triton.next_power_of_2(N)
@@ -149,7 +149,7 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
 def _backward(u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus, dy, dfinal):
     batch, T, E = u.shape
     N = A.shape[1]
-    B4, C4 = _grouped(B, 2), _grouped(C, 2)
+    B4, C4 = _grouped(B, 2), _grouped(C, 2)  # (batch, T, G, N)
     groups = B4.shape[2]
     acc = accumulation_dtype(u.dtype)
     block_e, block_n = _block_e(E, groups), triton.next_power_of_2(N)
