@@ -201,16 +201,32 @@ def _softplus(x):
 
 
 @triton.jit
+def _tile(base, rows, cols, mask, stride_row, stride_col, ACC: tl.constexpr):
+    """A (rows, cols) tile in the accumulation dtype, 0 where masked."""
+    return tl.load(base + rows[:, None] * stride_row + cols[None, :] * stride_col, mask=mask, other=0.0).to(ACC)
+
+
+@triton.jit
 def _load_delta(ptr, offs_t, offs_e, mask, stride_t, stride_e, bias, HAS_BIAS: tl.constexpr,
                 SOFTPLUS: tl.constexpr, ACC: tl.constexpr):
     """Δ for a (BLOCK_T, BLOCK_E) tile: (raw + bias, Δ); Δ is 0 outside the sequence."""
-    raw = tl.load(ptr + offs_t[:, None] * stride_t + offs_e[None, :] * stride_e, mask=mask, other=0.0).to(ACC)
+    raw = _tile(ptr, offs_t, offs_e, mask, stride_t, stride_e, ACC)
     if HAS_BIAS:
         raw = raw + bias[None, :]
     dt = raw
     if SOFTPLUS:
         dt = _softplus(raw)
     return raw, tl.where(mask, dt, 0.0)
+
+
+@triton.jit
+def _chunk_states(dt, u, Bt, A2, h_in):
+    """One chunk's states h_t (BLOCK_T, BLOCK_E, N) from the state before it, and the drive
+    Δ_t u_t B_t: a scan of h -> exp(Δ_t A) h + Δ_t u_t B_t over the chunk's steps."""
+    decay = tl.exp2(dt[:, :, None] * A2[None, :, :])
+    drive = (dt * u)[:, :, None] * Bt[:, None, :]
+    a, b = tl.associative_scan((decay, drive), 0, _affine_combine)
+    return drive, a * h_in[None, :, :] + b
 
 
 @triton.jit(do_not_specialize=["T", "stride_u_b", "stride_d_b", "stride_z_b", "stride_y_b", "stride_B_b",
@@ -260,23 +276,19 @@ def _scan_fwd_kernel(
         mask_t = t < T
         mask_te = mask_t[:, None] & mask_e[None, :]
         mask_tn = mask_t[:, None] & mask_n[None, :]
-        u = tl.load(u_base + t[:, None] * stride_u_t + offs_e[None, :] * stride_u_e, mask=mask_te, other=0.0).to(ACC)
+        u = _tile(u_base, t, offs_e, mask_te, stride_u_t, stride_u_e, ACC)
         _, dt = _load_delta(d_base, t, offs_e, mask_te, stride_d_t, stride_d_e, bias, HAS_BIAS, SOFTPLUS, ACC)
-        Bt = tl.load(B_base + t[:, None] * stride_B_t + offs_n[None, :] * stride_B_n, mask=mask_tn, other=0.0).to(ACC)
-        Ct = tl.load(C_base + t[:, None] * stride_C_t + offs_n[None, :] * stride_C_n, mask=mask_tn, other=0.0).to(ACC)
+        Bt = _tile(B_base, t, offs_n, mask_tn, stride_B_t, stride_B_n, ACC)
+        Ct = _tile(C_base, t, offs_n, mask_tn, stride_C_t, stride_C_n, ACC)
         if SAVE:
             tl.store(ckpt_ptr + ((pid_b * n_chunks + c) * E + offs_e[:, None]) * N + offs_n[None, :], h,
                      mask=mask_en)
-        decay = tl.exp2(dt[:, :, None] * A2[None, :, :])
-        drive = (dt * u)[:, :, None] * Bt[:, None, :]
-        a, b = tl.associative_scan((decay, drive), 0, _affine_combine)
-        states = a * h[None, :, :] + b
+        _, states = _chunk_states(dt, u, Bt, A2, h)
         y = tl.sum(states * Ct[:, None, :], axis=2)
         if HAS_D:
             y += u * D[None, :]
         if HAS_Z:
-            zt = tl.load(z_base + t[:, None] * stride_z_t + offs_e[None, :] * stride_z_e, mask=mask_te,
-                         other=0.0).to(ACC)
+            zt = _tile(z_base, t, offs_e, mask_te, stride_z_t, stride_z_e, ACC)
             y *= zt * tl.sigmoid(zt)
         tl.store(y_base + t[:, None] * stride_y_t + offs_e[None, :] * stride_y_e,
                  y.to(y_ptr.dtype.element_ty), mask=mask_te)
@@ -342,26 +354,22 @@ def _scan_bwd_kernel(
         mask_te = mask_t[:, None] & mask_e[None, :]
         mask_tn = mask_t[:, None] & mask_n[None, :]
         te_offs = t[:, None] * E + offs_e[None, :]
-        u = tl.load(u_base + t[:, None] * stride_u_t + offs_e[None, :] * stride_u_e, mask=mask_te, other=0.0).to(ACC)
+        u = _tile(u_base, t, offs_e, mask_te, stride_u_t, stride_u_e, ACC)
         raw, dt = _load_delta(d_base, t, offs_e, mask_te, stride_d_t, stride_d_e, bias, HAS_BIAS, SOFTPLUS, ACC)
         # Δ of the next step: the adjoint recurrence decays by exp(Δ_{t+1} A); 0 past the end
         mask_next = (t + 1 < T)[:, None] & mask_e[None, :]
         _, dt_next = _load_delta(d_base, t + 1, offs_e, mask_next, stride_d_t, stride_d_e, bias, HAS_BIAS,
                                  SOFTPLUS, ACC)
-        Bt = tl.load(B_base + t[:, None] * stride_B_t + offs_n[None, :] * stride_B_n, mask=mask_tn, other=0.0).to(ACC)
-        Ct = tl.load(C_base + t[:, None] * stride_C_t + offs_n[None, :] * stride_C_n, mask=mask_tn, other=0.0).to(ACC)
-        g = tl.load(g_base + t[:, None] * stride_g_t + offs_e[None, :] * stride_g_e, mask=mask_te, other=0.0).to(ACC)
+        Bt = _tile(B_base, t, offs_n, mask_tn, stride_B_t, stride_B_n, ACC)
+        Ct = _tile(C_base, t, offs_n, mask_tn, stride_C_t, stride_C_n, ACC)
+        g = _tile(g_base, t, offs_e, mask_te, stride_g_t, stride_g_e, ACC)
         # recompute the chunk's states from its checkpoint
         h0 = tl.load(ckpt_ptr + ((pid_b * n_chunks + c) * E + offs_e[:, None]) * N + offs_n[None, :],
                      mask=mask_en, other=0.0).to(ACC)
-        decay = tl.exp2(dt[:, :, None] * A2[None, :, :])
-        drive = (dt * u)[:, :, None] * Bt[:, None, :]
-        a, b = tl.associative_scan((decay, drive), 0, _affine_combine)
-        states = a * h0[None, :, :] + b
+        drive, states = _chunk_states(dt, u, Bt, A2, h0)
         # output gate and skip
         if HAS_Z:
-            zt = tl.load(z_base + t[:, None] * stride_z_t + offs_e[None, :] * stride_z_e, mask=mask_te,
-                         other=0.0).to(ACC)
+            zt = _tile(z_base, t, offs_e, mask_te, stride_z_t, stride_z_e, ACC)
             y = tl.sum(states * Ct[:, None, :], axis=2)
             if HAS_D:
                 y += u * D[None, :]
