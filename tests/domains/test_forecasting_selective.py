@@ -26,3 +26,14 @@ def test_learns_and_beats_repeat_last_value(ett_csv, name):
     _, baseline = task.baseline(dm)
     assert after < 0.8 * before, (before, after)
     assert after < 0.5 * baseline["test/mse"], (after, baseline)
+
+
+@pytest.mark.slow
+def test_bidirectional_mamba_forecaster_exports(ett_csv, tmp_path):
+    """The non-causal (bidirectional) build -- what the weather config trains -- exports with parity."""
+    from seqzoo.export import export_onnx
+
+    dm = ForecastingDataModule(str(ett_csv), lookback=48, horizon=12)
+    task = ForecastingTask(build_backbone("mamba", d_model=16, n_layers=1), **dm.dims).eval()
+    assert task.backbone.bidirectional
+    assert export_onnx(task.export_spec(), tmp_path / "mamba.onnx").max_abs_diff <= 1e-4
