@@ -452,3 +452,125 @@ class ForecastingTask(BaseTask):
             raise ConfigError("streaming export of a forecasting model: " + "; ".join(problems))
         return step_spec(ForecastStepper(net), net.n_channels, in_dtype=torch.float32,
                          generator=torch.Generator().manual_seed(0))
+
+
+# =======================================================================================
+# TSM2: Time Series MambaMixer (Behrouz, Santacatterina & Zabih 2024), a grid model of
+# variates x patches built from the blocks of backbones/mambamixer.py
+# =======================================================================================
+
+from seqzoo.backbones.mambamixer import MambaMixer, MambaMixerGrid  # noqa: E402
+
+
+class TSM2Net(nn.Module):
+    """TSM2 on plain tensors: x (B, L, C) -> y (B, H, C_out).
+
+    RevIN per variate -> each variate cut into patches of ``patch_len`` every ``stride``
+    steps (the series first extended by ``stride`` copies of its last value, as PatchTST)
+    -> Linear(patch_len, D) + learned patch positions -> a MambaMixer grid (B, C, P, D):
+    the selective time mixer over the patches of each variate (unidirectional, as the
+    paper: time is causal), the bidirectional selective variate mixer over the variates
+    of each patch, weighted averaging of earlier outputs, normalisation over time and
+    features (``norm="plane"``) -> each variate's (P, D) flattened -> Linear(P·D, H),
+    shared by the variates.
+
+    The grid takes its sizes (d_model, n_layers, d_state, expand, dropout, ...) from the
+    ``mambamixer`` backbone it is given; it holds its own weights (the backbone's
+    (B, L, D) layers do not fit a grid and are not used).
+    """
+
+    def __init__(
+        self,
+        backbone: MambaMixer,
+        n_channels: int,
+        n_targets: int,
+        lookback: int,
+        horizon: int,
+        patch_len: int = 16,
+        stride: int = 8,
+        revin: bool = True,
+        norm: Literal["plane", "rms"] = "plane",
+        bidirectional_time: bool = False,
+        head_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if n_targets > n_channels:
+            raise ConfigError(f"n_targets ({n_targets}) cannot exceed n_channels ({n_channels})")
+        if not 1 <= patch_len <= lookback or stride < 1:
+            raise ConfigError(f"TSM2 needs 1 <= patch_len <= lookback ({lookback}) and stride >= 1, "
+                              f"got patch_len={patch_len}, stride={stride}")
+        d = backbone.d_model
+        self.n_channels, self.n_targets = n_channels, n_targets
+        self.lookback, self.horizon = lookback, horizon
+        self.n_time_features, self.variate_tokens = 0, False
+        self.patch_len, self.stride, self.revin = patch_len, stride, revin
+        self.n_patches = (lookback - patch_len) // stride + 2
+        self.patch_embed = nn.Linear(patch_len, d)
+        self.positions = PositionalEmbedding("learned", self.n_patches, d)
+        self.backbone = MambaMixerGrid.like(backbone, token_bidirectional=bidirectional_time, norm=norm)
+        self.dropout = nn.Dropout(head_dropout)
+        self.head = nn.Linear(self.n_patches * d, horizon)
+
+    def forward(self, x: Tensor, x_mark: Tensor | None = None) -> Tensor:
+        if x.shape[1] != self.lookback or x.shape[2] != self.n_channels:
+            raise ValueError(f"expected input (B, {self.lookback}, {self.n_channels}), got {tuple(x.shape)}")
+        if self.revin:
+            mean = x.mean(dim=1, keepdim=True).detach()
+            std = torch.sqrt(torch.var(x - mean, dim=1, keepdim=True, unbiased=False) + 1e-5)
+            x = (x - mean) / std
+        series = F.pad(x.transpose(1, 2), (0, self.stride), mode="replicate")  # (B, C, L + stride)
+        patches = series.unfold(-1, self.patch_len, self.stride)  # (B, C, P, patch_len)
+        tokens = self.positions(self.patch_embed(patches).flatten(0, 1)).unflatten(0, patches.shape[:2])
+        h = self.backbone(tokens)  # (B, C, P, D)
+        y = self.head(self.dropout(h.flatten(-2)))[:, -self.n_targets :].transpose(1, 2).contiguous()  # (B, H, C_out)
+        if self.revin:
+            y = y * std[..., -self.n_targets :] + mean[..., -self.n_targets :]
+        return y
+
+
+class TSM2Task(ForecastingTask):
+    """Forecasting with TSM2 (a ``mambamixer`` backbone arranged on variates x patches).
+
+    Training, metrics, baseline and export are the forecasting task's; only the network
+    differs. Time features are not used (the paper's auxiliary-information branch is not
+    built); the lookback is fixed by the patching and the flattened head.
+    """
+
+    token_kinds = frozenset({"time"})
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        n_channels: int,
+        n_targets: int,
+        lookback: int,
+        horizon: int,
+        n_time_features: int = 0,
+        patch_len: int = 16,
+        stride: int = 8,
+        revin: bool = True,
+        norm: Literal["plane", "rms"] = "plane",
+        bidirectional_time: bool = False,
+        head_dropout: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        BaseTask.__init__(self, backbone, optimizer=optimizer, lr_scheduler=lr_scheduler)
+        self.use_time_features = False
+        self.net = TSM2Net(backbone, n_channels, n_targets, lookback, horizon, patch_len=patch_len, stride=stride,
+                           revin=revin, norm=norm, bidirectional_time=bidirectional_time, head_dropout=head_dropout)
+        metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    @classmethod
+    def incompatibility(cls, backbone_cls: type[Backbone]) -> str | None:
+        if not issubclass(backbone_cls, MambaMixer):
+            return "TSM2 is built from MambaMixer blocks (use backbone mambamixer)"
+        return super().incompatibility(backbone_cls)
+
+    def tokens_per_sample(self, batch: Batch) -> int:
+        return int(batch["x"].shape[2]) * self.net.n_patches
+
+    def export_step_spec(self) -> ExportSpec:
+        raise ConfigError("TSM2 mixes whole patches of the lookback window: it has no one-step (streaming) export")

@@ -1,0 +1,89 @@
+"""TSM2: the MambaMixer grid model for forecasting learns, exports, refuses what it cannot do,
+and its shipped config runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import yaml
+
+from seqzoo import ConfigError, build_backbone, get_backbone_class
+from seqzoo.cli import main
+from seqzoo.datasets.forecasting import ForecastingDataModule
+from seqzoo.domains.forecasting import TSM2Net, TSM2Task
+from seqzoo.export import export_onnx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_task(dm, **kw):
+    backbone = build_backbone("mambamixer", d_model=16, n_layers=1, d_state=4)
+    opt = lambda params: torch.optim.AdamW(params, lr=3e-3)  # noqa: E731
+    return TSM2Task(backbone, **dm.dims, patch_len=8, stride=4, optimizer=opt, **kw)
+
+
+def test_learns_beyond_repeat_last_value(ett_csv):
+    L.seed_everything(0)
+    dm = ForecastingDataModule(str(ett_csv), lookback=48, horizon=12, batch_size=32)
+    task = tiny_task(dm)
+    trainer = L.Trainer(max_epochs=2, limit_train_batches=15, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    dm.setup()
+    before = trainer.test(task, dm, verbose=False)[0]["test/mse"]
+    trainer.fit(task, dm)
+    after = trainer.test(task, dm, verbose=False)[0]["test/mse"]
+    _, baseline = task.baseline(dm)
+    assert after < 0.8 * before, (before, after)
+    assert after < 0.8 * baseline["test/mse"], (after, baseline)
+
+
+def test_grid_shapes_targets_and_revin():
+    torch.manual_seed(0)
+    net = TSM2Net(build_backbone("mambamixer", d_model=8, n_layers=1, d_state=4), n_channels=4, n_targets=1,
+                  lookback=20, horizon=5, patch_len=6, stride=3)
+    seen = {}
+    net.backbone.register_forward_hook(lambda m, args, out: seen.update(grid=args[0].shape))
+    x = torch.randn(2, 20, 4)
+    y = net(x)
+    assert y.shape == (2, 5, 1)
+    assert seen["grid"] == (2, 4, (20 - 6) // 3 + 2, 8), "(B, variates, patches, D), one patch more from the end pad"
+    torch.testing.assert_close(net(x * 10 + 100), y * 10 + 100, rtol=1e-3, atol=1e-2)  # RevIN: scale-equivariant
+
+
+def test_only_mambamixer_backbones_and_valid_patches():
+    dm_dims = dict(n_channels=3, n_targets=3, lookback=16, horizon=4)
+    assert TSM2Task.incompatibility(get_backbone_class("mambamixer")) is None
+    assert "MambaMixer" in TSM2Task.incompatibility(get_backbone_class("transformer"))
+    with pytest.raises(ConfigError, match="TSM2 is built from MambaMixer"):
+        TSM2Task(build_backbone("gru", d_model=8, n_layers=1), **dm_dims)
+    with pytest.raises(ConfigError, match="patch_len"):
+        TSM2Task(build_backbone("mambamixer", d_model=8, n_layers=1), **dm_dims, patch_len=32)
+
+
+def test_no_streaming_export(ett_csv):
+    dm = ForecastingDataModule(str(ett_csv), lookback=48, horizon=12)
+    with pytest.raises(ConfigError, match="no one-step"):
+        tiny_task(dm).export_step_spec()
+
+
+@pytest.mark.slow
+def test_export_parity(ett_csv, tmp_path):
+    dm = ForecastingDataModule(str(ett_csv), lookback=48, horizon=12)
+    report = export_onnx(tiny_task(dm).eval().export_spec(), tmp_path / "tsm2.onnx")
+    assert report.max_abs_diff <= 1e-4
+
+
+@pytest.mark.slow
+def test_shipped_config_runs(ett_csv, tmp_path, monkeypatch):
+    """configs/forecasting/weather_tsm2.yaml as shipped, pointed at a small synthetic CSV."""
+    monkeypatch.chdir(tmp_path)
+    config = yaml.safe_load((ROOT / "configs/forecasting/weather_tsm2.yaml").read_text())
+    config["data"]["init_args"].update(path=str(ett_csv), prepare=None, lookback=48, horizon=12)
+    config["trainer"].update(max_epochs=1, limit_train_batches=3, limit_val_batches=2, enable_progress_bar=False)
+    path = tmp_path / "weather_tsm2.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["fit", "--config", str(path)]) == 0
+    assert (tmp_path / "runs/weather_tsm2/mambamixer/seed0/checkpoints/last.ckpt").exists()
