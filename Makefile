@@ -5,6 +5,9 @@ PY     := $(VENV)/bin/python
 SEQZOO := $(VENV)/bin/seqzoo
 STAMP  := $(VENV)/.seqzoo-installed
 PYTEST_WORKERS ?= 2
+# One BLAS/OpenMP thread per pytest worker: the workers already fill the cores, and
+# oversubscribed threads make small-tensor tests many times slower.
+TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 DEMO_OUT ?= runs/demo
 SPEECH_DEBS := pocketsphinx-testdata alsa-utils espeak-ng
 
@@ -33,11 +36,11 @@ install: $(STAMP)
 # The whole suite on CPU. Triton kernels run under the interpreter, which must be
 # switched on before the kernels are defined, so they run in their own process.
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not gpu" --ignore=tests/kernels tests
-	TRITON_INTERPRET=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not gpu" tests/kernels
+	$(TEST_ENV) $(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not gpu" --ignore=tests/kernels tests
+	$(TEST_ENV) TRITON_INTERPRET=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not gpu" tests/kernels
 
 test-kernels: $(STAMP)
-	TRITON_INTERPRET=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not gpu" tests/kernels
+	$(TEST_ENV) TRITON_INTERPRET=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not gpu" tests/kernels
 
 # Real hourly weather (pvlib's TMY3 file) -> train and compare backbones briefly
 # -> export the best to ONNX, checked with onnxruntime -> print the table.
