@@ -38,6 +38,7 @@ from seqzoo.backbones.base import SHARED_KEYWORDS, get_backbone_class, list_back
 from seqzoo.errors import ConfigError
 from seqzoo.runs import (
     _backbone_holder,
+    apply_overrides,
     build_datamodule,
     build_task,
     class_path,
@@ -109,7 +110,8 @@ def compare(
     (out / "configs").mkdir(exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
 
-    baseline = _baseline(config)  # also checks the data before any run starts
+    # the runs' --data./--model. overrides apply to the baseline too; it also checks the data
+    baseline = _baseline(apply_overrides(config, list(passthrough)))
     rows: list[dict[str, Any]] = []
     jobs = []
     for name in names:

@@ -302,6 +302,47 @@ def build_task(config: dict, dims: dict):
     return parser.instantiate_classes(namespace).model
 
 
+def apply_overrides(config: dict, args: list[str]) -> dict:
+    """A copy of ``config`` with command-line ``--data.<key> value`` / ``--model.<key> value``
+    overrides (also ``--key=value`` and ``--data.init_args.<key>``) written into the sections'
+    ``init_args``, values parsed as YAML the way the CLI reads them. ``--trainer.*`` and
+    anything else is left to the CLI; this lets code that builds the data or the task from a
+    config dict (the compare baseline) see what the runs see."""
+    out = copy.deepcopy(config)
+    pairs: list[tuple[str, str]] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--") and "=" in arg:
+            key, value = arg[2:].split("=", 1)
+            pairs.append((key, value))
+        elif arg.startswith("--") and i + 1 < len(args) and not args[i + 1].startswith("--"):
+            pairs.append((arg[2:], args[i + 1]))
+            i += 1
+        i += 1
+    for key, value in pairs:
+        section, _, rest = key.partition(".")
+        if section not in ("data", "model") or not rest:
+            continue
+        parts = rest.split(".")
+        if parts[0] == "init_args":
+            parts = parts[1:]
+        if not parts or parts[0] == "backbone":
+            continue
+        target = out.setdefault(section, {}) or {}
+        out[section] = target
+        node = target.setdefault("init_args", {})
+        for part in parts[:-1]:
+            child = node.get(part)
+            if isinstance(child, dict) and "class_path" in child:
+                child = child.setdefault("init_args", {})
+            elif not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
 def build_datamodule(config: dict):
     from jsonargparse import ArgumentParser
 

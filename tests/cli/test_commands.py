@@ -121,3 +121,24 @@ def test_export_streaming_writes_step_graph_and_refuses_with_reason(ett_csv, wri
 def test_export_missing_checkpoint(tmp_path, capsys):
     assert main(["export", "--ckpt", str(tmp_path / "no.ckpt"), "--out", str(tmp_path / "x.onnx")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_compare_baseline_sees_the_runs_data_overrides(ett_csv, write_config, tmp_path):
+    """``--data.*`` pass-through arguments reach the baseline as they reach each run."""
+    from seqzoo.compare import _baseline, compare
+    from seqzoo.runs import apply_overrides
+
+    config = forecasting_config(ett_csv)
+    path = write_config(config)
+    overrides = ["--data.horizon", "24", "--data.init_args.lookback=96", "--trainer.max_epochs", "1"]
+    changed = apply_overrides(config, overrides)
+    assert changed["data"]["init_args"]["horizon"] == 24 and changed["data"]["init_args"]["lookback"] == 96
+    assert config["data"]["init_args"]["horizon"] == 12, "the original config is left alone"
+    assert "max_epochs" not in changed["data"]["init_args"] and changed["trainer"] == config["trainer"]
+
+    compare(str(path), [], [0], tmp_path / "cmp", passthrough=overrides)
+    table = (tmp_path / "cmp" / "results.md").read_text()
+    name, values = _baseline(changed)
+    _, plain = _baseline(config)
+    assert values["test/mse"] != pytest.approx(plain["test/mse"]), "horizon 24 must change the baseline"
+    assert f"{values['test/mse']:.4g}" in table and f"{plain['test/mse']:.4g}" not in table
