@@ -42,6 +42,21 @@ Embedding = Literal["linear", "conv"]
 Positions = Literal["sinusoidal", "learned", "none"]
 
 
+
+def instance_normalise(x: Tensor, eps: float = 1e-5) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """Instance normalisation of a window (B, L, C) over time, as in RevIN without the affine
+    part and iTransformer's ``use_norm``: returns the normalised window and (mean, std),
+    the statistics taken as constants (no gradient through the mean)."""
+    mean = x.mean(dim=1, keepdim=True).detach()
+    std = torch.sqrt(torch.var(x - mean, dim=1, keepdim=True, unbiased=False) + eps)
+    return (x - mean) / std, (mean, std)
+
+
+def instance_denormalise(y: Tensor, stats: tuple[Tensor, Tensor], n_targets: int) -> Tensor:
+    """Undo :func:`instance_normalise` on a forecast (B, H, n_targets) of the last channels."""
+    mean, std = stats
+    return y * std[..., -n_targets:] + mean[..., -n_targets:]
+
 class ForecastingNet(nn.Module):
     """Normalisation -> embedding -> backbone -> head, on plain tensors.
 
@@ -120,15 +135,11 @@ class ForecastingNet(nn.Module):
             raise ValueError(f"this model uses {self.n_time_features} time features: pass x_mark")
         if self.n_time_features and self.head_kind == "decoder" and y_mark is None:
             raise ValueError("the decoder head reads the horizon's time features: pass y_mark (B, horizon, F)")
-        mean, std = None, None
+        stats = None
         if self.revin:
-            mean = x.mean(dim=1, keepdim=True).detach()
-            std = torch.sqrt(torch.var(x - mean, dim=1, keepdim=True, unbiased=False) + 1e-5)
-            x = (x - mean) / std
+            x, stats = instance_normalise(x)
         y = self._variate(x, x_mark) if self.variate_tokens else self._time(x, x_mark, y_mark)
-        if self.revin:
-            y = y * std[..., -self.n_targets :] + mean[..., -self.n_targets :]
-        return y
+        return instance_denormalise(y, stats, self.n_targets) if self.revin else y
 
     def _time(self, x: Tensor, x_mark: Tensor | None, y_mark: Tensor | None) -> Tensor:
         if not self.n_time_features:
@@ -514,18 +525,15 @@ class TSM2Net(nn.Module):
     def forward(self, x: Tensor, x_mark: Tensor | None = None) -> Tensor:
         if x.shape[1] != self.lookback or x.shape[2] != self.n_channels:
             raise ValueError(f"expected input (B, {self.lookback}, {self.n_channels}), got {tuple(x.shape)}")
+        stats = None
         if self.revin:
-            mean = x.mean(dim=1, keepdim=True).detach()
-            std = torch.sqrt(torch.var(x - mean, dim=1, keepdim=True, unbiased=False) + 1e-5)
-            x = (x - mean) / std
+            x, stats = instance_normalise(x)
         series = F.pad(x.transpose(1, 2), (0, self.stride), mode="replicate")  # (B, C, L + stride)
         patches = series.unfold(-1, self.patch_len, self.stride)  # (B, C, P, patch_len)
         tokens = self.positions(self.patch_embed(patches).flatten(0, 1)).unflatten(0, patches.shape[:2])
         h = self.backbone(tokens)  # (B, C, P, D)
         y = self.head(self.dropout(h.flatten(-2)))[:, -self.n_targets :].transpose(1, 2).contiguous()  # (B, H, C_out)
-        if self.revin:
-            y = y * std[..., -self.n_targets :] + mean[..., -self.n_targets :]
-        return y
+        return instance_denormalise(y, stats, self.n_targets) if self.revin else y
 
 
 class TSM2Task(ForecastingTask):
