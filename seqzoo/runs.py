@@ -322,24 +322,20 @@ def apply_overrides(config: dict, args: list[str]) -> dict:
         i += 1
     for key, value in pairs:
         section, _, rest = key.partition(".")
-        if section not in ("data", "model") or not rest:
+        parts = [p for p in rest.split(".") if p and p != "init_args"]
+        if section not in ("data", "model") or not parts or parts[0] == "backbone":
             continue
-        parts = rest.split(".")
-        if parts[0] == "init_args":
-            parts = parts[1:]
-        if not parts or parts[0] == "backbone":
-            continue
-        target = out.setdefault(section, {}) or {}
-        out[section] = target
-        node = target.setdefault("init_args", {})
+        holder = out.setdefault(section, {})  # a {"class_path", "init_args"} mapping
+        node = holder.setdefault("init_args", {})
         for part in parts[:-1]:
             child = node.get(part)
-            if isinstance(child, dict) and "class_path" in child:
-                child = child.setdefault("init_args", {})
-            elif not isinstance(child, dict):
+            if not isinstance(child, dict):
                 child = node[part] = {}
-            node = child
-        node[parts[-1]] = yaml.safe_load(value)
+            holder, node = (child, child.setdefault("init_args", {})) if "class_path" in child else (None, child)
+        if parts[-1] == "class_path" and holder is not None:
+            holder["class_path"] = yaml.safe_load(value)
+        else:
+            node[parts[-1]] = yaml.safe_load(value)
     return out
 
 

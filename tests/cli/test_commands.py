@@ -135,6 +135,14 @@ def test_compare_baseline_sees_the_runs_data_overrides(ett_csv, write_config, tm
     assert changed["data"]["init_args"]["horizon"] == 24 and changed["data"]["init_args"]["lookback"] == 96
     assert config["data"]["init_args"]["horizon"] == 12, "the original config is left alone"
     assert "max_epochs" not in changed["data"]["init_args"] and changed["trainer"] == config["trainer"]
+    scheduled = {"model": {"class_path": "T", "init_args": {"lr_scheduler": {
+        "class_path": "torch.optim.lr_scheduler.CosineAnnealingLR", "init_args": {"T_max": 30}}}}}
+    nested = apply_overrides(scheduled, ["--model.lr_scheduler.init_args.T_max", "15",
+                                         "--model.lr_scheduler.class_path", "torch.optim.lr_scheduler.StepLR",
+                                         "--model.backbone.d_model", "8"])
+    assert nested["model"]["init_args"]["lr_scheduler"] == {
+        "class_path": "torch.optim.lr_scheduler.StepLR", "init_args": {"T_max": 15}}
+    assert "backbone" not in nested["model"]["init_args"], "backbone overrides are the runs' business"
 
     compare(str(path), [], [0], tmp_path / "cmp", passthrough=overrides)
     table = (tmp_path / "cmp" / "results.md").read_text()
