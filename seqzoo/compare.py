@@ -2,7 +2,7 @@
 
 Each family is built with the config's shared keywords (d_model, n_layers,
 dropout, causal, impl) and its own defaults for the rest, so parameter counts
-differ and the table shows them. Every (backbone, seed) run is a separate
+differ and the table shows them; the config's own family keeps all its keywords. Every (backbone, seed) run is a separate
 process (clean peak-memory figures, one failure does not stop the rest) that
 trains, tests the best checkpoint and times inference. Pairs a backbone cannot
 serve appear as ``n/a`` with the reason. Outputs in ``--out``:
@@ -123,7 +123,11 @@ def compare(
             rows.append({"backbone": name, "family": cls.family, "seed": "", "status": "n/a", "reason": reason})
             continue
         run_config = copy.deepcopy(config)
-        _backbone_holder(run_config)["backbone"] = {"class_path": class_path(cls), "init_args": dict(shared)}
+        # the config's own family keeps all its keywords (a paper config's heads, factor...);
+        # other families get the shared ones and their own defaults
+        own = isinstance(base, dict) and base.get("class_path") == class_path(cls)
+        _backbone_holder(run_config)["backbone"] = {"class_path": class_path(cls),
+                                                    "init_args": dict(base_args if own else shared)}
         config_file = out / "configs" / f"{name}.yaml"
         config_file.write_text(yaml.safe_dump(run_config, sort_keys=False))
         jobs += [(name, cls, seed, config_file) for seed in seeds]

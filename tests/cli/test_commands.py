@@ -150,3 +150,20 @@ def test_compare_baseline_sees_the_runs_data_overrides(ett_csv, write_config, tm
     _, plain = _baseline(config)
     assert values["test/mse"] != pytest.approx(plain["test/mse"]), "horizon 24 must change the baseline"
     assert f"{values['test/mse']:.4g}" in table and f"{plain['test/mse']:.4g}" not in table
+
+
+def test_compare_keeps_the_configs_own_family_keywords(ett_csv, write_config, tmp_path, monkeypatch):
+    """A paper config's family keeps its keywords; other families get only the shared ones."""
+    import yaml
+
+    import seqzoo.compare as cmp
+
+    config = forecasting_config(ett_csv, backbone="transformer")
+    config["model"]["init_args"]["backbone"]["init_args"].update(n_heads=2, mlp_ratio=1.0)
+    monkeypatch.setattr(cmp, "_run_job", lambda name, cls, seed, *a: {
+        "backbone": name, "family": cls.family, "seed": seed, "status": "failed", "reason": "not run"})
+    cmp.compare(str(write_config(config)), ["transformer", "gru"], [0], tmp_path / "cmp")
+    own = yaml.safe_load((tmp_path / "cmp/configs/transformer.yaml").read_text())["model"]["init_args"]["backbone"]
+    other = yaml.safe_load((tmp_path / "cmp/configs/gru.yaml").read_text())["model"]["init_args"]["backbone"]
+    assert own["init_args"]["n_heads"] == 2 and own["init_args"]["mlp_ratio"] == 1.0
+    assert other["init_args"] == {"d_model": 16, "n_layers": 1}
