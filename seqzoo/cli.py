@@ -2,6 +2,7 @@
 
     seqzoo fit|validate|test|predict --config CONFIG [--model.backbone NAME] [--any.key value]
     seqzoo compare --config CONFIG --backbones a,b,c|all --seeds 0,1,2 [--max-epochs N] --out DIR
+    seqzoo reproduce etth1 --out DIR [--tables a,b] [--horizons 96,336] [--seeds 2021]
     seqzoo export --ckpt CKPT --out model.onnx [--streaming]
     seqzoo backbones
     seqzoo data synth <domain> --out DIR [options] | prepare <source> --out DIR | list
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
         return 0
     verb, rest = argv[0], argv[1:]
-    commands = {"compare": _compare, "export": export_main, "backbones": backbones_main, "data": data_main}
+    commands = {"compare": _compare, "reproduce": _reproduce, "export": export_main, "backbones": backbones_main,
+                "data": data_main}
     try:
         if verb in LIGHTNING_VERBS:
             run_lightning(verb, rest)
@@ -51,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"seqzoo {verb}: error: {cause}", file=sys.stderr)
         return 2
+
+
+def _reproduce(rest: list[str]) -> int:
+    from seqzoo.reproduce import main as reproduce_main
+
+    return reproduce_main(rest)
 
 
 def user_error(err: BaseException) -> SeqzooError | None:

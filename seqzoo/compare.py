@@ -106,12 +106,12 @@ def compare(
     base = holder["backbone"]
     base_args = base.get("init_args", {}) if isinstance(base, dict) else {}
     shared = {k: v for k, v in base_args.items() if k in SHARED_KEYWORDS}
+    # the runs' --data./--model. overrides apply to the baseline too; it also checks the data
+    # before anything is written
+    baseline = _baseline(apply_overrides(config, list(passthrough)))
     out.mkdir(parents=True, exist_ok=True)
     (out / "configs").mkdir(exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
-
-    # the runs' --data./--model. overrides apply to the baseline too; it also checks the data
-    baseline = _baseline(apply_overrides(config, list(passthrough)))
     rows: list[dict[str, Any]] = []
     jobs = []
     for name in names:
