@@ -1,0 +1,74 @@
+"""Any backbone on any domain: every registered family takes a training and a validation step
+in every built domain's task (tiny sizes, the domains' runnable configs on synthetic or
+packaged data), or is refused with the reason `compare` shows."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+
+from seqzoo.backbones.base import SHARED_KEYWORDS, get_backbone_class, list_backbones
+from seqzoo.runs import (
+    _backbone_holder,
+    build_datamodule,
+    build_task,
+    class_path,
+    load_yaml,
+    rewrite_backbone_names,
+    task_class_of,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+DOMAINS = {  # config, data overrides that keep the data small
+    "forecasting": ("configs/forecasting/weather.yaml", {"batch_size": 4}),
+    "rul": ("configs/rul/laser_rul.yaml", {"batch_size": 4}),
+    "pain": ("configs/pain/emopain_synth.yaml", {"batch_size": 4}),
+    "separation": ("configs/separation/synthetic.yaml", {"batch_size": 2, "eval_batch_size": 2}),
+    "handwriting": ("configs/handwriting/words.yaml", {"batch_size": 2}),
+    "vision": ("configs/vision/digits.yaml", {"batch_size": 4}),
+}
+
+
+@pytest.fixture(scope="module")
+def domain_data(tmp_path_factory):
+    """One data module per domain, its data written once into a temporary folder."""
+    cache = {}
+
+    def get(domain):
+        if domain not in cache:
+            path, overrides = DOMAINS[domain]
+            config = load_yaml(ROOT / path)
+            rewrite_backbone_names(config)
+            data = config["data"]["init_args"]
+            data["path"] = str(tmp_path_factory.mktemp(domain) / Path(data["path"]).name)
+            data.update(overrides)
+            cache[domain] = (config, build_datamodule(config))
+        return cache[domain]
+
+    return get
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", list_backbones())
+@pytest.mark.parametrize("domain", list(DOMAINS))
+def test_trains_a_step_or_is_refused_with_a_reason(domain, backbone, domain_data):
+    config, dm = domain_data(domain)
+    config = copy.deepcopy(config)
+    cls = get_backbone_class(backbone)
+    base = _backbone_holder(config)["backbone"]
+    shared = {k: v for k, v in base.get("init_args", {}).items() if k in SHARED_KEYWORDS}
+    shared.update(d_model=16, n_layers=1)
+    _backbone_holder(config)["backbone"] = {"class_path": class_path(cls), "init_args": shared}
+    reason = task_class_of(config).incompatibility(cls) or ("cannot be built causal" if shared.get("causal") and not cls.causal else None)
+    if reason:
+        pytest.skip(f"{backbone} on {domain}: n/a ({reason})")
+    task = build_task(config, dm.dims)
+    trainer = L.Trainer(fast_dev_run=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False)
+    trainer.fit(task, dm)
+    losses = {k: float(v) for k, v in trainer.callback_metrics.items() if "loss" in k}
+    assert losses and all(math.isfinite(v) for v in losses.values()), losses
