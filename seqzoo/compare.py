@@ -63,10 +63,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-epochs", type=int, default=None, help="override trainer.max_epochs")
     parser.add_argument("--out", required=True, help="output folder")
     opts, passthrough = parser.parse_known_args(argv)
-    bad = [a for a in passthrough if a.startswith("--") and not a.startswith(("--trainer.", "--model.", "--data."))]
-    if bad:
-        raise ConfigError(f"unknown compare option(s) {bad}; pass-through keys start with --trainer., --model. "
-                          "or --data.")
+    check_passthrough("compare", passthrough)
     seeds = _parse_seeds(opts.seeds)
     names = list_backbones() if opts.backbones.strip() == "all" else [n.strip() for n in opts.backbones.split(",") if n.strip()]
     for name in names:
@@ -75,6 +72,14 @@ def main(argv: list[str]) -> int:
     compare(opts.config, names, seeds, Path(opts.out), max_epochs=opts.max_epochs, passthrough=passthrough,
             command=command)
     return 0
+
+
+def check_passthrough(command: str, args: list[str]) -> None:
+    """Arguments a command does not know must be run settings (``--trainer./--model./--data.``)."""
+    bad = [a for a in args if a.startswith("--") and not a.startswith(("--trainer.", "--model.", "--data."))]
+    if bad:
+        raise ConfigError(f"unknown {command} option(s) {bad}; pass-through keys start with --trainer., --model. "
+                          "or --data.")
 
 
 def _parse_seeds(text: str) -> list[int]:

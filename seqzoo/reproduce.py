@@ -106,11 +106,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-epochs", type=int, default=None, help="override the protocol's epochs (quick looks)")
     parser.add_argument("--out", required=True, help="output folder")
     opts, passthrough = parser.parse_known_args(argv)
-    bad = [a for a in passthrough if a.startswith("--") and not a.startswith(("--trainer.", "--model.", "--data."))]
-    if bad:
-        raise ConfigError(f"unknown reproduce option(s) {bad}; pass-through keys start with --trainer., --model. "
-                          "or --data.")
-    from seqzoo.compare import _parse_seeds
+    from seqzoo.compare import _parse_seeds, check_passthrough
+
+    check_passthrough("reproduce", passthrough)
 
     if opts.name not in PAPER_TABLES:
         raise ConfigError(f"no paper tables named {opts.name!r}; known: {', '.join(PAPER_TABLES)}")
