@@ -202,6 +202,9 @@ def write_results(out: Path, rows: list[dict], task_cls, baseline, config_path: 
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (NaN where there are too few values)."""
+    if not values:
+        return float("nan"), float("nan")
     mean = sum(values) / len(values)
     if len(values) < 2:
         return mean, float("nan")

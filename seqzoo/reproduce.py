@@ -17,7 +17,7 @@ import argparse
 import csv
 import math
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from seqzoo.errors import ConfigError
@@ -135,7 +135,7 @@ def select_tables(known: dict[str, Table], tables: str, horizons: str) -> dict[s
         table = known[name]
         rows = tuple(r for r in table.rows if wanted is None or r.horizon in wanted)
         if rows:
-            chosen[name] = Table(table.config, table.backbone, table.source, rows, table.args)
+            chosen[name] = replace(table, rows=rows)
     if not chosen:
         offered = sorted({r.horizon for n in names for r in known[n].rows})
         raise ConfigError(f"none of the horizons {sorted(wanted or [])} is in the chosen tables (they have {offered})")
@@ -144,7 +144,7 @@ def select_tables(known: dict[str, Table], tables: str, horizons: str) -> dict[s
 
 def reproduce(name: str, tables: dict[str, Table], seeds: list[int], out: Path, *, max_epochs: int | None = None,
               passthrough: list[str] = (), command: str = "") -> list[dict]:
-    from seqzoo.compare import compare
+    from seqzoo.compare import _mean_std, compare
 
     results = []
     for table_name, table in tables.items():
@@ -155,25 +155,14 @@ def reproduce(name: str, tables: dict[str, Table], seeds: list[int], out: Path, 
                 args += ["--trainer.max_epochs", str(max_epochs)]  # last, so it beats a table's own epochs
             runs = compare(str(CONFIGS / table.config), [table.backbone], seeds, out / table_name / f"h{row.horizon}",
                            passthrough=args)
-            mse = [r["metrics"]["test/mse"] for r in runs if r["status"] == "ok"]
-            mae = [r["metrics"]["test/mae"] for r in runs if r["status"] == "ok"]
+            mse, mse_std = _mean_std([r["metrics"]["test/mse"] for r in runs if r["status"] == "ok"])
+            mae, mae_std = _mean_std([r["metrics"]["test/mae"] for r in runs if r["status"] == "ok"])
             results.append({"table": table_name, "backbone": table.backbone, "horizon": row.horizon,
-                            "n": len(mse), "runs": len(runs), "mse": _mean(mse), "mse_std": _std(mse),
-                            "mae": _mean(mae), "mae_std": _std(mae), "paper_mse": row.paper[0],
+                            "n": sum(r["status"] == "ok" for r in runs), "runs": len(runs), "mse": mse,
+                            "mse_std": mse_std, "mae": mae, "mae_std": mae_std, "paper_mse": row.paper[0],
                             "paper_mae": row.paper[1], "folder": str(out / table_name / f"h{row.horizon}")})
     write_tables(name, tables, results, out, command)
     return results
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
-
-
-def _std(values: list[float]) -> float:
-    if len(values) < 2:
-        return float("nan")
-    m = _mean(values)
-    return math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
 def _cell(mean: float, std: float) -> str:
