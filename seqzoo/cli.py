@@ -87,13 +87,10 @@ def run_lightning(verb: str, args: list[str]) -> None:
     from seqzoo.runs import rewrite_args
 
     args, config_name = rewrite_args(args)
-    argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when given args beside sys.argv
-    try:
-        make_cli(args=[verb, *args], config_name=config_name)
-    finally:
-        sys.argv = argv
+    make_cli(args=[verb, *args], config_name=config_name)
 
 
+@functools.cache
 def quiet_lightning() -> None:
     """Drop Lightning's advertising tip and a deprecation warning from its own internals."""
     import logging
@@ -109,7 +106,6 @@ def quiet_lightning() -> None:
 
 def make_cli(args: list[str] | dict, config_name: str = "default", run: bool = True, **kwargs: Any):
     """The LightningCLI of seqzoo (also used by ``compare``'s runs)."""
-    import lightning as L  # noqa: F401
     from lightning.pytorch.cli import LightningCLI
 
     from seqzoo.datasets.base import DIM_NAMES, BaseDataModule
@@ -182,16 +178,20 @@ def make_cli(args: list[str] | dict, config_name: str = "default", run: bool = T
     quiet_lightning()
     kwargs.setdefault("save_config_kwargs", {"overwrite": True})
     kwargs.setdefault("parser_kwargs", {"prog": "seqzoo"})
-    return SeqzooCLI(
-        BaseTask,
-        BaseDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        auto_configure_optimizers=False,
-        args=args,
-        run=run,
-        **kwargs,
-    )
+    argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when given args beside sys.argv
+    try:
+        return SeqzooCLI(
+            BaseTask,
+            BaseDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+            **kwargs,
+        )
+    finally:
+        sys.argv = argv
 
 
 def _dim(name: str, datamodule) -> Any:

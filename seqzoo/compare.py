@@ -38,11 +38,9 @@ from seqzoo.backbones.base import SHARED_KEYWORDS, get_backbone_class, list_back
 from seqzoo.errors import ConfigError
 from seqzoo.runs import (
     _backbone_holder,
-    apply_overrides,
-    build_datamodule,
-    build_task,
     class_path,
     load_yaml,
+    rewrite_args,
     rewrite_backbone_names,
     task_class_of,
 )
@@ -64,7 +62,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", required=True, help="output folder")
     opts, passthrough = parser.parse_known_args(argv)
     check_passthrough("compare", passthrough)
-    seeds = _parse_seeds(opts.seeds)
+    seeds = int_list(opts.seeds, "--seeds")
     names = list_backbones() if opts.backbones.strip() == "all" else [n.strip() for n in opts.backbones.split(",") if n.strip()]
     for name in names:
         get_backbone_class(name)  # unknown names fail before anything runs
@@ -82,14 +80,15 @@ def check_passthrough(command: str, args: list[str]) -> None:
                           "or --data.")
 
 
-def _parse_seeds(text: str) -> list[int]:
+def int_list(text: str, flag: str) -> list[int]:
+    """Comma-separated integers of a command-line option, e.g. ``--seeds 0,1,2``."""
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
+        values = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise ConfigError(f"--seeds must be comma-separated integers, got {text!r}") from None
-    if not seeds:
-        raise ConfigError("--seeds is empty")
-    return seeds
+        raise ConfigError(f"{flag} must be comma-separated integers, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{flag} is empty")
+    return values
 
 
 def compare(
@@ -111,9 +110,9 @@ def compare(
     base = holder["backbone"]
     base_args = base.get("init_args", {}) if isinstance(base, dict) else {}
     shared = {k: v for k, v in base_args.items() if k in SHARED_KEYWORDS}
-    # the runs' --data./--model. overrides apply to the baseline too; it also checks the data
-    # before anything is written
-    baseline = _baseline(apply_overrides(config, list(passthrough)))
+    # built as the runs are (same parser, same overrides); it also checks the data before
+    # anything is written
+    baseline = _baseline(config_path, list(passthrough))
     out.mkdir(parents=True, exist_ok=True)
     (out / "configs").mkdir(exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
@@ -172,10 +171,15 @@ def _short_metrics(row: dict) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in (row.get("metrics") or {}).items())
 
 
-def _baseline(config: dict) -> tuple[str, dict[str, float]] | None:
-    datamodule = build_datamodule(config)
-    task = build_task(config, datamodule.dims)
-    return task.baseline(datamodule)
+def _baseline(config_path: str, passthrough: list[str]) -> tuple[str, dict[str, float]] | None:
+    """The task's trivial baseline on the config's data, through the CLI's own parser with the
+    runs' overrides (no logger, no checkpoints: nothing is written)."""
+    from seqzoo.cli import make_cli
+
+    args, name = rewrite_args(["--config", config_path, *passthrough, "--trainer.logger", "false",
+                               "--trainer.enable_checkpointing", "false"])
+    cli = make_cli(args=args, run=False, config_name=name)
+    return cli.model.baseline(cli.datamodule)
 
 
 # ---------------------------------------------------------------------------------------
@@ -241,7 +245,7 @@ def summarise(rows: list[dict], task_cls) -> list[dict]:
         entry["device"] = ok[0]["device"]
         summary.append(entry)
     main_key = task_cls.report_metrics[0] if task_cls.report_metrics else None
-    sign = -1 if (task_cls.report_modes[:1] or ("min",))[0] == "max" else 1
+    sign = _sign(task_cls)
 
     def sort_key(e):
         if e["status"] != "ok" or main_key not in e:
@@ -329,11 +333,16 @@ def plot(summary, task_cls, baseline, path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
+def _sign(task_cls) -> int:
+    """+1 when the task's main metric is minimised, -1 when maximised (for sorting)."""
+    return -1 if (task_cls.report_modes[:1] or ("min",))[0] == "max" else 1
+
+
 def best_run(rows: list[dict], task_cls) -> dict | None:
     if not task_cls.report_metrics:
         return None
     key = task_cls.report_metrics[0]
-    sign = -1 if (task_cls.report_modes[:1] or ("min",))[0] == "max" else 1
+    sign = _sign(task_cls)
     ok = [r for r in rows if r["status"] == "ok" and key in r.get("metrics", {}) and r.get("checkpoint")]
     return min(ok, key=lambda r: sign * r["metrics"][key]) if ok else None
 
@@ -378,10 +387,11 @@ def run_worker(spec: dict) -> None:
     args += list(spec.get("extra", []))
     cli = make_cli(args=args, run=False, config_name=Path(spec["config"]).stem)
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
+    device = trainer.strategy.root_device  # fit and test hand the model back on the CPU
     meter = ThroughputMeter()
     trainer.callbacks.append(meter)
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     trainer.fit(model, datamodule)
     fit_seconds = time.perf_counter() - t0
@@ -389,13 +399,13 @@ def run_worker(spec: dict) -> None:
     checkpoint = best or (trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else "")
     tested = trainer.test(model, datamodule, ckpt_path=best or None, verbose=False)
     metrics = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
-    infer_samples, infer_tokens = measure_inference(model, datamodule)
-    if model.device.type == "cuda":
-        peak_mb = torch.cuda.max_memory_allocated(model.device) / 2**20
-        device = torch.cuda.get_device_name(model.device)
+    infer_samples, infer_tokens = measure_inference(model.to(device), datamodule)
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
+        device_name = torch.cuda.get_device_name(device)
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        device = f"CPU ({os.cpu_count()} cores)"
+        device_name = f"CPU ({os.cpu_count()} cores)"
     result = {
         "params": count_parameters(model.net if hasattr(model, "net") else model),
         "metrics": metrics,
@@ -404,7 +414,7 @@ def run_worker(spec: dict) -> None:
         "infer_samples_per_s": infer_samples,
         "infer_tokens_per_s": infer_tokens,
         "peak_mem_mb": peak_mb,
-        "device": device,
+        "device": device_name,
         "epochs": trainer.current_epoch,
         "fit_seconds": fit_seconds,
         "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else "",

@@ -286,7 +286,7 @@ def export_checkpoint(
     from seqzoo.runs import build_datamodule, build_task, read_checkpoint_record
 
     config, dims, state_dict = read_checkpoint_record(ckpt_path)
-    if not dims:  # older checkpoints: read the sizes from the data
+    if not dims:  # a checkpoint without seqzoo's record (config.yaml beside it): sizes from the data
         dims = build_datamodule(config).dims
     task = build_task(config, dims)
     task.load_state_dict(state_dict)

@@ -106,7 +106,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-epochs", type=int, default=None, help="override the protocol's epochs (quick looks)")
     parser.add_argument("--out", required=True, help="output folder")
     opts, passthrough = parser.parse_known_args(argv)
-    from seqzoo.compare import _parse_seeds, check_passthrough
+    from seqzoo.compare import check_passthrough, int_list
 
     check_passthrough("reproduce", passthrough)
 
@@ -114,7 +114,7 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"no paper tables named {opts.name!r}; known: {', '.join(PAPER_TABLES)}")
     tables = select_tables(PAPER_TABLES[opts.name], opts.tables, opts.horizons)
     command = "seqzoo reproduce " + " ".join(shlex.quote(a) for a in argv)
-    reproduce(opts.name, tables, _parse_seeds(opts.seeds), Path(opts.out), max_epochs=opts.max_epochs,
+    reproduce(opts.name, tables, int_list(opts.seeds, "--seeds"), Path(opts.out), max_epochs=opts.max_epochs,
               passthrough=passthrough, command=command)
     return 0
 
@@ -126,10 +126,9 @@ def select_tables(known: dict[str, Table], tables: str, horizons: str) -> dict[s
         raise ConfigError(f"unknown table(s) {unknown}; known: {', '.join(known)}")
     wanted = None
     if horizons.strip() != "all":
-        try:
-            wanted = {int(h) for h in horizons.split(",") if h.strip()}
-        except ValueError:
-            raise ConfigError(f"--horizons: expected comma-separated integers, got {horizons!r}") from None
+        from seqzoo.compare import int_list
+
+        wanted = set(int_list(horizons, "--horizons"))
     chosen = {}
     for name in names:
         table = known[name]

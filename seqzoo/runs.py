@@ -302,43 +302,6 @@ def build_task(config: dict, dims: dict):
     return parser.instantiate_classes(namespace).model
 
 
-def apply_overrides(config: dict, args: list[str]) -> dict:
-    """A copy of ``config`` with command-line ``--data.<key> value`` / ``--model.<key> value``
-    overrides (also ``--key=value`` and ``--data.init_args.<key>``) written into the sections'
-    ``init_args``, values parsed as YAML the way the CLI reads them. ``--trainer.*`` and
-    anything else is left to the CLI; this lets code that builds the data or the task from a
-    config dict (the compare baseline) see what the runs see."""
-    out = copy.deepcopy(config)
-    pairs: list[tuple[str, str]] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg.startswith("--") and "=" in arg:
-            key, value = arg[2:].split("=", 1)
-            pairs.append((key, value))
-        elif arg.startswith("--") and i + 1 < len(args) and not args[i + 1].startswith("--"):
-            pairs.append((arg[2:], args[i + 1]))
-            i += 1
-        i += 1
-    for key, value in pairs:
-        section, _, rest = key.partition(".")
-        parts = [p for p in rest.split(".") if p and p != "init_args"]
-        if section not in ("data", "model") or not parts or parts[0] == "backbone":
-            continue
-        holder = out.setdefault(section, {})  # a {"class_path", "init_args"} mapping
-        node = holder.setdefault("init_args", {})
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            holder, node = (child, child.setdefault("init_args", {})) if "class_path" in child else (None, child)
-        if parts[-1] == "class_path" and holder is not None:
-            holder["class_path"] = yaml.safe_load(value)
-        else:
-            node[parts[-1]] = yaml.safe_load(value)
-    return out
-
-
 def build_datamodule(config: dict):
     from jsonargparse import ArgumentParser
 

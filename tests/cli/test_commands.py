@@ -123,33 +123,24 @@ def test_export_missing_checkpoint(tmp_path, capsys):
     assert "checkpoint not found" in capsys.readouterr().err
 
 
-def test_compare_baseline_sees_the_runs_data_overrides(ett_csv, write_config, tmp_path):
-    """``--data.*`` pass-through arguments reach the baseline as they reach each run."""
+def test_compare_baseline_sees_the_runs_data_overrides(ett_csv, write_config, tmp_path, monkeypatch):
+    """``--data.*``/``--model.*`` pass-through arguments reach the baseline as they reach each run
+    (the same parser: ``--key=value``, ``init_args`` paths and nested objects)."""
     from seqzoo.compare import _baseline, compare
-    from seqzoo.runs import apply_overrides
 
+    monkeypatch.chdir(tmp_path)  # where a default run folder would appear
     config = forecasting_config(ett_csv)
-    path = write_config(config)
-    overrides = ["--data.horizon", "24", "--data.init_args.lookback=96", "--trainer.max_epochs", "1"]
-    changed = apply_overrides(config, overrides)
-    assert changed["data"]["init_args"]["horizon"] == 24 and changed["data"]["init_args"]["lookback"] == 96
-    assert config["data"]["init_args"]["horizon"] == 12, "the original config is left alone"
-    assert "max_epochs" not in changed["data"]["init_args"] and changed["trainer"] == config["trainer"]
-    scheduled = {"model": {"class_path": "T", "init_args": {"lr_scheduler": {
-        "class_path": "torch.optim.lr_scheduler.CosineAnnealingLR", "init_args": {"T_max": 30}}}}}
-    nested = apply_overrides(scheduled, ["--model.lr_scheduler.init_args.T_max", "15",
-                                         "--model.lr_scheduler.class_path", "torch.optim.lr_scheduler.StepLR",
-                                         "--model.backbone.d_model", "8"])
-    assert nested["model"]["init_args"]["lr_scheduler"] == {
-        "class_path": "torch.optim.lr_scheduler.StepLR", "init_args": {"T_max": 15}}
-    assert "backbone" not in nested["model"]["init_args"], "backbone overrides are the runs' business"
-
-    compare(str(path), [], [0], tmp_path / "cmp", passthrough=overrides)
+    path = str(write_config(config))
+    overrides = ["--data.horizon", "24", "--data.init_args.lookback=96", "--trainer.max_epochs", "1",
+                 "--model.lr_scheduler.class_path", "torch.optim.lr_scheduler.StepLR",
+                 "--model.lr_scheduler.init_args.step_size", "2"]
+    compare(path, [], [0], tmp_path / "cmp", passthrough=overrides)
     table = (tmp_path / "cmp" / "results.md").read_text()
-    name, values = _baseline(changed)
-    _, plain = _baseline(config)
+    name, values = _baseline(path, overrides)
+    _, plain = _baseline(path, [])
     assert values["test/mse"] != pytest.approx(plain["test/mse"]), "horizon 24 must change the baseline"
     assert f"{values['test/mse']:.4g}" in table and f"{plain['test/mse']:.4g}" not in table
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cmp" / "runs").exists(), "the baseline writes no run"
 
 
 def test_compare_keeps_the_configs_own_family_keywords(ett_csv, write_config, tmp_path, monkeypatch):
