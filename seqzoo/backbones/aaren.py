@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from seqzoo.backbones.base import State, register_backbone
-from seqzoo.backbones.blocks import BlockStack, MlpKind, NormKind, ResidualBlock, stochastic_depth
+from seqzoo.backbones.blocks import BlockStack, MlpKind, NormKind
 from seqzoo.errors import ConfigError
 from seqzoo.kernels.prefix_attention import identity_state, prefix_attention, prefix_attention_step, state_dtype
 
@@ -87,16 +87,7 @@ class Aaren(BlockStack):
         chunk_size: int = 64,
     ) -> None:
         super().__init__(d_model, n_layers, causal=causal, dropout=dropout, impl=impl)
-        rates = stochastic_depth(drop_path, n_layers)
-        self.build_blocks(
-            lambda i: ResidualBlock(
-                d_model,
-                AarenAttention(d_model, n_heads, chunk_size=chunk_size, impl=impl),
-                mlp=mlp,
-                mlp_ratio=mlp_ratio,
-                norm=norm,
-                dropout=dropout,
-                drop_path=rates[i],
-            ),
-            final_norm=norm,
+        self.build_residual_blocks(
+            lambda i: AarenAttention(d_model, n_heads, chunk_size=chunk_size, impl=impl),
+            mlp=mlp, mlp_ratio=mlp_ratio, norm=norm, drop_path=drop_path,
         )

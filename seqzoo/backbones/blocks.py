@@ -132,9 +132,34 @@ class ResidualBlock(nn.Module):
 class BlockStack(Backbone):
     """A backbone made of ``self.blocks`` (modules with forward/init_state/step) and a final norm.
 
-    Subclasses call :meth:`build_blocks` in their ``__init__``. The stack's streaming
-    state is the concatenation of its blocks' states.
+    Subclasses call :meth:`build_blocks` (or :meth:`build_residual_blocks`) in their
+    ``__init__``. The stack's streaming state is the concatenation of its blocks' states.
     """
+
+    def build_residual_blocks(
+        self,
+        make_mixer: Callable[[int], nn.Module],
+        *,
+        mlp: MlpKind = "gelu",
+        mlp_ratio: float = 4.0,
+        norm: NormKind = "layer",
+        drop_path: float = 0.0,
+        layer_scale: float | None = None,
+        dropout: float | None = None,
+    ) -> None:
+        """``n_layers`` :class:`ResidualBlock` s around ``make_mixer(i)``, drop-path rising
+        linearly to ``drop_path`` (:func:`stochastic_depth`), final norm of kind ``norm``;
+        ``dropout`` defaults to the backbone's. Each mixer is built before its block, so the
+        parameters are drawn in the order mixer, then the block's own layers."""
+        rates = stochastic_depth(drop_path, self.n_layers)
+        dropout = self.dropout_p if dropout is None else dropout
+
+        def make_block(i: int) -> ResidualBlock:
+            mixer = make_mixer(i)
+            return ResidualBlock(self.d_model, mixer, mlp=mlp, mlp_ratio=mlp_ratio, norm=norm, dropout=dropout,
+                                 drop_path=rates[i], layer_scale=layer_scale)
+
+        self.build_blocks(make_block, final_norm=norm)
 
     def build_blocks(
         self,

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqzoo.backbones.base import State, register_backbone
-from seqzoo.backbones.blocks import BlockStack, ResidualBlock, stochastic_depth
+from seqzoo.backbones.blocks import BlockStack
 from seqzoo.errors import ConfigError
 from seqzoo.kernels.selective_scan import accumulation_dtype, selective_scan, selective_state_update
 
@@ -68,18 +68,10 @@ class Mamba(BlockStack):
     ) -> None:
         super().__init__(d_model, n_layers, causal=causal, dropout=dropout, impl=impl)
         self.bidirectional = resolve_bidirectional(bidirectional, causal, self.name)
-        rates = stochastic_depth(drop_path, n_layers)
-        self.build_blocks(
-            lambda i: ResidualBlock(
-                d_model,
-                MambaLayer(d_model, d_state=d_state, expand=expand, d_conv=d_conv, dt_rank=dt_rank,
-                           bidirectional=self.bidirectional, impl=impl),
-                mlp="none",
-                norm="rms",
-                dropout=dropout,
-                drop_path=rates[i],
-            ),
-            final_norm="rms",
+        self.build_residual_blocks(
+            lambda i: MambaLayer(d_model, d_state=d_state, expand=expand, d_conv=d_conv, dt_rank=dt_rank,
+                                 bidirectional=self.bidirectional, impl=impl),
+            mlp="none", norm="rms", drop_path=drop_path,
         )
         scale_output_projections(self, n_residual_branches=n_layers)
 

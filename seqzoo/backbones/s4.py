@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqzoo.backbones.base import State, register_backbone
-from seqzoo.backbones.blocks import BlockStack, MlpKind, NormKind, ResidualBlock, stochastic_depth
+from seqzoo.backbones.blocks import BlockStack, MlpKind, NormKind
 from seqzoo.errors import ConfigError
 from seqzoo.kernels.dispatch import is_export_mode
 from seqzoo.kernels.linear_recurrence import linear_recurrence, lti_recurrence
@@ -64,18 +64,9 @@ class _SSMBackbone(BlockStack):
             raise ConfigError(f"backbone {label!r}: ssm_lr must be positive, got {ssm_lr}")
         self.ssm_lr = float(ssm_lr)
         directions = 1 if self.is_causal else 2
-        rates = stochastic_depth(drop_path, self.n_layers)
-        self.build_blocks(
-            lambda i: ResidualBlock(
-                self.d_model,
-                SSMLayer(make_ssm(directions), self.d_model, dropout=self.dropout_p),
-                mlp=mlp,
-                mlp_ratio=mlp_ratio,
-                norm=norm,
-                dropout=self.dropout_p,
-                drop_path=rates[i],
-            ),
-            final_norm=norm,
+        self.build_residual_blocks(
+            lambda i: SSMLayer(make_ssm(directions), self.d_model, dropout=self.dropout_p),
+            mlp=mlp, mlp_ratio=mlp_ratio, norm=norm, drop_path=drop_path,
         )
 
     def param_groups(self) -> list[dict]:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqzoo.backbones.base import register_backbone
-from seqzoo.backbones.blocks import BlockStack, MlpKind, NormKind, ResidualBlock, stochastic_depth
+from seqzoo.backbones.blocks import BlockStack, MlpKind, NormKind
 from seqzoo.errors import ConfigError
 
 
@@ -98,16 +98,7 @@ class Transformer(BlockStack):
         drop_path: float = 0.0,
     ) -> None:
         super().__init__(d_model, n_layers, causal=causal, dropout=dropout, impl=impl)
-        rates = stochastic_depth(drop_path, n_layers)
-        self.build_blocks(
-            lambda i: ResidualBlock(
-                d_model,
-                SelfAttention(d_model, n_heads, causal=causal, dropout=dropout),
-                mlp=mlp,
-                mlp_ratio=mlp_ratio,
-                norm=norm,
-                dropout=dropout,
-                drop_path=rates[i],
-            ),
-            final_norm=norm,
+        self.build_residual_blocks(
+            lambda i: SelfAttention(d_model, n_heads, causal=causal, dropout=dropout),
+            mlp=mlp, mlp_ratio=mlp_ratio, norm=norm, drop_path=drop_path,
         )

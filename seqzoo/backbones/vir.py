@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqzoo.backbones.base import State, register_backbone
-from seqzoo.backbones.blocks import BlockStack, MlpKind, NormKind, ResidualBlock, mask_positions, stochastic_depth
+from seqzoo.backbones.blocks import BlockStack, MlpKind, NormKind, mask_positions
 from seqzoo.errors import ConfigError
 from seqzoo.kernels.retention import retention, retention_step, state_dtype
 
@@ -123,18 +123,8 @@ class ViR(BlockStack):
         chunk_size: int = 64,
     ) -> None:
         super().__init__(d_model, n_layers, causal=causal, dropout=dropout, impl=impl)
-        rates = stochastic_depth(drop_path, n_layers)
-        self.build_blocks(
-            lambda i: ResidualBlock(
-                d_model,
-                MultiScaleRetention(d_model, n_heads, causal=causal, decay_windows=tuple(decay_windows), gate=gate,
-                                    chunk_size=chunk_size, impl=impl),
-                mlp=mlp,
-                mlp_ratio=mlp_ratio,
-                norm=norm,
-                dropout=dropout,
-                drop_path=rates[i],
-                layer_scale=layer_scale,
-            ),
-            final_norm=norm,
+        self.build_residual_blocks(
+            lambda i: MultiScaleRetention(d_model, n_heads, causal=causal, decay_windows=tuple(decay_windows),
+                                          gate=gate, chunk_size=chunk_size, impl=impl),
+            mlp=mlp, mlp_ratio=mlp_ratio, norm=norm, drop_path=drop_path, layer_scale=layer_scale,
         )
