@@ -18,7 +18,7 @@ Norms, MLPs and DropPath come from timm.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
@@ -50,6 +50,18 @@ def make_mlp(kind: MlpKind, d_model: int, ratio: float, dropout: float) -> nn.Mo
     if kind == "swiglu":
         return SwiGLU(d_model, hidden, drop=dropout)
     raise ValueError(f"mlp must be 'gelu', 'swiglu' or 'none', got {kind!r}")
+
+
+def split_state(state: State, sizes: Sequence[int]) -> list[State]:
+    """Cut a flat state into consecutive tuples of ``sizes[i]`` tensors (what the i-th part owns).
+
+    Tensors past ``sum(sizes)`` are ignored; callers that must match exactly check the total.
+    """
+    parts, offset = [], 0
+    for size in sizes:
+        parts.append(tuple(state[offset : offset + size]))
+        offset += size
+    return parts
 
 
 def mask_positions(x: Tensor, mask: Tensor | None) -> Tensor:
@@ -203,13 +215,11 @@ class BlockStack(Backbone):
         if self._state_sizes is None:
             self.init_state(1, device=x.device, dtype=x.dtype)
         new_state: list[Tensor] = []
-        offset = 0
-        for block, size in zip(self.blocks, self._state_sizes):
-            x, s = getattr(block, method)(x, tuple(state[offset : offset + size]))
+        for block, s in zip(self.blocks, split_state(state, self._state_sizes)):
+            x, s = getattr(block, method)(x, s)
             new_state.extend(s)
-            offset += size
-        if offset != len(state):
-            raise ValueError(f"{type(self).name}: state has {len(state)} tensors, expected {offset}")
+        if sum(self._state_sizes) != len(state):
+            raise ValueError(f"{type(self).name}: state has {len(state)} tensors, expected {sum(self._state_sizes)}")
         return x, tuple(new_state)
 
 

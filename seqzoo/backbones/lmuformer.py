@@ -34,7 +34,7 @@ from timm.layers import DropPath
 from torch import Tensor, nn
 
 from seqzoo.backbones.base import State, register_backbone
-from seqzoo.backbones.blocks import BlockStack, TemporalConv, stochastic_depth
+from seqzoo.backbones.blocks import BlockStack, TemporalConv, split_state, stochastic_depth
 from seqzoo.errors import ConfigError
 from seqzoo.kernels.dispatch import is_export_mode
 from seqzoo.kernels.lif import lif, lif_step
@@ -153,8 +153,9 @@ class ConvEmbedding(nn.Module):
         return self.body.init_state(batch_size, device, dtype) + self.position.init_state(batch_size, device, dtype)
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        y, body = self.body.step(x_t, state[: self.body.n_state])
-        rel, position = self.position.step(y, state[self.body.n_state :])
+        s_body, s_position = _split(state, [self.body, self.position])
+        y, body = self.body.step(x_t, s_body)
+        rel, position = self.position.step(y, s_position)
         return y + rel + (x_t if self.shortcut else 0), body + position
 
 
@@ -185,9 +186,10 @@ class LMUBlock(nn.Module):
         return self.mixer.init_state(batch_size, device, dtype) + self.ffn.init_state(batch_size, device, dtype)
 
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        y, mixer = self.mixer.step(x_t, state[: self.mixer.n_state])
+        s_mixer, s_ffn = _split(state, [self.mixer, self.ffn])
+        y, mixer = self.mixer.step(x_t, s_mixer)
         x_t = x_t + y
-        y, ffn = self.ffn.step(x_t, state[self.mixer.n_state :])
+        y, ffn = self.ffn.step(x_t, s_ffn)
         return x_t + y, mixer + ffn
 
 
@@ -396,8 +398,5 @@ def legendre_state_space(order: int, theta: float) -> tuple[Tensor, Tensor]:
 
 
 def _split(state: State, parts) -> list[State]:
-    out, offset = [], 0
-    for p in parts:
-        out.append(tuple(state[offset : offset + p.n_state]))
-        offset += p.n_state
-    return out
+    """Each part's slice of ``state``, by the parts' ``n_state``."""
+    return split_state(state, [p.n_state for p in parts])

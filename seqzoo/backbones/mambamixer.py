@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from seqzoo.backbones.base import Backbone, State, register_backbone
-from seqzoo.backbones.blocks import ResidualBlock, check_mask, make_norm, stochastic_depth
+from seqzoo.backbones.blocks import ResidualBlock, check_mask, make_norm, split_state, stochastic_depth
 from seqzoo.backbones.mamba import (
     MambaLayer,
     as_residual,
@@ -203,16 +203,15 @@ class MixerLayers(nn.Module):
     def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
         if self._state_sizes is None:
             self.init_state(1, device=x_t.device, dtype=x_t.dtype)
-        history, new_state, offset = [x_t], [], 0
-        for token, channel, token_in, channel_in, size in zip(self.token, self.channel, self.token_inputs,
-                                                              self.channel_inputs, self._state_sizes):
-            y, s = token.step(token_in(history), tuple(state[offset : offset + size]))
+        history, new_state = [x_t], []
+        for token, channel, token_in, channel_in, s in zip(self.token, self.channel, self.token_inputs,
+                                                           self.channel_inputs, split_state(state, self._state_sizes)):
+            y, s = token.step(token_in(history), s)
             history.append(y)
             new_state.extend(s)
-            offset += size
             history.append(channel(channel_in(history)))
-        if offset != len(state):
-            raise ValueError(f"mambamixer: state has {len(state)} tensors, expected {offset}")
+        if sum(self._state_sizes) != len(state):
+            raise ValueError(f"mambamixer: state has {len(state)} tensors, expected {sum(self._state_sizes)}")
         return history[-1], tuple(new_state)
 
 

@@ -36,6 +36,7 @@ from seqzoo.backbones.blocks import (
     make_mlp,
     make_norm,
     mask_positions,
+    split_state,
     stochastic_depth,
 )
 from seqzoo.errors import ConfigError
@@ -179,12 +180,11 @@ class TCNCABlock(nn.Module):
         *conv_states, keys, values, position = state
         x_hat = self.norm(x_t)
         v = F.silu(self.value(x_hat))
-        mixed, new_convs, offset = x_hat, [], 0
-        for conv in self.tcn:
-            y, s = conv.step(mixed, tuple(conv_states[offset : offset + conv.n_state]))
+        mixed, new_convs = x_hat, []
+        for conv, s in zip(self.tcn, split_state(conv_states, [conv.n_state for conv in self.tcn])):
+            y, s = conv.step(mixed, s)
             mixed = mixed + F.gelu(y)
             new_convs.extend(s)
-            offset += conv.n_state
         u, q, k, r, h_x = self._gates(F.silu(mixed))
         slot = torch.remainder(position, self.chunk)  # (B,) place in the current chunk
         idx = torch.arange(self.chunk, device=x_t.device)
