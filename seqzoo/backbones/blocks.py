@@ -93,7 +93,11 @@ class LayerScale(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """Pre-norm residual block around a sequence mixer and an optional channel MLP."""
+    """Pre-norm residual block around a sequence mixer and an optional channel MLP.
+
+    ``norm1``, if given, is the mixer's pre-norm module itself (e.g. a norm over more axes
+    than ``norm`` offers); ``norm`` still names the MLP's pre-norm.
+    """
 
     def __init__(
         self,
@@ -106,9 +110,10 @@ class ResidualBlock(nn.Module):
         dropout: float = 0.0,
         drop_path: float = 0.0,
         layer_scale: float | None = None,
+        norm1: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.norm1 = make_norm(norm, d_model)
+        self.norm1 = norm1 if norm1 is not None else make_norm(norm, d_model)
         self.mixer = mixer
         self.drop = nn.Dropout(dropout)
         self.mlp = make_mlp(mlp, d_model, mlp_ratio, dropout)

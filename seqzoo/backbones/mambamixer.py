@@ -140,11 +140,8 @@ class MambaMixerGrid(nn.Module):
         kw = dict(d_state=d_state, expand=expand, d_conv=d_conv, dt_rank=dt_rank, impl=impl)
 
         def sublayer(layer: MambaLayer, axis: int, i: int) -> ResidualBlock:
-            block = ResidualBlock(d_model, AxisMixer(layer, axis=axis), mlp="none", norm="rms", dropout=dropout,
-                                  drop_path=rates[i])
-            if norm == "plane":
-                block.norm1 = PlaneNorm(d_model)
-            return block
+            return ResidualBlock(d_model, AxisMixer(layer, axis=axis), mlp="none", norm="rms", dropout=dropout,
+                                 drop_path=rates[i], norm1=PlaneNorm(d_model) if norm == "plane" else None)
 
         token = [sublayer(MambaLayer(d_model, bidirectional=token_bidirectional, **kw), 2, i) for i in range(n_layers)]
         channel = [sublayer(MambaLayer(d_model, bidirectional=True, **kw), 1, i) for i in range(n_layers)]
