@@ -189,11 +189,15 @@ def prob_sparse_attention(
 
     top_index = top[..., None].expand(-1, -1, -1, E)
     scores = torch.gather(q, 2, top_index) @ k.transpose(-1, -2) * scale  # (B, H, n, L)
-    visible = torch.ones_like(scores, dtype=torch.bool) if mask is None else mask[:, None, None, :].expand_as(scores)
-    if causal:
-        visible = visible & (steps <= top[..., None])
-    visible = visible | (steps == top[..., None])
-    weights = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
+    if mask is None and not causal:  # every key is visible: nothing to mask
+        weights = torch.softmax(scores, dim=-1)
+    else:
+        visible = (torch.ones_like(scores, dtype=torch.bool) if mask is None
+                   else mask[:, None, None, :].expand_as(scores))
+        if causal:
+            visible = visible & (steps <= top[..., None])
+        visible = visible | (steps == top[..., None])
+        weights = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
     active = F.dropout(weights, p=dropout) @ v if dropout else weights @ v
 
     if causal:
