@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqzoo.backbones.base import register_backbone
-from seqzoo.backbones.blocks import BlockStack, make_norm, mask_positions
+from seqzoo.backbones.blocks import BlockStack, TemporalConv, make_norm
 from seqzoo.errors import ConfigError
 
 
@@ -130,25 +130,21 @@ class DilatedFSMN(nn.Module):
         return u + out
 
 
-class DepthwiseConv(nn.Module):
+class DepthwiseConv(TemporalConv):
     """Per-channel temporal convolution on (B, L, C*fan_in) -> (B, L, C), zero padding,
-    symmetric or causal. Channel c of the output reads channels c, C + c, ... of the input
-    (one group per output channel); padded positions are zeroed first."""
+    symmetric or causal, no bias: a grouped :class:`TemporalConv`. Channel c of the output
+    reads channels c, C + c, ... of the input (one group per output channel); padded
+    positions are zeroed first."""
 
     def __init__(self, dim: int, kernel: int, *, causal: bool, dilation: int = 1, fan_in: int = 1) -> None:
-        super().__init__()
+        super().__init__(dim * fan_in, dim, kernel, causal=causal, dilation=dilation, groups=dim, bias=False)
         self.dim, self.fan_in = dim, fan_in
-        span = (kernel - 1) * dilation
-        self.pad = (span, 0) if causal else (span // 2, span - span // 2)
-        self.conv = nn.Conv1d(dim * fan_in, dim, kernel, dilation=dilation, groups=dim, bias=False)
 
-    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        x = mask_positions(x, mask)
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         if self.fan_in > 1:  # interleave so that each group holds one channel of every input block
             B, L, _ = x.shape
             x = x.view(B, L, self.fan_in, self.dim).transpose(2, 3).reshape(B, L, self.fan_in * self.dim)
-        y = self.conv(F.pad(x.transpose(1, 2), self.pad))
-        return y.transpose(1, 2)
+        return super().forward(x, mask)
 
 
 class ChannelPReLU(nn.Module):
