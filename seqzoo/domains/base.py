@@ -31,6 +31,7 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
+from torchmetrics import MetricCollection
 
 from seqzoo.backbones.base import Backbone
 from seqzoo.errors import ConfigError
@@ -138,6 +139,11 @@ class BaseTask(L.LightningModule):
                 batch_size=batch_size,
                 sync_dist=True,
             )
+
+    def log_collection(self, metrics: MetricCollection, prog_bar: bool = False) -> None:
+        """Log an epoch's computed metrics (a MetricCollection, keys already prefixed) and reset them."""
+        self.log_dict(metrics.compute(), prog_bar=prog_bar, sync_dist=True)
+        metrics.reset()
 
 
 class WindowEncoder(nn.Module):

@@ -399,15 +399,13 @@ class ForecastingTask(BaseTask):
         self.log_metrics("val", {"loss": F.mse_loss(pred, batch["y"])}, batch_size=batch["x"].shape[0])
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute(), prog_bar=True, sync_dist=True)
-        self.val_metrics.reset()
+        self.log_collection(self.val_metrics, prog_bar=True)
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self.test_metrics.update(self(batch), batch["y"])
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute(), sync_dist=True)
-        self.test_metrics.reset()
+        self.log_collection(self.test_metrics)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self(batch)

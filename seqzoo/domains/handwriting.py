@@ -178,8 +178,7 @@ class HandwritingCTCTask(_HandwritingTask):
         self.test_metrics.update(*self._texts(batch))
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute(), sync_dist=True)
-        self.test_metrics.reset()
+        self.log_collection(self.test_metrics)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[str]:
         return self._texts(batch)[0]

@@ -209,8 +209,7 @@ class PainTask(BaseTask):
         self.log_metrics("val", {"loss": self.loss(logits, batch["label"])}, batch_size=batch["x"].shape[0])
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute(), prog_bar=True, sync_dist=True)
-        self.val_metrics.reset()
+        self.log_collection(self.val_metrics, prog_bar=True)
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         logits = self(batch)

@@ -271,8 +271,7 @@ class AnomalyDetectionTask(BaseTask):
         self.test_metrics.update(self.flags(self(batch)), batch["label"])
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute(), sync_dist=True)
-        self.test_metrics.reset()
+        self.log_collection(self.test_metrics)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         error = self(batch)
@@ -395,15 +394,13 @@ class RULTask(BaseTask):
         self.val_metrics.update(self(batch), batch["rul"] * self.rul_cap)
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute(), prog_bar=True, sync_dist=True)
-        self.val_metrics.reset()
+        self.log_collection(self.val_metrics, prog_bar=True)
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self.test_metrics.update(self(batch), batch["rul"] * self.rul_cap)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute(), sync_dist=True)
-        self.test_metrics.reset()
+        self.log_collection(self.test_metrics)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self(batch)
