@@ -376,7 +376,15 @@ class ForecastingTask(BaseTask):
             decoder_attention=decoder_attention,
             decoder_factor=decoder_factor,
         )
-        metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
+        self.set_metrics()
+
+    def make_metrics(self) -> MetricCollection:
+        """The validation and test metrics, unprefixed (subclasses report others)."""
+        return MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
+
+    def set_metrics(self) -> None:
+        """``val_metrics`` and ``test_metrics``: :meth:`make_metrics` prefixed ``val/`` and ``test/``."""
+        metrics = self.make_metrics()
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
@@ -413,13 +421,15 @@ class ForecastingTask(BaseTask):
     # -- baseline and export ----------------------------------------------------------
     def baseline(self, datamodule: L.LightningDataModule) -> tuple[str, dict[str, float]]:
         """Repeat the last observed value of each target over the horizon."""
+        return "repeat last value", self.repeat_last_scores(datamodule, self.test_metrics.clone())
+
+    def repeat_last_scores(self, datamodule: L.LightningDataModule, metrics: MetricCollection) -> dict[str, float]:
+        """``metrics`` (test-prefixed) of the repeat-last-value forecast over the test windows."""
         datamodule.setup("test")
-        mse, mae = MeanSquaredError(), MeanAbsoluteError()
         for batch in datamodule.test_dataloader():
             pred = batch["x"][:, -1:, -self.net.n_targets :].expand_as(batch["y"]).contiguous()
-            mse.update(pred, batch["y"])
-            mae.update(pred, batch["y"])
-        return "repeat last value", {"test/mse": float(mse.compute()), "test/mae": float(mae.compute())}
+            metrics.update(pred, batch["y"])
+        return {k: float(v) for k, v in metrics.compute().items()}
 
     def export_spec(self) -> ExportSpec:
         net = self.net.eval().cpu()
@@ -565,9 +575,7 @@ class TSM2Task(ForecastingTask):
         self.use_time_features = False
         self.net = TSM2Net(backbone, n_channels, n_targets, lookback, horizon, patch_len=patch_len, stride=stride,
                            revin=revin, norm=norm, bidirectional_time=bidirectional_time, head_dropout=head_dropout)
-        metrics = MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
+        self.set_metrics()
 
     @classmethod
     def incompatibility(cls, backbone_cls: type[Backbone]) -> str | None:
