@@ -43,12 +43,12 @@ class IMUEncoder(nn.Module):
         super().__init__()
         if downsample < 0:
             raise ConfigError(f"downsample must be >= 0 (stride-2 layers), got {downsample}")
+        self.strides = [2] * downsample or [1]
         layers, width = [], n_channels
-        for stride in [2] * downsample or [1]:
+        for stride in self.strides:
             layers += [nn.Conv1d(width, d_model, KERNEL, stride=stride, padding=KERNEL // 2), nn.GELU()]
             width = d_model
         self.convs = nn.Sequential(*layers)
-        self.strides = [2] * downsample or [1]
         self.positions = positions
 
     def out_lengths(self, lengths: Tensor) -> Tensor:
@@ -154,9 +154,11 @@ class HandwritingCTCTask(_HandwritingTask):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
-    def ctc_loss(self, batch: Batch) -> Tensor:
-        log_probs = self(batch)
-        frames = self.net.encoder.out_lengths(batch["lengths"])
+    def ctc_loss(self, batch: Batch, log_probs: Tensor | None = None, frames: Tensor | None = None) -> Tensor:
+        """CTC loss of the batch; ``log_probs`` (``self(batch)``) and ``frames`` (output lengths)
+        are computed here unless given."""
+        log_probs = self(batch) if log_probs is None else log_probs
+        frames = self.net.encoder.out_lengths(batch["lengths"]) if frames is None else frames
         check_ctc_lengths(frames, batch["targets"], batch["target_lengths"], batch["lengths"])
         return F.ctc_loss(log_probs.transpose(0, 1), batch["targets"], frames, batch["target_lengths"],
                           blank=0, zero_infinity=True)
@@ -167,12 +169,12 @@ class HandwritingCTCTask(_HandwritingTask):
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self.log_metrics("val", {"loss": self.ctc_loss(batch)}, batch_size=batch["x"].shape[0])
-        self.val_metrics.update(*self._texts(batch))
+        log_probs, frames = self(batch), self.net.encoder.out_lengths(batch["lengths"])
+        self.log_metrics("val", {"loss": self.ctc_loss(batch, log_probs, frames)}, batch_size=batch["x"].shape[0])
+        self.val_metrics.update(*self._texts(batch, log_probs, frames))
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute(), prog_bar=True, sync_dist=True)
-        self.val_metrics.reset()
+        self.log_collection(self.val_metrics, prog_bar=True)
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self.test_metrics.update(*self._texts(batch))
@@ -183,9 +185,10 @@ class HandwritingCTCTask(_HandwritingTask):
     def predict_step(self, batch: Batch, batch_idx: int) -> list[str]:
         return self._texts(batch)[0]
 
-    def _texts(self, batch: Batch) -> tuple[list[str], list[str]]:
-        frames = self.net.encoder.out_lengths(batch["lengths"])
-        predicted = greedy_decode(self(batch), frames)
+    def _texts(self, batch: Batch, log_probs: Tensor | None = None,
+               frames: Tensor | None = None) -> tuple[list[str], list[str]]:
+        frames = self.net.encoder.out_lengths(batch["lengths"]) if frames is None else frames
+        predicted = greedy_decode(self(batch) if log_probs is None else log_probs, frames)
         decode = lambda ids: "".join(self.alphabet[i - 1] for i in ids)  # noqa: E731
         targets = [batch["targets"][b, :n].tolist() for b, n in enumerate(batch["target_lengths"].tolist())]
         return [decode(p) for p in predicted], [decode(t) for t in targets]
@@ -193,7 +196,7 @@ class HandwritingCTCTask(_HandwritingTask):
     def baseline(self, datamodule: L.LightningDataModule) -> tuple[str, dict[str, float]]:
         """The same network untrained (its random initialisation), decoded greedily."""
         datamodule.setup("test")
-        metrics = MetricCollection({"cer": CharErrorRate(), "wer": WordErrorRate()}, prefix="test/")
+        metrics = self.test_metrics.clone()
         was_training = self.training
         self.eval()
         with torch.no_grad():
