@@ -122,29 +122,25 @@ class DilatedFSMN(nn.Module):
         self.acts = nn.ModuleList(ChannelPReLU(dim) for _ in range(depth))
 
     def forward(self, u: Tensor, mask: Tensor | None) -> Tensor:
-        skip = self.project(F.relu(self.hidden(u)))
-        out = skip
+        out = self.project(F.relu(self.hidden(u)))
+        # earlier outputs stacked on a last axis, newest first: (B, L, C, i + 1); flattening it
+        # interleaves them (channel c of every output side by side), the layout DepthwiseConv reads
+        skip = out[..., None]
         for conv, norm, act in zip(self.convs, self.norms, self.acts):
-            out = act(norm(conv(skip, mask)))
-            skip = torch.cat([out, skip], dim=-1)
+            out = act(norm(conv(skip.flatten(-2), mask)))
+            skip = torch.cat([out[..., None], skip], dim=-1)
         return u + out
 
 
 class DepthwiseConv(TemporalConv):
     """Per-channel temporal convolution on (B, L, C*fan_in) -> (B, L, C), zero padding,
-    symmetric or causal, no bias: a grouped :class:`TemporalConv`. Channel c of the output
-    reads channels c, C + c, ... of the input (one group per output channel); padded
-    positions are zeroed first."""
+    symmetric or causal, no bias: a grouped :class:`TemporalConv`. The input is interleaved,
+    channel c of the output reading input channels c*fan_in ... c*fan_in + fan_in - 1 (one
+    group per output channel); padded positions are zeroed first."""
 
     def __init__(self, dim: int, kernel: int, *, causal: bool, dilation: int = 1, fan_in: int = 1) -> None:
         super().__init__(dim * fan_in, dim, kernel, causal=causal, dilation=dilation, groups=dim, bias=False)
         self.dim, self.fan_in = dim, fan_in
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        if self.fan_in > 1:  # interleave so that each group holds one channel of every input block
-            B, L, _ = x.shape
-            x = x.view(B, L, self.fan_in, self.dim).transpose(2, 3).reshape(B, L, self.fan_in * self.dim)
-        return super().forward(x, mask)
 
 
 class ChannelPReLU(nn.Module):
