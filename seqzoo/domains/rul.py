@@ -183,7 +183,12 @@ class ConvAutoencoder(nn.Module):
 
     def error(self, x: Tensor) -> Tensor:
         """Reconstruction error per window, mean over time and channels: (B,)."""
-        return (self(x) - x).pow(2).mean(dim=(1, 2))
+        return reconstruction_error(self(x), x)
+
+
+def reconstruction_error(recon: Tensor, x: Tensor) -> Tensor:
+    """Mean squared error per window over time and channels: (B, L, C) pair -> (B,)."""
+    return (recon - x).pow(2).mean(dim=(1, 2))
 
 
 class AnomalyDetector(nn.Module):
@@ -196,7 +201,7 @@ class AnomalyDetector(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         recon = self.autoencoder(x)
-        error = (recon - x).pow(2).mean(dim=(1, 2))
+        error = reconstruction_error(recon, x)
         return recon, error, error > self.threshold
 
 
@@ -346,7 +351,12 @@ class RULFraction(nn.Module):
         self.net = net
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.clamp(self.net(x), 0.0, 1.0)
+        return rul_fraction(self.net(x))
+
+
+def rul_fraction(output: Tensor) -> Tensor:
+    """The RUL network's output (RUL / cap) clamped to [0, 1]."""
+    return torch.clamp(output, 0.0, 1.0)
 
 
 class RULTask(BaseTask):
@@ -385,7 +395,7 @@ class RULTask(BaseTask):
 
     def forward(self, batch: Batch) -> Tensor:
         """RUL estimates in the data's time unit, clamped to [0, cap]."""
-        return torch.clamp(self.net(batch["x"]), 0.0, 1.0) * self.rul_cap
+        return rul_fraction(self.net(batch["x"])) * self.rul_cap
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss = F.mse_loss(self.net(batch["x"]), batch["rul"])
