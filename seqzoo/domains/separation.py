@@ -223,8 +223,7 @@ def separation_scores(estimate: Tensor, sources: Tensor, mix: Tensor, lengths: T
     for b, n in enumerate(n_valid):
         est, ref = estimate[b : b + 1, :, :n].contiguous(), sources[b : b + 1, :, :n].contiguous()
         mixture = mix[b : b + 1, None, :n].expand_as(ref).contiguous()
-        si_snr, perm = permutation_invariant_training(est, ref, scale_invariant_signal_noise_ratio,
-                                                      mode="speaker-wise", eval_func="max")
+        si_snr, perm = pit_si_snr(est, ref)
         out["si_snr"].append(si_snr)
         out["si_snri"].append(si_snr - scale_invariant_signal_noise_ratio(mixture, ref).mean(-1))
         if sdr:
