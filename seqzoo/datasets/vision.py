@@ -30,9 +30,17 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from seqzoo.datasets.base import BaseDataModule, atomic_dir, get_prepare, register_prepare, register_synth, require_path
+from seqzoo.datasets.base import (
+    BaseDataModule,
+    SplitLoaders,
+    atomic_dir,
+    materialise,
+    register_prepare,
+    register_synth,
+    require_path,
+)
 from seqzoo.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
@@ -70,7 +78,7 @@ class ImageDataset(Dataset):
         return {"image": (image - self.mean) / self.std, "label": self.labels[i]}
 
 
-class VisionDataModule(BaseDataModule):
+class VisionDataModule(SplitLoaders, BaseDataModule):
     """Train/val/test images from an ImageFolder tree or CIFAR-style batches."""
 
     dim_names: ClassVar[tuple[str, ...]] = ("n_classes", "image_size", "in_chans")
@@ -115,26 +123,14 @@ class VisionDataModule(BaseDataModule):
         self._load()
         if self.datasets:
             return
-        train = self.splits["train"].images.astype(np.float64) / 255.0
         if self.normalize:
+            train = self.splits["train"].images.astype(np.float64) / 255.0
             self.mean = train.mean(axis=(0, 2, 3))
             self.std = np.maximum(train.std(axis=(0, 2, 3)), 1e-6)
         else:
-            self.mean, self.std = np.zeros(train.shape[1]), np.ones(train.shape[1])
+            channels = self.splits["train"].images.shape[1]
+            self.mean, self.std = np.zeros(channels), np.ones(channels)
         self.datasets = {name: ImageDataset(data, self.mean, self.std) for name, data in self.splits.items()}
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.datasets["train"], shuffle=True, drop_last=len(self.datasets["train"]) > self.batch_size,
-                          **self.loader_kwargs())
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.datasets["val"], shuffle=False, **self.loader_kwargs())
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.datasets["test"], shuffle=False, drop_last=False, **self.loader_kwargs())
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
 
     # -- reading ----------------------------------------------------------------------
     def _ensure_data(self) -> Path:
@@ -142,7 +138,7 @@ class VisionDataModule(BaseDataModule):
         if root.exists():
             return root
         if self.prepare:
-            get_prepare(self.prepare)(out=str(root))
+            materialise(self.prepare, root)
             return require_path(root, "image dataset", f"data source {self.prepare!r} did not write it")
         raise DataError(
             f"image dataset not found: {root} -- put an ImageFolder tree (train/<class>/*.png ...) or CIFAR-style "
