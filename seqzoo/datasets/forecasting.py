@@ -28,7 +28,7 @@ from seqzoo.datasets.base import (
     BaseDataModule,
     atomic_dir,
     check_numeric,
-    get_prepare,
+    materialise,
     read_csv_checked,
     register_prepare,
     register_synth,
@@ -128,7 +128,7 @@ class ForecastingDataModule(BaseDataModule):
         if Path(self.path).exists():
             return
         if self.prepare:
-            get_prepare(self.prepare)(out=str(Path(self.path).parent))
+            materialise(self.prepare, Path(self.path).parent)
             if Path(self.path).exists():
                 return
             raise DataError(f"data source {self.prepare!r} did not write {self.path}")

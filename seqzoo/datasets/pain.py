@@ -39,8 +39,7 @@ from seqzoo.datasets.base import (
     SplitLoaders,
     atomic_dir,
     check_numeric,
-    get_prepare,
-    get_synth,
+    materialise,
     read_csv_checked,
     register_prepare,
     register_synth,
@@ -171,10 +170,8 @@ class PainDataModule(SplitLoaders, BaseDataModule):
         root = Path(self.path)
         if root.is_dir() and any(root.glob(f"{SUBJECT_PREFIX}*.csv")):
             return
-        if self.synth:
-            get_synth("pain")(out=self.path)
-        elif self.prepare:
-            get_prepare(self.prepare)(out=self.path)
+        if self.synth or self.prepare:
+            materialise("synth:pain" if self.synth else self.prepare, self.path)
 
     # -- subjects ---------------------------------------------------------------------
     def subject_split(self, ids: list[str]) -> dict[str, list[str]]:
