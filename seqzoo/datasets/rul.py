@@ -504,8 +504,8 @@ class RULDataModule(SplitLoaders, BaseDataModule):
     def train_labels(self) -> np.ndarray:
         """Labels of the training windows (capped RUL / cap, or anomaly flags)."""
         ds = self.datasets["train"]
-        key = {"rul": "rul", "detect": "label"}[self.stage]
-        return np.asarray([float(ds[i][key]) for i in range(len(ds))])
+        labels = {"rul": ds.rul, "detect": ds.anomaly}[self.stage]  # what UnitWindows items read
+        return np.asarray([float(labels[u][e]) for u, e in ds.ends])
 
 
 # ---------------------------------------------------------------------------------------
