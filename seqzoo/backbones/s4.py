@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -213,6 +215,31 @@ def _full_precision(u: Tensor):
         yield
 
 
+_DISCRETE_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
+
+
+def _discretisation(ssm: nn.Module, compute: Callable[[], tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
+    """``compute()`` (``ssm``'s discretisation), remembered between calls when nothing can
+    differentiate through it or trace it: with gradients off, outside torch.compile and
+    export, ``step`` and ``scan`` reuse it until a parameter of ``ssm`` changes -- in place
+    (an optimiser step, ``load_state_dict``), swapped, moved or cast -- as seen from the
+    parameters' identity, ``_version``, storage, device and dtype (or autocast or the
+    float32 matmul precision changes). The cache lives outside the module (never in its
+    state_dict, pickles or copies). Writes through ``param.data`` bypass ``_version``."""
+    if torch.is_grad_enabled() or torch.compiler.is_compiling() or is_export_mode():
+        return compute()
+    params = tuple(ssm.parameters(recurse=False))
+    device = params[0].device.type
+    key = (torch.is_inference_mode_enabled(), torch.is_autocast_enabled(device), torch.get_autocast_dtype(device),
+           torch.get_float32_matmul_precision(), *((p._version, p.data_ptr(), p.device, p.dtype) for p in params))
+    cached = _DISCRETE_CACHE.get(ssm)
+    if cached is not None and cached[1] == key and all(a is b for a, b in zip(cached[0], params)):
+        return cached[2]
+    value = compute()
+    _DISCRETE_CACHE[ssm] = (params, key, value)
+    return value
+
+
 def _dt_init(d_model: int, dt_min: float, dt_max: float) -> Tensor:
     return torch.rand(d_model) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
 
@@ -274,7 +301,7 @@ class DiagonalSSM(nn.Module):
 
     def step(self, u_t: Tensor, state: State) -> tuple[Tensor, State]:
         """x <- Ā x + u_t, y = 2 Re(C̄ x); state (B, H, N/2, 2) as (real, imag)."""
-        _, _, abar_re, abar_im, cbar_re, cbar_im = self.discrete()
+        _, _, abar_re, abar_im, cbar_re, cbar_im = _discretisation(self, self.discrete)
         (x,) = state
         x_re = abar_re * x[..., 0] - abar_im * x[..., 1] + u_t[..., None]
         x_im = abar_re * x[..., 1] + abar_im * x[..., 0]
@@ -283,7 +310,7 @@ class DiagonalSSM(nn.Module):
 
     def scan(self, u: Tensor, state: State) -> tuple[Tensor, State]:
         """A chunk u (B, L, H) from ``state`` through the diagonal complex recurrence kernel."""
-        _, _, abar_re, abar_im, cbar_re, cbar_im = self.discrete()
+        _, _, abar_re, abar_im, cbar_re, cbar_im = _discretisation(self, self.discrete)
         (x0,) = state
         modes = abar_re.shape[-1]
         drive = u[..., None].expand(*u.shape, modes)
@@ -412,13 +439,13 @@ class NPLRSSM(nn.Module):
         return (torch.zeros(batch_size, H, 2 * modes, device=device, dtype=dtype),)
 
     def step(self, u_t: Tensor, state: State) -> tuple[Tensor, State]:
-        abar, bbar, c_r = self.discrete_real()
+        abar, bbar, c_r = _discretisation(self, self.discrete_real)
         (s,) = state
         s = (abar @ s[..., None]).squeeze(-1) + bbar * u_t[..., None]
         return (c_r[0] * s).sum(-1), (s,)
 
     def scan(self, u: Tensor, state: State) -> tuple[Tensor, State]:
-        abar, bbar, c_r = self.discrete_real()
+        abar, bbar, c_r = _discretisation(self, self.discrete_real)
         s, final = lti_recurrence(abar, u[..., None] * bbar, initial_state=state[0], return_final_state=True)
         return (s * c_r[0]).sum(-1), (final.to(state[0].dtype),)
 
