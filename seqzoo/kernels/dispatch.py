@@ -78,3 +78,35 @@ def resolve_impl(impl: str, *tensors: torch.Tensor | None, op: str = "kernel") -
             "TRITON_INTERPRET=1 in the environment before importing seqzoo"
         )
     return "triton"
+
+
+# ---------------------------------------------------------------------------------------
+# small helpers shared by the kernel modules
+# ---------------------------------------------------------------------------------------
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """States and sums accumulate in fp32 (fp64 for fp64 inputs); complex inputs in
+    complex64 (complex128 for complex128)."""
+    if dtype.is_complex:
+        return torch.complex128 if dtype == torch.complex128 else torch.complex64
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def dot_precision(dtype: torch.dtype) -> str | None:
+    """``tl.dot``'s input precision: full-precision products (no TF32) for fp32/fp64
+    inputs, so their results match the reference; the default otherwise."""
+    return "ieee" if dtype in (torch.float32, torch.float64) else None
+
+
+def chunk_for(T: int, chunk_size: int) -> int:
+    """Eager calls shorter than a chunk use one chunk of exactly T (no padding); export keeps
+    the fixed chunk so that the length stays symbolic."""
+    return chunk_size if is_export_mode() else min(chunk_size, T)
+
+
+def sm_count(device: torch.device, cpu_default: int) -> int:
+    """Streaming multiprocessors of a CUDA device; ``cpu_default`` elsewhere (the interpreter)."""
+    if device.type != "cuda":
+        return cpu_default
+    return torch.cuda.get_device_properties(device).multi_processor_count

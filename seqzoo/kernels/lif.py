@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from seqzoo.kernels.dispatch import is_export_mode, resolve_impl
+from seqzoo.kernels.dispatch import accumulation_dtype, is_export_mode, resolve_impl, sm_count
 from seqzoo.kernels.linear_recurrence import linear_recurrence
 
 try:
@@ -63,9 +63,8 @@ def lif(
     return (spikes, final) if return_final_state else spikes
 
 
-def membrane_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The membrane accumulates in fp32 (fp64 for fp64 inputs)."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+membrane_dtype = accumulation_dtype
+"""The membrane accumulates in fp32 (fp64 for fp64 inputs)."""
 
 
 def lif_step(
@@ -193,7 +192,7 @@ def _check_args(x: Tensor, tau: float, initial_state: Tensor | None) -> None:
 def _block_channels(rows: int, D: int, device: torch.device) -> int:
     """Neurons per program: 256, halved (down to 32) until rows × blocks fill the device
     (4 programs per SM). The membrane recurrence is nonlinear, so time cannot be split."""
-    target = 4 * torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    target = max(1, 4 * sm_count(device, cpu_default=0))  # 1 under the interpreter: no halving
     block = 256
     while block > 32 and rows * triton.cdiv(D, block) < target:
         block //= 2
@@ -203,8 +202,6 @@ def _block_channels(rows: int, D: int, device: torch.device) -> int:
 class _LIFTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, v0: Tensor | None, tau: float, v_th: float, v_reset: float, alpha: float):
-        if triton is None:
-            raise RuntimeError("lif: impl='triton' needs Triton, which does not import")
         B, T = x.shape[:2]
         D = int(x[0, 0].numel())
         acc = membrane_dtype(x.dtype)

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seqzoo.kernels.dispatch import is_export_mode, resolve_impl
+from seqzoo.kernels.dispatch import accumulation_dtype, is_export_mode, resolve_impl, sm_count
 
 try:
     import triton
@@ -74,11 +74,8 @@ def linear_recurrence(
     return (h, final) if return_final_state else h
 
 
-def state_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Accumulation dtype: fp32, fp64 for fp64 inputs, complex64/complex128 for complex."""
-    if dtype.is_complex:
-        return torch.complex128 if dtype == torch.complex128 else torch.complex64
-    return torch.float64 if dtype == torch.float64 else torch.float32
+state_dtype = accumulation_dtype
+"""Accumulation dtype: fp32, fp64 for fp64 inputs, complex64/complex128 for complex."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -116,10 +113,7 @@ def _linear_recurrence_scan(a: Tensor, b: Tensor, initial_state: Tensor | None) 
             a_pl = planes(a)  # one closure tensor: scan rejects aliased closure inputs
 
             def combine(h, b_t):
-                re = a_pl[0] * h[0] - a_pl[1] * h[1] + b_t[0]
-                im = a_pl[0] * h[1] + a_pl[1] * h[0] + b_t[1]
-                new = torch.stack([re, im])
-                return new, new.clone()
+                return _cmul_add(a_pl, h, b_t)
 
             last, hs = scan(combine, carry0, b_seq)
         else:
@@ -127,10 +121,7 @@ def _linear_recurrence_scan(a: Tensor, b: Tensor, initial_state: Tensor | None) 
 
             def combine(h, inputs):
                 a_t, b_t = inputs
-                re = a_t[0] * h[0] - a_t[1] * h[1] + b_t[0]
-                im = a_t[0] * h[1] + a_t[1] * h[0] + b_t[1]
-                new = torch.stack([re, im])
-                return new, new.clone()
+                return _cmul_add(a_t, h, b_t)
 
             last, hs = scan(combine, carry0, (a_seq, b_seq))
         h = torch.view_as_complex(hs.movedim(1, -1).movedim(0, 1).contiguous())
@@ -153,6 +144,15 @@ def _linear_recurrence_scan(a: Tensor, b: Tensor, initial_state: Tensor | None) 
 
         last, hs = scan(combine, h0, (a.to(acc).transpose(0, 1), b_seq))
     return hs.transpose(0, 1).to(b.dtype), last
+
+
+def _cmul_add(a: Tensor, h: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """One complex step a h + b on (real, imag) planes stacked in dim 0: (new state, its copy
+    as the scan's output)."""
+    re = a[0] * h[0] - a[1] * h[1] + b[0]
+    im = a[0] * h[1] + a[1] * h[0] + b[1]
+    new = torch.stack([re, im])
+    return new, new.clone()
 
 
 def lti_recurrence(
@@ -247,8 +247,6 @@ MIN_CHUNK = 16
 class _LinearRecurrenceTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, h0: Tensor | None):
-        if triton is None:
-            raise RuntimeError("linear_recurrence: impl='triton' needs Triton, which does not import")
         acc = state_dtype(b.dtype)
         start = h0.to(acc) if h0 is not None else torch.zeros((b.shape[0], *b.shape[2:]), dtype=acc, device=b.device)
         h = torch.empty_like(b, memory_format=torch.contiguous_format)
@@ -328,7 +326,7 @@ def _num_chunks(T: int, rows: int, D: int, device: torch.device) -> int:
     """Time chunks per sequence: enough programs to fill the device (4 per SM), none when
     batch × channel blocks already do. Depends on the parallelism, not on tuning by T."""
     programs = rows * triton.cdiv(D, BLOCK_CHANNELS)
-    target = 4 * torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 16
+    target = 4 * sm_count(device, cpu_default=4)  # 16 programs under the interpreter
     if programs >= target or T < 2 * MIN_CHUNK:
         return 1
     return min(T // MIN_CHUNK, triton.cdiv(target, programs))

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seqzoo.kernels.dispatch import is_export_mode, resolve_impl
+from seqzoo.kernels.dispatch import accumulation_dtype, chunk_for, dot_precision, resolve_impl, sm_count
 
 try:
     import triton
@@ -77,8 +77,8 @@ def identity_state(batch_size: int, n_heads: int, head_dim: int, *, device=None,
         batch_size, n_heads, head_dim, device=device, dtype=dtype)
 
 
-def state_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+state_dtype = accumulation_dtype
+"""The state's dtype: fp32, or fp64 for fp64 inputs (the name the backbones import)."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -135,7 +135,7 @@ def prefix_attention_ref(
     exponent is masked before ``exp``, so no overflow reaches a value or a gradient.
     """
     B, T, H, D = v.shape
-    C = _chunk_for(T, chunk_size)
+    C = chunk_for(T, chunk_size)
     sdt = state_dtype(v.dtype)
     s, v = s.to(sdt), v.to(sdt)
     n_chunks = (T + C - 1) // C
@@ -172,12 +172,6 @@ def prefix_attention_ref(
         return o, None
     initial = initial_state if initial_state is not None else identity_state(B, H, D, device=v.device, dtype=sdt)
     return o, _final_state(s, v, tuple(x.to(sdt) for x in initial))
-
-
-def _chunk_for(T: int, chunk_size: int) -> int:
-    """Eager calls shorter than a chunk use one chunk of exactly T (no padding); export keeps
-    the fixed chunk so that the length stays symbolic."""
-    return chunk_size if is_export_mode() else min(chunk_size, T)
 
 
 def _final_state(s: Tensor, v: Tensor, initial: PrefixState) -> PrefixState:
@@ -250,8 +244,6 @@ class _PrefixAttentionTriton(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, s, v, m0, u0, w0, chunk_size):
-        if triton is None:
-            raise RuntimeError("prefix_attention: impl='triton' needs Triton, which does not import")
         B, T, H, D = v.shape
         s, v = s.contiguous(), v.contiguous()
         sdt = state_dtype(v.dtype)
@@ -267,7 +259,7 @@ class _PrefixAttentionTriton(torch.autograd.Function):
         carry = _forward_carries(s, v, init, layout)
         _prefix_forward_segment_kernel[layout.grid](
             s, v, *carry, o, lse, *final, T, layout.segment_chunks,
-            H=H, D=D, BT=chunk_size, BD=layout.block_d, OUTPUT=True, PREC=_dot_precision(v.dtype),
+            H=H, D=D, BT=chunk_size, BD=layout.block_d, OUTPUT=True, PREC=dot_precision(v.dtype),
         )
         ctx.save_for_backward(s, v, o, lse, *init, *final)
         ctx.has_init, ctx.chunk_size = has_init, chunk_size
@@ -298,7 +290,7 @@ class _PrefixAttentionTriton(torch.autograd.Function):
         rho_first = torch.empty(B, H, device=v.device, dtype=sdt)
         _prefix_backward_segment_kernel[layout.grid](
             s, v, lse, d_o, delta, *carry, dv, ds_parts, r_first, rho_first, T, layout.segment_chunks,
-            H=H, D=D, BT=ctx.chunk_size, BD=layout.block_d, OUTPUT=True, PREC=_dot_precision(v.dtype),
+            H=H, D=D, BT=ctx.chunk_size, BD=layout.block_d, OUTPUT=True, PREC=dot_precision(v.dtype),
         )
         ds = ds_parts.sum(dim=0)
         # m_T = max(m0, max_t s_t) also moves u_T and w_T: route that gradient to the argmax
@@ -346,13 +338,9 @@ class _Layout:
 
 def _segment_chunks(n_chunks: int, parallel: int, device: torch.device) -> int:
     """Chunks per segment: enough segments to give every SM a few programs."""
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    sms = sm_count(device, cpu_default=1)
     n_segments = max(1, min(n_chunks, -(-4 * sms // parallel)))
     return -(-n_chunks // n_segments)
-
-
-def _dot_precision(dtype: torch.dtype) -> str | None:
-    return "ieee" if dtype in (torch.float32, torch.float64) else None
 
 
 def _forward_carries(s, v, init, layout):
@@ -369,7 +357,7 @@ def _forward_carries(s, v, init, layout):
     totals = tuple(torch.empty_like(x) for x in carry)
     _prefix_forward_segment_kernel[layout.grid](
         s, v, *totals, v, totals[0], *totals, layout.T, layout.segment_chunks,
-        H=H, D=D, BT=layout.chunk_size, BD=layout.block_d, OUTPUT=False, PREC=_dot_precision(v.dtype),
+        H=H, D=D, BT=layout.chunk_size, BD=layout.block_d, OUTPUT=False, PREC=dot_precision(v.dtype),
     )
     _prefix_forward_carry_kernel[(B * H, layout.n_d_blocks)](
         *totals, *init, *carry, NS, D=D, BD=layout.block_d,
@@ -392,7 +380,7 @@ def _backward_carries(lse, d_o, delta, end, layout):
     totals = tuple(torch.empty_like(x) for x in carry[:2])
     _prefix_backward_segment_kernel[layout.grid](
         lse, d_o, lse, d_o, delta, *carry, d_o, lse, *totals, layout.T, layout.segment_chunks,
-        H=H, D=D, BT=layout.chunk_size, BD=layout.block_d, OUTPUT=False, PREC=_dot_precision(d_o.dtype),
+        H=H, D=D, BT=layout.chunk_size, BD=layout.block_d, OUTPUT=False, PREC=dot_precision(d_o.dtype),
     )
     _prefix_backward_carry_kernel[(B * H, layout.n_d_blocks)](
         *totals, lse, *end, *carry, layout.T, NS, layout.segment_chunks * layout.chunk_size,

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seqzoo.kernels.dispatch import is_export_mode, resolve_impl
+from seqzoo.kernels.dispatch import accumulation_dtype, chunk_for, dot_precision, is_export_mode, resolve_impl, sm_count
 
 try:
     import triton
@@ -73,9 +73,8 @@ def retention(
 # ---------------------------------------------------------------------------------------
 
 
-def state_dtype(dtype: torch.dtype) -> torch.dtype:
-    """States accumulate in fp32, or fp64 for fp64 inputs."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+state_dtype = accumulation_dtype
+"""States accumulate in fp32, or fp64 for fp64 inputs (the name the backbones import)."""
 
 
 def retention_ref(
@@ -97,7 +96,7 @@ def retention_ref(
     """
     B, T, H, K = q.shape
     V = v.shape[-1]
-    C = _chunk_for(T, chunk_size)
+    C = chunk_for(T, chunk_size)
     q, k, v, log_g, scale = _prepare(q, k, v, gamma, scale)
     n_chunks = (T + C - 1) // C
     pad = n_chunks * C - T
@@ -172,12 +171,6 @@ def _decay_matrix(rows: Tensor, cols: Tensor, log_g: Tensor) -> Tensor:
     causal = diff >= 0
     return torch.exp(diff.clamp(min=0)[None] * log_g[:, None, None]) * causal
 
-
-
-def _chunk_for(T: int, chunk_size: int) -> int:
-    """Eager calls shorter than a chunk use one chunk of exactly T (no padding); export keeps
-    the fixed chunk so that the length stays symbolic."""
-    return chunk_size if is_export_mode() else min(chunk_size, T)
 
 def _final_state(k: Tensor, v: Tensor, log_g: Tensor, initial_state: Tensor | None) -> Tensor:
     """S_{T-1} = γ^T S_{-1} + Σ_s γ^{T-1-s} k_s^T v_s."""
@@ -254,8 +247,6 @@ class _RetentionTriton(torch.autograd.Function):
 
 
 def _check_head_dims(dk: int, dv: int) -> None:
-    if triton is None:
-        raise RuntimeError("retention: impl='triton' needs Triton, which does not import")
     if dk > MAX_HEAD_DIM or dv > MAX_HEAD_DIM:
         raise ValueError(f"retention: the Triton kernels take head dims up to {MAX_HEAD_DIM}, got Dk={dk}, Dv={dv}; "
                          "use impl='torch' or more heads")
@@ -267,27 +258,16 @@ def _block(n: int, cap: int | None = None) -> int:
     return min(size, cap) if cap else size
 
 
-def _dot_precision(dtype: torch.dtype) -> str | None:
-    # fp32 inputs: full-precision products (no TF32), so fp32 results match the reference.
-    return "ieee" if dtype in (torch.float32, torch.float64) else None
-
-
 def _state_tiles(batch_heads: int, dk: int, dv: int, device: torch.device) -> tuple[int, int]:
     """(BK, BV) for the sequential state pass: tiles small enough to give every SM work."""
     bk, bv = _block(dk, 64), _block(dv, 64)
-    target = 2 * _sm_count(device)
+    target = 2 * sm_count(device, cpu_default=1)
     while batch_heads * triton.cdiv(dk, bk) * triton.cdiv(dv, bv) < target and max(bk, bv) > 16:
         if bv >= bk:
             bv //= 2
         else:
             bk //= 2
     return bk, bv
-
-
-def _sm_count(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 1
-    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def _chunk_states(a, b, log2_gamma, init, scale, chunk_size, *, reverse):
@@ -307,7 +287,7 @@ def _chunk_states(a, b, log2_gamma, init, scale, chunk_size, *, reverse):
     _retention_states_kernel[grid](
         a, b, log2_gamma, init if init is not None else last, states, last, scale, T,
         H=H, A_DIM=A, B_DIM=Bd, BT=chunk_size, BA=ba, BB=bb, REVERSE=reverse, HAS_INIT=init is not None,
-        PREC=_dot_precision(a.dtype),
+        PREC=dot_precision(a.dtype),
     )
     return states, last
 
@@ -320,7 +300,7 @@ def _chunk_outputs(q, k, v, log2_gamma, states, scale, chunk_size):
     grid = (triton.cdiv(V, bv), triton.cdiv(T, chunk_size), B * H)
     _retention_output_kernel[grid](
         q, k, v, log2_gamma, states, o, scale, T,
-        H=H, K=K, V=V, BT=chunk_size, BK=_block(K), BV=bv, PREC=_dot_precision(q.dtype),
+        H=H, K=K, V=V, BT=chunk_size, BK=_block(K), BV=bv, PREC=dot_precision(q.dtype),
     )
     return o
 
@@ -332,7 +312,7 @@ def _chunk_grads(q, k, v, d_o, log2_gamma, states, d_states, scale, chunk_size):
     grid = (triton.cdiv(T, chunk_size), B * H)
     _retention_grad_kernel[grid](
         q, k, v, d_o, log2_gamma, states, d_states, dq, dk, dv, scale, T,
-        H=H, K=K, V=V, BT=chunk_size, BK=_block(K), BV=_block(V), PREC=_dot_precision(q.dtype),
+        H=H, K=K, V=V, BT=chunk_size, BK=_block(K), BV=_block(V), PREC=dot_precision(q.dtype),
     )
     return dq, dk, dv
 
