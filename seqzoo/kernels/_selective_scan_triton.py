@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from seqzoo.kernels.selective_scan import accumulation_dtype
+from seqzoo.kernels.dispatch import accumulation_dtype
 
 LOG2E = 1.4426950408889634
 _TL_DTYPE = {torch.float32: tl.float32, torch.float64: tl.float64}
@@ -53,9 +53,9 @@ def selective_state_update_triton(state, u, delta, A, B, C, D=None, z=None, *, d
     new_state = state if inplace else torch.empty_like(state)
     y = torch.empty_like(u)
     block_e, block_n = _block_e(E, groups), triton.next_power_of_2(N)
-    dummy = u.new_empty(0)
+    # u stands in for absent D, z, Δ bias: pointers behind false HAS_* flags are never read
     _state_update_kernel[(triton.cdiv(E, block_e), batch)](
-        state, u, delta, A, B3, C3, _or(D, dummy), _or(z, dummy), _or(delta_bias, dummy), y, new_state,
+        state, u, delta, A, B3, C3, _or(D, u), _or(z, u), _or(delta_bias, u), y, new_state,
         E, N, E // groups,
         *state.stride(), *u.stride(), *delta.stride(), *_strides(z, 2), *y.stride(), *new_state.stride(),
         *B3.stride(), *C3.stride(), *A.stride(),
@@ -75,6 +75,7 @@ class SelectiveScanFunction(torch.autograd.Function):
         ctx.delta_softplus = delta_softplus
         ctx.b_shape, ctx.c_shape = B.shape, C.shape
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, checkpoints)
+        ctx.set_materialize_grads(False)  # an unused y or final state comes back as None
         return y, final
 
     @staticmethod
@@ -122,14 +123,20 @@ def _block_t(block_e: int, block_n: int, T: int) -> int:
     return min(cap, max(16, triton.next_power_of_2(T)))
 
 
-def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save):
+def _launch_dims(u, A, B, C):
+    """What the scan kernels' launches share: sizes, B and C as (batch, T, G, N) views, the
+    group count, the accumulation dtype and the block sizes (BLOCK_T, BLOCK_E, BLOCK_N)."""
     batch, T, E = u.shape
     N = A.shape[1]
     B4, C4 = _grouped(B, 2), _grouped(C, 2)  # (batch, T, G, N)
     groups = B4.shape[2]
-    acc = accumulation_dtype(u.dtype)
     block_e, block_n = _block_e(E, groups), triton.next_power_of_2(N)
     block_t = _block_t(block_e, block_n, T)
+    return batch, T, E, N, B4, C4, groups, accumulation_dtype(u.dtype), (block_t, block_e, block_n)
+
+
+def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, save):
+    batch, T, E, N, B4, C4, groups, acc, (block_t, block_e, block_n) = _launch_dims(u, A, B, C)
     n_chunks = triton.cdiv(T, block_t)
     y = torch.empty_like(u, memory_format=torch.contiguous_format)
     final = torch.empty(batch, E, N, device=u.device, dtype=acc)
@@ -148,15 +155,9 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
 
 
 def _backward(u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus, dy, dfinal):
-    batch, T, E = u.shape
-    N = A.shape[1]
-    B4, C4 = _grouped(B, 2), _grouped(C, 2)  # (batch, T, G, N)
-    groups = B4.shape[2]
-    acc = accumulation_dtype(u.dtype)
-    block_e, block_n = _block_e(E, groups), triton.next_power_of_2(N)
-    block_t = _block_t(block_e, block_n, T)
+    batch, T, E, N, B4, C4, groups, acc, (block_t, block_e, block_n) = _launch_dims(u, A, B, C)
     dev = u.device
-    dy = dy.contiguous() if dy is not None else torch.zeros_like(u)
+    dy = torch.zeros_like(u) if dy is None else dy  # any strides: the kernel reads dy's
     du = torch.empty_like(u, memory_format=torch.contiguous_format)
     ddelta = torch.empty_like(delta, memory_format=torch.contiguous_format)
     dz = torch.empty_like(z, memory_format=torch.contiguous_format) if z is not None else None

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seqzoo.kernels.dispatch import is_export_mode, resolve_impl
+from seqzoo.kernels.dispatch import accumulation_dtype, is_export_mode, resolve_impl
 
 __all__ = [
     "selective_scan",
@@ -119,9 +119,7 @@ def selective_scan_ref(
         h = torch.exp(dt_t[..., None] * A_) * h + (dt_t * u_t)[..., None] * B_t
         states.append(h)
     y = (torch.stack(states, dim=1) * C_).sum(-1).reshape(u.shape)  # y_t = C_t h_t
-    y = _cast(_skip_and_gate(y, u, D, z, acc), u.dtype)
-    final = h.reshape(batch, E, N)
-    return (y, final) if return_final_state else y
+    return _outputs(y, h, u, D, z, N, acc, return_final_state)
 
 
 # ---------------------------------------------------------------------------------------
@@ -201,9 +199,7 @@ def selective_scan_chunked(
             outs.append(y_chunk)
         ys = torch.stack(outs)
     y = ys.transpose(0, 1).flatten(1, 2)[:, :T].reshape(u.shape)
-    y = _cast(_skip_and_gate(y, u, D, z, acc), u.dtype)
-    final = final.reshape(batch, E, N)
-    return (y, final) if return_final_state else y
+    return _outputs(y, final, u, D, z, N, acc, return_final_state)
 
 
 # ---------------------------------------------------------------------------------------
@@ -275,11 +271,6 @@ def selective_state_update_ref(
 # ---------------------------------------------------------------------------------------
 
 
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """States and sums run in float32, or float64 for float64 inputs (tests)."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _groups(B: Tensor) -> int:
     return 1 if B.dim() == 3 else B.shape[2]
 
@@ -304,6 +295,15 @@ def _grouped_state(initial_state, batch, groups, E, N, acc, device) -> Tensor:
     if initial_state is None:
         return torch.zeros(batch, groups, E // groups, N, dtype=acc, device=device)
     return _cast(initial_state, acc).reshape(batch, groups, E // groups, N)
+
+
+def _outputs(y, h, u, D, z, N, acc, return_final_state):
+    """The torch paths' common tail: skip and gate on y = C h, cast to u's dtype; the final
+    state (B, G, E/G, N) as (B, E, N)."""
+    batch, _, E = u.shape
+    y = _cast(_skip_and_gate(y, u, D, z, acc), u.dtype)
+    final = h.reshape(batch, E, N)
+    return (y, final) if return_final_state else y
 
 
 def _skip_and_gate(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None, acc) -> Tensor:
