@@ -26,6 +26,7 @@ one ring buffer per temporal convolution. BatchNorm statistics skip padded posit
 
 from __future__ import annotations
 
+import weakref
 from typing import ClassVar
 
 import torch
@@ -42,6 +43,11 @@ from seqzoo.kernels.linear_recurrence import lti_recurrence
 
 DIRECT_CONVOLUTION_MAX_LENGTH = 128
 """Up to this length the memory is a direct causal convolution; beyond it an FFT one."""
+
+IMPULSE_CACHE_SIZE = 8
+"""Impulse responses each LegendreMemory keeps (one per recent sequence length)."""
+
+_IMPULSE_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
 
 
 @register_backbone("lmuformer")
@@ -361,7 +367,7 @@ class LegendreMemory(nn.Module):
         if is_export_mode():
             return lti_recurrence(self.A_bar, u[..., None] * self.B_bar)
         L = u.shape[1]
-        H = self.impulse_response(L).to(u.dtype)  # (L, order)
+        H = self._cached_impulse_response(L, u.dtype)  # (L, order)
         if L <= DIRECT_CONVOLUTION_MAX_LENGTH:
             m = F.conv1d(F.pad(u[:, None, :], (L - 1, 0)), H.flip(0).T[:, None, :])
         else:
@@ -370,6 +376,28 @@ class LegendreMemory(nn.Module):
             H_f = torch.fft.rfft(H.T.to(work), n=2 * L)
             m = torch.fft.irfft(u_f[:, None, :] * H_f, n=2 * L)[..., :L].to(u.dtype)
         return m.transpose(1, 2)
+
+    def _cached_impulse_response(self, L: int, dtype: torch.dtype) -> Tensor:
+        """``impulse_response(L).to(dtype)``, a constant of the buffers: kept (outside the
+        module, a few lengths) until Ā or B̄ changes -- in place, swapped, moved or cast.
+        Not under torch.compile, which traces the computation instead."""
+        buffers = (self.A_bar, self.B_bar)
+        if torch.compiler.is_compiling() or any(b.requires_grad for b in buffers):
+            return self.impulse_response(L).to(dtype)
+        valid = tuple((b._version, b.data_ptr(), b.device, b.dtype) for b in buffers)
+        cached = _IMPULSE_CACHE.get(self)
+        if cached is None or cached[1] != valid or any(a is not b for a, b in zip(cached[0], buffers)):
+            cached = (buffers, valid, {})
+            _IMPULSE_CACHE[self] = cached
+        table = cached[2]
+        key = (L, dtype, torch.is_inference_mode_enabled())
+        H = table.pop(key, None)
+        if H is None:
+            H = self.impulse_response(L).to(dtype)
+            if len(table) >= IMPULSE_CACHE_SIZE:
+                table.pop(next(iter(table)))  # the least recently used
+        table[key] = H
+        return H
 
     def impulse_response(self, L: int) -> Tensor:
         """H_t = Ā^t B̄ for t < L, (L, order), by doubling in float64."""
