@@ -134,3 +134,16 @@ def test_lmuformer_learns_a_moving_average():
     model = build_backbone("lmuformer", d_model=16, n_layers=1, causal=True, theta=16.0, embed_layers=1)
     first, last = moving_average_task(model)
     assert last < 0.3 and last < 0.35 * first, (first, last)
+
+
+def test_memory_impulse_response_cache_follows_the_buffers():
+    """The cached impulse response is dropped when Ā or B̄ change (in place or by loading)."""
+    memory = LegendreMemory(8, theta=32.0).double()
+    u = randn(2, 40)
+    first = memory(u)
+    torch.testing.assert_close(memory(u), first, atol=0, rtol=0)
+    with torch.no_grad():
+        memory.B_bar.mul_(2.0)
+    torch.testing.assert_close(memory(u), 2 * first, atol=1e-12, rtol=1e-10)
+    memory.load_state_dict(LegendreMemory(8, theta=32.0).double().state_dict())
+    torch.testing.assert_close(memory(u), first, atol=0, rtol=0)

@@ -167,3 +167,26 @@ def moving_average_task(model, steps=150, window=8, seed=1):
 def test_s4d_learns_a_moving_average():
     first, last = moving_average_task(build_backbone("s4d", d_model=16, n_layers=1, causal=True, d_state=16))
     assert last < 0.15 and last < 0.2 * first, (first, last)
+
+
+@pytest.mark.parametrize("name", ["s4d", "s4"])
+def test_decoding_reuses_the_discretisation_until_a_parameter_changes(name):
+    """``step`` caches the discretisation with gradients off; an optimiser-style in-place
+    update and ``load_state_dict`` must both be seen by the next step."""
+    torch.manual_seed(0)
+    model, fresh = (build_backbone(name, d_model=8, n_layers=1, causal=True).double() for _ in range(2))
+    x = torch.randn(2, 8, dtype=torch.float64)
+
+    def one_step(m):
+        with torch.no_grad():
+            return m.step(x, m.init_state(2, dtype=torch.float64))[0]
+
+    one_step(model)  # fills the cache
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.1)  # in place, as an optimiser step
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(one_step(model), one_step(fresh), atol=0, rtol=0)
+    fresh_out = one_step(fresh)
+    fresh.load_state_dict(build_backbone(name, d_model=8, n_layers=1, causal=True).double().state_dict())
+    assert not torch.equal(one_step(fresh), fresh_out), "load_state_dict must refresh the cached discretisation"
