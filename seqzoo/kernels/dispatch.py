@@ -1,10 +1,17 @@
-"""How a kernel call picks its implementation: Triton or the pure-torch reference.
+"""Shared by every kernel package: how a call picks Triton or the torch reference, the
+accumulation dtype, the one Triton-import guard, and the stand-in device of the compile gate.
 
 `impl="auto"` uses Triton when the tensors are on CUDA and Triton imports, else the
 reference; `impl="triton"` on CPU runs the Triton kernel under the interpreter
 (``TRITON_INTERPRET=1`` must be set before seqzoo is imported) and never silently
 falls back; `impl="torch"` always uses the reference. Inside :func:`export_mode`
 every kernel uses its torch path, so ``torch.export``/ONNX see plain torch ops.
+
+Each op package (``seqzoo/kernels/<op>/``) imports its ``triton.py`` only on the Triton
+path, after :func:`resolve_impl` has checked :func:`triton_available` (the one guard).
+Inside :func:`compile_target` (used by :mod:`seqzoo.kernels.compile_gate`) ``impl="triton"``
+launches on any tensors and :func:`sm_count` answers for the stand-in GPU, so the real
+launch code picks the tiles it would pick on that GPU.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import torch
 IMPLS = ("auto", "torch", "triton")
 
 _EXPORT_MODE: contextvars.ContextVar[bool] = contextvars.ContextVar("seqzoo_export_mode", default=False)
+_COMPILE_TARGET: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
+    "seqzoo_compile_target", default=None)
 
 
 def set_export_mode(enabled: bool) -> contextvars.Token:
@@ -39,6 +48,29 @@ def export_mode(enabled: bool = True) -> Iterator[None]:
 
 def is_export_mode() -> bool:
     return _EXPORT_MODE.get() or torch.compiler.is_exporting()
+
+
+@contextlib.contextmanager
+def compile_target(capability: int, n_sms: int) -> Iterator[None]:
+    """Context of the compile gate: launches compile for compute capability ``capability``
+    (e.g. 90) on a stand-in GPU with ``n_sms`` multiprocessors; nothing runs."""
+    token = _COMPILE_TARGET.set((int(capability), int(n_sms)))
+    try:
+        yield
+    finally:
+        _COMPILE_TARGET.reset(token)
+
+
+def device_capability(device: torch.device) -> int:
+    """Compute capability as an int (80, 90, ...) of a CUDA device or of the compile gate's
+    stand-in; 0 elsewhere (the interpreter)."""
+    target = _COMPILE_TARGET.get()
+    if target is not None:
+        return target[0]
+    if device.type != "cuda":
+        return 0
+    major, minor = torch.cuda.get_device_capability(device)
+    return 10 * major + minor
 
 
 def triton_interpreted() -> bool:
@@ -66,6 +98,8 @@ def resolve_impl(impl: str, *tensors: torch.Tensor | None, op: str = "kernel") -
     check_impl(impl)
     if impl == "torch" or is_export_mode():
         return "torch"
+    if impl == "triton" and _COMPILE_TARGET.get() is not None:
+        return "triton"
     on_cuda = any(t is not None and t.is_cuda for t in tensors)
     if impl == "auto":
         return "triton" if on_cuda and triton_available() else "torch"
@@ -106,7 +140,11 @@ def chunk_for(T: int, chunk_size: int) -> int:
 
 
 def sm_count(device: torch.device, cpu_default: int) -> int:
-    """Streaming multiprocessors of a CUDA device; ``cpu_default`` elsewhere (the interpreter)."""
+    """Streaming multiprocessors of a CUDA device or of the compile gate's stand-in;
+    ``cpu_default`` elsewhere (the interpreter)."""
+    target = _COMPILE_TARGET.get()
+    if target is not None:
+        return target[1]
     if device.type != "cuda":
         return cpu_default
     return torch.cuda.get_device_properties(device).multi_processor_count

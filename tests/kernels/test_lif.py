@@ -8,6 +8,7 @@ import torch
 
 from seqzoo.kernels import export_mode
 from seqzoo.kernels.lif import lif, lif_ref, lif_step
+from tests.kernels.grad_checks import needs_triton
 
 
 def currents(B, T, channels, *, dtype=torch.float64, seed=0, device="cpu"):
@@ -23,7 +24,7 @@ def weights(*tensors, seed=4):
 
 
 @pytest.mark.parametrize("T,channels", [(1, (3,)), (63, (5,)), (257, (2, 3))])
-@pytest.mark.parametrize("impl", ["triton", "torch"])
+@pytest.mark.parametrize("impl", [pytest.param("triton", marks=needs_triton), "torch"])
 def test_kernel_matches_reference_float64(T, channels, impl):
     """Triton and the CPU path (loop + reverse linear recurrence) against the autograd oracle."""
     x, v0 = currents(2, T, channels)
@@ -39,6 +40,7 @@ def test_kernel_matches_reference_float64(T, channels, impl):
         torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-10, msg=f"gradient of {name}")
 
 
+@needs_triton
 def test_triton_float32_without_initial_state():
     x, _ = currents(3, 40, (7,), dtype=torch.float32)
     spikes, final = lif(x, return_final_state=True, impl="triton")
@@ -61,7 +63,7 @@ def test_membrane_follows_the_lif_equations():
     assert membrane.flatten().tolist() == [0.5, 0.75, 0.875] and spikes.sum() == 0 and float(final) == 0.875
 
 
-@pytest.mark.parametrize("impl", ["triton", "torch"])
+@pytest.mark.parametrize("impl", [pytest.param("triton", marks=needs_triton), "torch"])
 def test_chunked_calls_with_carried_state_equal_one_call(impl):
     x, v0 = (t.detach() for t in currents(2, 30, (4,)))
     whole, whole_final = lif(x, initial_state=v0, return_final_state=True, impl=impl)

@@ -10,6 +10,7 @@ import torch
 from seqzoo.export import ExportSpec, export_onnx
 from seqzoo.kernels import export_mode
 from seqzoo.kernels.linear_recurrence import linear_recurrence, linear_recurrence_ref, lti_recurrence
+from tests.kernels.grad_checks import needs_triton
 
 CASES = [(1, (3,)), (63, (5,)), (257, (2, 3))]
 KINDS = [(False, False), (True, True), (False, True), (True, False)]  # (complex, fixed a)
@@ -47,6 +48,7 @@ def loss_terms(h, final, seed=3):
     return (part(h).double() * w_h).sum() + (part(final).double() * w_f).sum()
 
 
+@needs_triton
 @pytest.mark.parametrize("T,channels,complex_,fixed", FLOAT64_CASES)
 def test_triton_matches_reference_float64(T, channels, complex_, fixed):
     """At these sizes the kernel splits time into chunks (T = 63: 3, T = 257: 16)."""
@@ -61,6 +63,7 @@ def test_triton_matches_reference_float64(T, channels, complex_, fixed):
         torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-9, msg=f"gradient of {name}")
 
 
+@needs_triton
 @pytest.mark.parametrize("complex_", [False, True])
 def test_triton_float32_and_no_initial_state(complex_):
     a, b, _ = make(3, 40, (7,), complex_=complex_, fixed=False, dtype=torch.float32)
@@ -74,7 +77,7 @@ def test_triton_float32_and_no_initial_state(complex_):
     torch.testing.assert_close(gb, gb_ref, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("impl", ["triton", "torch"])
+@pytest.mark.parametrize("impl", [pytest.param("triton", marks=needs_triton), "torch"])
 @pytest.mark.parametrize("complex_", [False, True])
 def test_chunked_calls_with_carried_state_equal_one_call(impl, complex_):
     a, b, h0 = (t.detach() for t in make(2, 50, (6,), complex_=complex_, fixed=True))

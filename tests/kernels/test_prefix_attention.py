@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seqzoo.kernels import prefix_attention as module
+import seqzoo.kernels.prefix_attention.triton as prefix_triton
 from seqzoo.kernels.prefix_attention import (
     combine,
     identity_state,
@@ -95,7 +95,7 @@ def test_masked_scores_are_ignored_and_an_all_masked_prefix_gives_zero(impl):
                                                             (100, 3, True)])
 def test_triton_matches_reference_in_float64(T, segment_chunks, with_state, monkeypatch):
     if segment_chunks:  # several segments: the parallel segment scan and its reverse
-        monkeypatch.setattr(module, "_segment_chunks", lambda *args: segment_chunks)
+        monkeypatch.setattr(prefix_triton, "_segment_chunks", lambda *args: segment_chunks)
     x = inputs(T, with_state=with_state)
     want_out, want_grads = run(prefix_attention_recurrent_ref, *x)
     out, grads = run(triton_fn(), *x)
