@@ -8,7 +8,7 @@
 Each backbone is built causal at d_model = 256, n_layers = 4 with its family defaults;
 a step is forward + backward of a mean-square loss + AdamW update on (B, T, 256) inputs,
 with B·T = 16 384 tokens on a GPU (B = 16 at T = 1k, 1 at T = 16k). Without a GPU the
-same step runs in fp32 on the CPU at T = 1,024 and 4,096 with B·T = 4,096 tokens
+same step runs in fp32 on the CPU at T = 1,024 and 4,096 with B = 1
 (``--lengths`` / ``--tokens`` change both). Reported: ms per step, samples/s, tokens/s and
 peak memory (GPU). A family that cannot be built causal is reported and skipped. Results:
 ``<out>/backbones.csv`` and ``.md``. Target (docs/benchmarks.md): S4D and LMUFormer above
@@ -33,14 +33,14 @@ from seqzoo.backbones import list_backbones  # noqa: E402
 DEFAULT_BACKBONES = "transformer,s4d,lmuformer,tcnca"
 LENGTHS = (1024, 2048, 4096, 8192, 16384)
 CPU_LENGTHS = (1024, 4096)
-TOKENS, CPU_TOKENS, D_MODEL, N_LAYERS = 16384, 4096, 256, 4
+TOKENS, CPU_TOKENS, D_MODEL, N_LAYERS = 16384, 1024, 256, 4
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--backbones", default=DEFAULT_BACKBONES, help="comma-separated registry names, or 'all'")
     p.add_argument("--lengths", default=None, help="comma-separated T (default: 1k..16k on a GPU, 1k,4k on CPU)")
-    p.add_argument("--tokens", type=int, default=None, help="B·T per step (default: 16384 on a GPU, 4096 on CPU)")
+    p.add_argument("--tokens", type=int, default=None, help="B·T per step (default: 16384 on a GPU, 1024 on CPU, i.e. B = 1)")
     args = p.parse_args(argv)
     ctx = make_context(args)
     names = (list_backbones() if args.backbones == "all"

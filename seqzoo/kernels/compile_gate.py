@@ -262,6 +262,8 @@ def compile_arch(capability: int, ops: list[str], only: str = "") -> list[Row]:
                     variant.run(meta)
             except Exception as err:  # a compile error, reported per variant
                 rows.append(Row(op, _failing_kernel(err), variant.name, capability, error=_short(err)))
+                if os.environ.get("SEQZOO_GATE_VERBOSE"):
+                    print(f"sm_{capability} {op} [{variant.name}]: {_short(err)}", file=sys.stderr, flush=True)
             for name, kernel, config in launches:
                 row = by_kernel.get(id(kernel))
                 if row is not None:
@@ -277,6 +279,9 @@ def compile_arch(capability: int, ops: list[str], only: str = "") -> list[Row]:
                           mma=_tensor_core(ptx), cp_async="cp.async" in ptx)
                 by_kernel[id(kernel)] = row
                 rows.append(row)
+                if os.environ.get("SEQZOO_GATE_VERBOSE"):
+                    print(f"sm_{capability} {op}.{name} [{variant.name}] {config}: regs {row.registers} spill "
+                          f"{row.spills} shared {row.shared}", file=sys.stderr, flush=True)
     return rows
 
 
@@ -377,6 +382,28 @@ def format_markdown(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def format_summary_markdown(rows: list[Row]) -> str:
+    """One line per (op, kernel, architecture) over all its compiled configurations: the
+    worst registers / spills / shared memory, the warps and stages used."""
+    groups: dict[tuple, list[Row]] = {}
+    for r in rows:
+        groups.setdefault((r.op, r.kernel, r.arch), []).append(r)
+    lines = ["| op | kernel | arch | configurations | max regs | max spill B | max shared B | warps | stages | "
+             "tensor cores | cp.async | status |", "|" + "---|" * 12]
+    for (op, kernel, arch), group in sorted(groups.items()):
+        ok = [r for r in group if not r.error]
+        problems = sum(len(r.problems()) for r in group)
+        def values(attr):
+            return "/".join(str(v) for v in sorted({getattr(r, attr) for r in ok}))
+        mma = "/".join(sorted({r.mma or "-" for r in ok}))
+        cp = "/".join(sorted({"yes" if r.cp_async else "-" for r in ok}))
+        lines.append(f"| {op} | {kernel} | sm_{arch} | {len(ok)} | {max((r.registers for r in ok), default=0)} | "
+                     f"{max((r.spills for r in ok), default=0)} | {max((r.shared for r in ok), default=0)} | "
+                     f"{values('warps')} | {values('stages')} | {mma} | {cp} | "
+                     f"{'ok' if not problems else f'{problems} problems'} |")
+    return "\n".join(lines) + "\n"
+
+
 def failures(rows: list[Row]) -> list[str]:
     return [f"{r.op}.{r.kernel} [{r.variant}] sm_{r.arch}: {p}" for r in rows for p in r.problems()]
 
@@ -399,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="processes (one architecture each)")
     p.add_argument("--only", default="", help="only variants whose name contains this text, e.g. 'fp32 D=128'")
     p.add_argument("--markdown", metavar="FILE", help="also write the table as markdown to FILE ('-': stdout)")
+    p.add_argument("--summary", metavar="FILE", help="also write the per-kernel summary as markdown to FILE")
     args = p.parse_args(argv)
     ops = None if args.ops == "all" else [o.strip() for o in args.ops.split(",") if o.strip()]
     rows, seconds = run_gate([int(a) for a in args.arch.split(",")], ops, args.workers, args.only)
@@ -410,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
             print(md)
         else:
             Path(args.markdown).write_text(md)
+    if args.summary:
+        Path(args.summary).write_text(format_summary_markdown(rows))
     problems = failures(rows)
     for line in problems:
         print("FAIL", line, file=sys.stderr)

@@ -128,9 +128,18 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def dot_precision(dtype: torch.dtype) -> str | None:
-    """``tl.dot``'s input precision: full-precision products (no TF32) for fp32/fp64
-    inputs, so their results match the reference; the default otherwise."""
-    return "ieee" if dtype in (torch.float32, torch.float64) else None
+    """``tl.dot``'s input precision. fp32 inputs: ``tf32x3`` (three TF32 tensor-core products
+    with a split of each operand, about fp32's accuracy: relative error ~1e-6 against ~1e-3
+    for plain TF32; the fp32 kernel tests allow 1e-4). fp64: full precision. 16-bit: the
+    default (tensor cores with fp32 accumulation)."""
+    return {torch.float32: "tf32x3", torch.float64: "ieee"}.get(dtype)
+
+
+def dot_warps(dtype: torch.dtype) -> int:
+    """Warps for the matmul (``tl.dot``) kernels: 8 for fp32 (tf32x3 holds each operand as
+    two halves) and fp64 (two registers per value), 4 for 16-bit inputs -- the fewest that
+    do not spill at 64-wide tiles (checked by :mod:`seqzoo.kernels.compile_gate`)."""
+    return 8 if dtype in (torch.float32, torch.float64) else 4
 
 
 def chunk_for(T: int, chunk_size: int) -> int:

@@ -75,7 +75,7 @@ def _lif_fwd_kernel(
         v = tl.load(v0_ptr + row * D + d, mask=live, other=0.0).to(ACC)
     else:
         v = tl.zeros([BLOCK_D], dtype=ACC) + v_reset
-    for t in range(T):
+    for t in tl.range(0, T, num_stages=3):  # loads run ahead of the membrane
         off = (row * T + t) * D + d
         x = tl.load(x_ptr + off, mask=live, other=0.0).to(ACC)
         h = v + (x - (v - v_reset)) / tau
@@ -97,7 +97,7 @@ def _lif_bwd_kernel(
     d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     live = d < D
     carry = tl.load(gfinal_ptr + row * D + d, mask=live, other=0.0).to(ACC)
-    for i in range(T):
+    for i in tl.range(0, T, num_stages=3):
         t = T - 1 - i
         off = (row * T + t) * D + d
         h = tl.load(h_ptr + off, mask=live, other=0.0).to(ACC)

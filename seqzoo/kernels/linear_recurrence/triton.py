@@ -152,7 +152,7 @@ def _chunk_scan_kernel(
         a_re = tl.load(a_ptr + d * W, mask=live, other=0.0).to(ACC)
         if COMPLEX:
             a_im = tl.load(a_ptr + d * W + 1, mask=live, other=0.0).to(ACC)
-    for i in range(steps):
+    for i in tl.range(0, steps, num_stages=3):  # loads run ahead of the recurrence
         if ADJOINT:
             t = lo + steps - 1 - i
         else:

@@ -9,8 +9,16 @@ import torch
 import triton
 import triton.language as tl
 
-from seqzoo.kernels.dispatch import accumulation_dtype, dot_precision, sm_count
+from seqzoo.kernels.dispatch import accumulation_dtype, dot_precision, dot_warps, sm_count
 from seqzoo.kernels.prefix_attention.reference import _finite, identity_state
+
+
+def max_chunk(dtype: torch.dtype) -> int:
+    """Tokens per chunk in the Triton kernels (a larger ``chunk_size`` is cut to this): 64 for
+    16-bit values, 32 for fp32 (tf32x3 products) and fp64, so that the (chunk, chunk) weights
+    and the (chunk, 64) value tiles fit in registers on sm_80 / sm_90 (compile gate: at 64,
+    fp32 spilled 384-576 B per thread on sm_80)."""
+    return 32 if dtype in (torch.float32, torch.float64) else 64
 
 
 class PrefixAttentionFunction(torch.autograd.Function):
@@ -19,6 +27,7 @@ class PrefixAttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, s, v, m0, u0, w0, chunk_size):
         B, T, H, D = v.shape
+        chunk_size = min(chunk_size, max_chunk(v.dtype))
         s, v = s.contiguous(), v.contiguous()
         sdt = accumulation_dtype(v.dtype)
         has_init = m0 is not None
@@ -33,7 +42,7 @@ class PrefixAttentionFunction(torch.autograd.Function):
         carry = _forward_carries(s, v, init, layout)
         _prefix_forward_segment_kernel[layout.grid](
             s, v, *carry, o, lse, *final, T, layout.segment_chunks,
-            H=H, D=D, BT=chunk_size, BD=layout.block_d, OUTPUT=True, PREC=dot_precision(v.dtype),
+            H=H, D=D, BT=chunk_size, BD=layout.block_d, OUTPUT=True, PREC=dot_precision(v.dtype), num_warps=dot_warps(v.dtype),
         )
         ctx.save_for_backward(s, v, o, lse, *init, *final)
         ctx.has_init, ctx.chunk_size = has_init, chunk_size
@@ -64,7 +73,7 @@ class PrefixAttentionFunction(torch.autograd.Function):
         rho_first = torch.empty(B, H, device=v.device, dtype=sdt)
         _prefix_backward_segment_kernel[layout.grid](
             s, v, lse, d_o, delta, *carry, dv, ds_parts, r_first, rho_first, T, layout.segment_chunks,
-            H=H, D=D, BT=ctx.chunk_size, BD=layout.block_d, OUTPUT=True, PREC=dot_precision(v.dtype),
+            H=H, D=D, BT=ctx.chunk_size, BD=layout.block_d, OUTPUT=True, PREC=dot_precision(v.dtype), num_warps=dot_warps(v.dtype),
         )
         ds = ds_parts.sum(dim=0)
         # m_T = max(m0, max_t s_t) also moves u_T and w_T: route that gradient to the argmax
@@ -131,7 +140,7 @@ def _forward_carries(s, v, init, layout):
     totals = tuple(torch.empty_like(x) for x in carry)
     _prefix_forward_segment_kernel[layout.grid](
         s, v, *totals, v, totals[0], *totals, layout.T, layout.segment_chunks,
-        H=H, D=D, BT=layout.chunk_size, BD=layout.block_d, OUTPUT=False, PREC=dot_precision(v.dtype),
+        H=H, D=D, BT=layout.chunk_size, BD=layout.block_d, OUTPUT=False, PREC=dot_precision(v.dtype), num_warps=dot_warps(v.dtype),
     )
     _prefix_forward_carry_kernel[(B * H, layout.n_d_blocks)](
         *totals, *init, *carry, NS, D=D, BD=layout.block_d,
@@ -154,7 +163,7 @@ def _backward_carries(lse, d_o, delta, end, layout):
     totals = tuple(torch.empty_like(x) for x in carry[:2])
     _prefix_backward_segment_kernel[layout.grid](
         lse, d_o, lse, d_o, delta, *carry, d_o, lse, *totals, layout.T, layout.segment_chunks,
-        H=H, D=D, BT=layout.chunk_size, BD=layout.block_d, OUTPUT=False, PREC=dot_precision(d_o.dtype),
+        H=H, D=D, BT=layout.chunk_size, BD=layout.block_d, OUTPUT=False, PREC=dot_precision(d_o.dtype), num_warps=dot_warps(d_o.dtype),
     )
     _prefix_backward_carry_kernel[(B * H, layout.n_d_blocks)](
         *totals, lse, *end, *carry, layout.T, NS, layout.segment_chunks * layout.chunk_size,
@@ -208,7 +217,7 @@ def _prefix_forward_segment_kernel(
         w = tl.zeros([BD], sdt)
     first = i_seg * segment_chunks * BT
     last = tl.minimum(first + segment_chunks * BT, T)
-    for t0 in range(first, last, BT):
+    for t0 in tl.range(first, last, BT, num_stages=2):
         valid = t0 + offs_t < T
         rows = i_batch * T + t0 + offs_t
         s = tl.load(s_ptr + rows * H + i_head, mask=valid, other=float("-inf")).to(sdt)
@@ -303,7 +312,7 @@ def _prefix_backward_segment_kernel(
         level = tl.full([], float("inf"), sdt)
     first = i_seg * segment_chunks * BT
     n_here = tl.cdiv(tl.minimum(first + segment_chunks * BT, T) - first, BT)
-    for i_step in range(n_here):
+    for i_step in tl.range(0, n_here, num_stages=2):
         t0 = first + (n_here - 1 - i_step) * BT
         valid = t0 + offs_t < T
         rows = i_batch * T + t0 + offs_t

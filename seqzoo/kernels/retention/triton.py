@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from seqzoo.kernels.dispatch import accumulation_dtype, sm_count
+from seqzoo.kernels.dispatch import accumulation_dtype, dot_precision, dot_warps, sm_count
 
 
 MAX_HEAD_DIM = 256
@@ -25,17 +25,6 @@ MAX_HEAD_DIM = 256
 
 MAX_CHUNK = 64
 """Tokens per chunk in the Triton kernels (a larger ``chunk_size`` is cut to this)."""
-
-
-def dot_precision(dtype: torch.dtype) -> str | None:
-    """``tl.dot`` input precision: tf32x3 for fp32 (tensor cores, ~fp32 accuracy), full for fp64."""
-    return {torch.float32: "tf32x3", torch.float64: "ieee"}.get(dtype)
-
-
-def warps_for(dtype: torch.dtype) -> int:
-    """Warps of the output and gradient kernels: 8 for fp32 (tf32x3 splits each operand in
-    two) and fp64, 4 otherwise -- the fewest that do not spill (compile gate)."""
-    return 8 if dtype in (torch.float32, torch.float64) else 4
 
 
 def head_tile(dtype: torch.dtype) -> int:
@@ -133,7 +122,7 @@ def _chunk_outputs(q, k, v, log2_gamma, states, scale, chunk_size):
     grid = (triton.cdiv(V, bv), triton.cdiv(T, chunk_size), B * H)
     _retention_output_kernel[grid](
         q, k, v, log2_gamma, states, o, scale, T,
-        H=H, K=K, V=V, BT=chunk_size, BK=bk, BV=bv, PREC=dot_precision(q.dtype), num_warps=warps_for(q.dtype),
+        H=H, K=K, V=V, BT=chunk_size, BK=bk, BV=bv, PREC=dot_precision(q.dtype), num_warps=dot_warps(q.dtype),
     )
     return o
 
@@ -145,7 +134,7 @@ def _chunk_grads(q, k, v, d_o, log2_gamma, states, d_states, scale, chunk_size):
     tile = head_tile(q.dtype)
     bk, bv = _block(K, tile), _block(V, tile)
     n_chunks = triton.cdiv(T, chunk_size)
-    common = dict(H=H, K=K, V=V, BT=chunk_size, BK=bk, BV=bv, PREC=dot_precision(q.dtype), num_warps=warps_for(q.dtype))
+    common = dict(H=H, K=K, V=V, BT=chunk_size, BK=bk, BV=bv, PREC=dot_precision(q.dtype), num_warps=dot_warps(q.dtype))
     _retention_grad_qk_kernel[(triton.cdiv(K, bk), n_chunks, B * H)](
         q, k, v, d_o, log2_gamma, states, d_states, dq, dk, scale, T, **common)
     _retention_grad_v_kernel[(triton.cdiv(V, bv), n_chunks, B * H)](
