@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--backbones", default=DEFAULT_BACKBONES, help="comma-separated registry names, or 'all'")
     p.add_argument("--lengths", default=None, help="comma-separated T (default: 1k..16k on a GPU, 1k,4k on CPU)")
-    p.add_argument("--tokens", type=int, default=None, help="B·T per step (default: 16384 on a GPU, 1024 on CPU, i.e. B = 1)")
+    p.add_argument("--tokens", type=int, default=None,
+                   help="B·T per step (default: 16384 on a GPU; 1024 on CPU, i.e. B = 1)")
     args = p.parse_args(argv)
     ctx = make_context(args)
     names = (list_backbones() if args.backbones == "all"

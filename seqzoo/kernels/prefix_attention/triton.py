@@ -9,8 +9,13 @@ import torch
 import triton
 import triton.language as tl
 
-from seqzoo.kernels.dispatch import accumulation_dtype, dot_precision, dot_warps, sm_count
+from seqzoo.kernels.dispatch import accumulation_dtype, dot_precision, sm_count
 from seqzoo.kernels.prefix_attention.reference import _finite, identity_state
+
+
+SEGMENT_WARPS = 8
+"""Warps of the segment kernels, every dtype: at 4, the 16-bit output passes needed all 255
+registers on sm_80 (compile gate), leaving one block per SM scheduler."""
 
 
 def max_chunk(dtype: torch.dtype) -> int:
@@ -42,7 +47,8 @@ class PrefixAttentionFunction(torch.autograd.Function):
         carry = _forward_carries(s, v, init, layout)
         _prefix_forward_segment_kernel[layout.grid](
             s, v, *carry, o, lse, *final, T, layout.segment_chunks,
-            H=H, D=D, BT=chunk_size, BD=layout.block_d, OUTPUT=True, PREC=dot_precision(v.dtype), num_warps=dot_warps(v.dtype),
+            H=H, D=D, BT=chunk_size, BD=layout.block_d, OUTPUT=True, PREC=dot_precision(v.dtype),
+            num_warps=SEGMENT_WARPS,
         )
         ctx.save_for_backward(s, v, o, lse, *init, *final)
         ctx.has_init, ctx.chunk_size = has_init, chunk_size
@@ -73,7 +79,8 @@ class PrefixAttentionFunction(torch.autograd.Function):
         rho_first = torch.empty(B, H, device=v.device, dtype=sdt)
         _prefix_backward_segment_kernel[layout.grid](
             s, v, lse, d_o, delta, *carry, dv, ds_parts, r_first, rho_first, T, layout.segment_chunks,
-            H=H, D=D, BT=ctx.chunk_size, BD=layout.block_d, OUTPUT=True, PREC=dot_precision(v.dtype), num_warps=dot_warps(v.dtype),
+            H=H, D=D, BT=ctx.chunk_size, BD=layout.block_d, OUTPUT=True, PREC=dot_precision(v.dtype),
+            num_warps=SEGMENT_WARPS,
         )
         ds = ds_parts.sum(dim=0)
         # m_T = max(m0, max_t s_t) also moves u_T and w_T: route that gradient to the argmax
@@ -140,7 +147,8 @@ def _forward_carries(s, v, init, layout):
     totals = tuple(torch.empty_like(x) for x in carry)
     _prefix_forward_segment_kernel[layout.grid](
         s, v, *totals, v, totals[0], *totals, layout.T, layout.segment_chunks,
-        H=H, D=D, BT=layout.chunk_size, BD=layout.block_d, OUTPUT=False, PREC=dot_precision(v.dtype), num_warps=dot_warps(v.dtype),
+        H=H, D=D, BT=layout.chunk_size, BD=layout.block_d, OUTPUT=False, PREC=dot_precision(v.dtype),
+            num_warps=SEGMENT_WARPS,
     )
     _prefix_forward_carry_kernel[(B * H, layout.n_d_blocks)](
         *totals, *init, *carry, NS, D=D, BD=layout.block_d,
@@ -163,7 +171,8 @@ def _backward_carries(lse, d_o, delta, end, layout):
     totals = tuple(torch.empty_like(x) for x in carry[:2])
     _prefix_backward_segment_kernel[layout.grid](
         lse, d_o, lse, d_o, delta, *carry, d_o, lse, *totals, layout.T, layout.segment_chunks,
-        H=H, D=D, BT=layout.chunk_size, BD=layout.block_d, OUTPUT=False, PREC=dot_precision(d_o.dtype), num_warps=dot_warps(d_o.dtype),
+        H=H, D=D, BT=layout.chunk_size, BD=layout.block_d, OUTPUT=False, PREC=dot_precision(d_o.dtype),
+            num_warps=SEGMENT_WARPS,
     )
     _prefix_backward_carry_kernel[(B * H, layout.n_d_blocks)](
         *totals, lse, *end, *carry, layout.T, NS, layout.segment_chunks * layout.chunk_size,
