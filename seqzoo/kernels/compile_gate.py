@@ -52,6 +52,7 @@ import importlib
 import os
 import pkgutil
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,9 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import torch
+
+LAST_CPU_SECONDS = 0.0
+"""CPU seconds (workers and their ptxas runs) of the last :func:`run_gate`."""
 
 ARCHS = (80, 90, 100)
 """Compute capabilities compiled by default: A100 (sm_80), H100/H200 (sm_90), B200 (sm_100)."""
@@ -296,12 +300,20 @@ def _short(err: BaseException) -> str:
     return text[:300]
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (ptxas), user + system."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _worker(capability: int, ops: list[str], only: str, cache_dir: str) -> tuple[list[Row], float]:
+    """One architecture in a spawned process; returns its rows and the CPU seconds it used."""
     os.environ.pop("TRITON_INTERPRET", None)
     os.environ["TRITON_CACHE_DIR"] = cache_dir
-    start = time.perf_counter()
+    start = _cpu_seconds()
     torch.set_num_threads(1)
-    return compile_arch(capability, ops, only), time.perf_counter() - start
+    rows = compile_arch(capability, ops, only)
+    return rows, _cpu_seconds() - start
 
 
 @contextlib.contextmanager
@@ -334,7 +346,8 @@ def supported_archs(archs: Iterable[int] = ARCHS) -> list[int]:
 def run_gate(archs: Iterable[int] = ARCHS, ops: Iterable[str] | None = None, workers: int = 2,
              only: str = "") -> tuple[list[Row], float]:
     """Compile every variant (whose name contains ``only``) for every architecture; returns
-    (rows, seconds)."""
+    (rows, wall seconds). The CPU seconds of all workers (with ptxas) are in :data:`LAST_CPU_SECONDS`."""
+    global LAST_CPU_SECONDS
     ops = op_packages() if ops is None else list(ops)
     archs = supported_archs(archs)
     start = time.perf_counter()
@@ -343,7 +356,9 @@ def run_gate(archs: Iterable[int] = ARCHS, ops: Iterable[str] | None = None, wor
         caches = {cc: os.path.join(cache_root, f"sm{cc}") for cc in archs}
         with ProcessPoolExecutor(max_workers=max(1, min(workers, len(archs))), mp_context=get_context("spawn")) as pool:
             futures = [pool.submit(_worker, cc, ops, only, caches[cc]) for cc in archs]
-            rows = [row for f in futures for row in f.result()[0]]
+            results = [f.result() for f in futures]
+    rows = [row for found, _ in results for row in found]
+    LAST_CPU_SECONDS = sum(cpu for _, cpu in results)
     return rows, time.perf_counter() - start
 
 
@@ -413,7 +428,8 @@ def summary(rows: list[Row], seconds: float) -> str:
     archs = sorted({r.arch for r in rows})
     worst = max(ok, key=lambda r: r.registers, default=None)
     text = (f"{len(ok)} compiled kernels ({len({(r.op, r.kernel, r.config) for r in ok})} configurations) for "
-            f"{', '.join(f'sm_{a}' for a in archs)} in {seconds:.0f} s; {len(failures(rows))} problems")
+            f"{', '.join(f'sm_{a}' for a in archs)} in {seconds:.0f} s wall, {LAST_CPU_SECONDS:.0f} s CPU; "
+            f"{len(failures(rows))} problems")
     if worst is not None:
         text += f"; most registers: {worst.registers} ({worst.op}.{worst.kernel}, sm_{worst.arch})"
     return text
