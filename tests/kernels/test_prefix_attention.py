@@ -147,7 +147,8 @@ def test_bad_arguments_are_clear_errors(change, message):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-4), (torch.bfloat16, 3e-2)])
+# fp32 matmuls run as TF32 on the GPU (seqzoo.kernels.dispatch.dot_precision)
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 2e-3), (torch.bfloat16, 3e-2)])
 def test_triton_large_shapes_on_gpu(dtype, tol):
     s, v, state = inputs(8195, dtype=dtype, b=2, h=4, d=64)
     s, v = s.requires_grad_(), v.requires_grad_()

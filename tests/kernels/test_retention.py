@@ -123,7 +123,8 @@ def test_bad_arguments_are_clear_errors(change, message):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-3), (torch.bfloat16, 3e-2)])
+# fp32 matmuls run as TF32 on the GPU (seqzoo.kernels.dispatch.dot_precision)
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 2e-3), (torch.bfloat16, 3e-2)])
 def test_triton_large_shapes_on_gpu(dtype, tol):
     q, k, v, state = inputs(4099, dtype=dtype, b=2, h=4, dk=64, dv=64)
     gamma = torch.tensor([0.97, 0.99, 0.995, 0.999], dtype=torch.float64)

@@ -20,8 +20,8 @@ registers on sm_80 (compile gate), leaving one block per SM scheduler."""
 
 def max_chunk(dtype: torch.dtype) -> int:
     """Tokens per chunk in the Triton kernels (a larger ``chunk_size`` is cut to this): 64 for
-    16-bit values, 32 for fp32 (tf32x3 products) and fp64, so that the (chunk, chunk) weights
-    and the (chunk, 64) value tiles fit in registers on sm_80 / sm_90 (compile gate: at 64,
+    16-bit values, 32 for fp32 and fp64, so that the (chunk, chunk) weights and the (chunk, 64)
+    value tiles fit in registers on sm_80 / sm_90 (compile gate: at 64 with tf32x3 products,
     fp32 spilled 384-576 B per thread on sm_80)."""
     return 32 if dtype in (torch.float32, torch.float64) else 64
 

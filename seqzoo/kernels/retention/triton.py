@@ -1,12 +1,12 @@
 """Chunkwise retention in Triton: the state, output and gradient kernels and their autograd.Function.
 
 Tiles (checked by :mod:`seqzoo.kernels.compile_gate`: no spills on sm_80 / sm_90 / sm_100):
-chunks of BT = min(chunk_size, 64) tokens; head dims are cut into tiles of 64 (32 for fp64)
-and the kernels loop over the other head dim's tiles, accumulating in fp32 (fp64), so no
-program holds a whole (Dk, Dv) state or a whole 128-wide row. ``tl.dot`` runs on tensor
-cores: bf16/fp16 inputs as they are, fp32 inputs as ``tf32x3`` (three TF32 products, about
-fp32's accuracy; tests allow 1e-4), fp64 in full precision. The sequential state pass
-pipelines its chunk loads (``tl.range(..., num_stages=2)``).
+chunks of BT = min(chunk_size, 64) tokens; head dims are cut into tiles of 64 (32 for fp32
+and fp64) and the kernels loop over the other head dim's tiles (a loop, not unrolled, so one
+tile is live at a time), accumulating in fp32 (fp64); no program holds a whole (Dk, Dv)
+state or a whole 128-wide row. ``tl.dot`` runs on tensor cores: bf16/fp16 as they are, fp32
+as TF32 (see :func:`seqzoo.kernels.dispatch.dot_precision` for the tolerance), fp64 in full
+precision. The sequential state pass pipelines its chunk loads (``tl.range(..., num_stages=2)``).
 
 Imported only when Triton imports (the dispatcher checks :func:`seqzoo.kernels.dispatch.triton_available`).
 """
@@ -28,8 +28,8 @@ MAX_CHUNK = 64
 
 
 def head_tile(dtype: torch.dtype) -> int:
-    """Width of a head-dim tile: 64, or 32 for fp64 (two registers per value)."""
-    return 32 if dtype == torch.float64 else 64
+    """Width of a head-dim tile: 64 for 16-bit inputs, 32 for fp32 and fp64 (twice the bytes)."""
+    return 32 if dtype in (torch.float32, torch.float64) else 64
 
 
 class RetentionFunction(torch.autograd.Function):
@@ -211,7 +211,7 @@ def _retention_output_kernel(
     from_start = tl.exp2((pos + 1) * lg)
     out = tl.zeros([BT, BV], dtype=lg.dtype)
     scores = tl.zeros([BT, BT], dtype=lg.dtype)
-    for k0 in tl.static_range(0, K, BK):
+    for k0 in range(0, K, BK):
         offs_k = k0 + tl.arange(0, BK)
         qk_mask = valid[:, None] & (offs_k[None, :] < K)
         q = tl.load(q_ptr + (rows[:, None] * H + i_head) * K + offs_k[None, :], mask=qk_mask, other=0.0)
@@ -250,7 +250,7 @@ def _retention_grad_qk_kernel(
     d_scores = tl.zeros([BT, BT], dtype=lg.dtype)
     dq = tl.zeros([BT, BK], dtype=lg.dtype)
     dk = tl.zeros([BT, BK], dtype=lg.dtype)
-    for v0 in tl.static_range(0, V, BV):
+    for v0 in range(0, V, BV):
         offs_v = v0 + tl.arange(0, BV)
         v_mask = valid[:, None] & (offs_v[None, :] < V)
         v_offs = (rows[:, None] * H + i_head) * V + offs_v[None, :]
@@ -297,7 +297,7 @@ def _retention_grad_v_kernel(
     lg = tl.load(log2_gamma_ptr + i_head)
     scores = tl.zeros([BT, BT], dtype=lg.dtype)
     dv = tl.zeros([BT, BV], dtype=lg.dtype)
-    for k0 in tl.static_range(0, K, BK):
+    for k0 in range(0, K, BK):
         offs_k = k0 + tl.arange(0, BK)
         qk_mask = valid[:, None] & (offs_k[None, :] < K)
         qk_offs = (rows[:, None] * H + i_head) * K + offs_k[None, :]
