@@ -28,8 +28,9 @@ MAX_CHUNK = 64
 
 
 def head_tile(dtype: torch.dtype) -> int:
-    """Width of a head-dim tile: 64 for 16-bit inputs, 32 for fp32 and fp64 (twice the bytes)."""
-    return 32 if dtype in (torch.float32, torch.float64) else 64
+    """Width of a head-dim tile: 64 for 16-bit inputs, 32 for fp32 (twice the bytes), 16 for
+    fp64 (at 32 the fp64 output kernel spilled 16 B on sm_80)."""
+    return {torch.float32: 32, torch.float64: 16}.get(dtype, 64)
 
 
 class RetentionFunction(torch.autograd.Function):
@@ -79,9 +80,10 @@ def _block(n: int, cap: int | None = None) -> int:
     return min(size, cap) if cap else size
 
 
-def _state_tiles(batch_heads: int, dk: int, dv: int, device: torch.device) -> tuple[int, int]:
+def _state_tiles(batch_heads: int, dk: int, dv: int, device: torch.device, dtype: torch.dtype) -> tuple[int, int]:
     """(BK, BV) for the sequential state pass: tiles small enough to give every SM work."""
-    bk, bv = _block(dk, 64), _block(dv, 64)  # the state tile: (64, 64) fp32 at most
+    cap = 32 if dtype == torch.float64 else 64  # (64, 64) fp64 spilled 8-64 B on sm_80
+    bk, bv = _block(dk, cap), _block(dv, cap)
     target = 2 * sm_count(device, cpu_default=1)
     while batch_heads * triton.cdiv(dk, bk) * triton.cdiv(dv, bv) < target and max(bk, bv) > 16:
         if bv >= bk:
@@ -103,7 +105,7 @@ def _chunk_states(a, b, log2_gamma, init, scale, chunk_size, *, reverse):
     n_chunks = triton.cdiv(T, chunk_size)
     states = torch.empty(B, H, n_chunks, A, Bd, device=a.device, dtype=log2_gamma.dtype)
     last = torch.empty(B, H, A, Bd, device=a.device, dtype=log2_gamma.dtype)
-    ba, bb = _state_tiles(B * H, A, Bd, a.device)
+    ba, bb = _state_tiles(B * H, A, Bd, a.device, log2_gamma.dtype)
     grid = (triton.cdiv(A, ba), triton.cdiv(Bd, bb), B * H)
     _retention_states_kernel[grid](
         a, b, log2_gamma, init if init is not None else last, states, last, scale, T,
@@ -134,10 +136,13 @@ def _chunk_grads(q, k, v, d_o, log2_gamma, states, d_states, scale, chunk_size):
     tile = head_tile(q.dtype)
     bk, bv = _block(K, tile), _block(V, tile)
     n_chunks = triton.cdiv(T, chunk_size)
-    # 8 warps for every dtype: at 4, the bf16 dq/dk kernel spilled 112 B on sm_80 (compile gate)
+    # 8 warps for every dtype (compile gate: fewer registers than 4 on sm_90 for bf16)
     common = dict(H=H, K=K, V=V, BT=chunk_size, BK=bk, BV=bv, PREC=dot_precision(q.dtype), num_warps=8)
-    _retention_grad_qk_kernel[(triton.cdiv(K, bk), n_chunks, B * H)](
-        q, k, v, d_o, log2_gamma, states, d_states, dq, dk, scale, T, **common)
+    # the dq/dk kernel holds (BT, BT) dP beside two (BT, BK) accumulators: narrower Dk tiles
+    # (32), as at 64 bf16 / fp16 spilled 120 B on sm_80 (compile gate)
+    bk_qk = min(bk, 32)
+    _retention_grad_qk_kernel[(triton.cdiv(K, bk_qk), n_chunks, B * H)](
+        q, k, v, d_o, log2_gamma, states, d_states, dq, dk, scale, T, **(common | {"BK": bk_qk}))
     _retention_grad_v_kernel[(triton.cdiv(V, bv), n_chunks, B * H)](
         q, k, d_o, log2_gamma, d_states, dv, scale, T, **common)
     return dq, dk, dv
@@ -251,7 +256,7 @@ def _retention_grad_qk_kernel(
     d_scores = tl.zeros([BT, BT], dtype=lg.dtype)
     dq = tl.zeros([BT, BK], dtype=lg.dtype)
     dk = tl.zeros([BT, BK], dtype=lg.dtype)
-    for v0 in range(0, V, BV):
+    for v0 in tl.range(0, V, BV, num_stages=1):  # not software-pipelined: bf16 spilled on sm_80 with it
         offs_v = v0 + tl.arange(0, BV)
         v_mask = valid[:, None] & (offs_v[None, :] < V)
         v_offs = (rows[:, None] * H + i_head) * V + offs_v[None, :]
