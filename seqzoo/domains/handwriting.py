@@ -17,7 +17,6 @@ frames (padding masked).
 
 from __future__ import annotations
 
-from collections import Counter
 
 import lightning as L
 import torch
@@ -257,11 +256,9 @@ class HandwritingCharTask(_HandwritingTask):
 
     def baseline(self, datamodule: L.LightningDataModule) -> tuple[str, dict[str, float]]:
         """Always the most frequent training character."""
-        datamodule.setup("fit")
-        counts = Counter(int(t[0]) for t in datamodule.datasets["train"].targets)
-        majority = counts.most_common(1)[0][0]
-        test = [int(t[0]) for t in datamodule.datasets["test"].targets]
-        return "majority class", {"test/accuracy": sum(t == majority for t in test) / len(test)}
+        majority = int(torch.bincount(datamodule.train_targets()).argmax())
+        test = torch.cat([batch["targets"][:, 0] for batch in datamodule.test_dataloader()])
+        return "majority class", {"test/accuracy": float((test == majority).double().mean())}
 
 
 # ---------------------------------------------------------------------------------------

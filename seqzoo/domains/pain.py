@@ -185,11 +185,7 @@ class PainTask(BaseTask):
         """Class weights from the training windows (kept in the checkpoint)."""
         if self.loss_kind == "ce":
             return
-        datamodule = self.trainer.datamodule
-        if not hasattr(datamodule, "train_class_counts"):
-            raise ConfigError(f"loss {self.loss_kind!r} needs class counts: use a data module with "
-                              "train_class_counts() (PainDataModule) or loss: ce")
-        counts = torch.as_tensor(datamodule.train_class_counts())
+        counts = torch.bincount(self.trainer.datamodule.train_targets().long(), minlength=self.n_classes)
         self.class_weights.copy_(balanced_class_weights(counts).to(self.class_weights))
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -228,7 +224,7 @@ class PainTask(BaseTask):
 
     def baseline(self, datamodule: L.LightningDataModule) -> tuple[str, dict[str, float]]:
         """Predict the training windows' majority class for every test window."""
-        majority = int(torch.as_tensor(datamodule.train_class_counts()).argmax())
+        majority = int(torch.bincount(datamodule.train_targets().long(), minlength=self.n_classes).argmax())
         metrics = classification_metrics(self.n_classes).clone(prefix="test/")
         for batch in datamodule.test_dataloader():
             metrics.update(torch.full_like(batch["label"], majority), batch["label"])

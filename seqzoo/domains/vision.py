@@ -170,10 +170,8 @@ class VisionTask(BaseTask):
     # -- baseline and export ----------------------------------------------------------
     def baseline(self, datamodule: L.LightningDataModule) -> tuple[str, dict[str, float]]:
         """Always predict the training split's most frequent class."""
-        datamodule.setup("test")
-        train = torch.as_tensor(datamodule.splits["train"].labels)
-        counts = torch.bincount(train, minlength=self.net.head.out_features).double()
-        test = torch.as_tensor(datamodule.splits["test"].labels)
+        counts = torch.bincount(datamodule.train_targets().long(), minlength=self.net.head.out_features).double()
+        test = torch.cat([batch["label"] for batch in datamodule.test_dataloader()])
         prior = counts / counts.sum()
         accuracy = float((test == counts.argmax()).double().mean())
         log_loss = float(-torch.log(prior[test].clamp_min(1e-12)).mean())

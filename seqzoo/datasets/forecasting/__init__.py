@@ -14,6 +14,7 @@ the previous split. A StandardScaler is fitted on the training rows only. Featur
 """
 
 from seqzoo.datasets.forecasting.reader import (
+    variate_columns,
     load_forecasting_csv,
     split_bounds,
     TIME_FEATURES,
@@ -34,6 +35,7 @@ from seqzoo.datasets.forecasting.prepare import (
 )
 
 __all__ = [
+    "variate_columns",
     "load_forecasting_csv",
     "split_bounds",
     "TIME_FEATURES",

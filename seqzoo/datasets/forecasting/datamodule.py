@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.preprocessing import StandardScaler
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from seqzoo.datasets.base import BaseDataModule, materialise, read_csv_checked
+from seqzoo.datasets.base import BaseDataModule
 from seqzoo.datasets.forecasting.reader import (
     TIME_FEATURES,
-    _variate_columns,
+    variate_columns,
     load_forecasting_csv,
     split_bounds,
     time_features,
@@ -48,13 +48,31 @@ class WindowDataset(Dataset):
 
 
 class ForecastingDataModule(BaseDataModule):
-    """Windows over an ETT-format CSV, scaled with train statistics."""
+    """Windows over an ETT-format CSV, scaled with train statistics.
 
-    dim_names: ClassVar[tuple[str, ...]] = ("n_channels", "n_targets", "lookback", "horizon", "n_time_features")
+    Args:
+        path: the CSV (first column ``date``, then the variates, ``target`` among them).
+        n_variates: variate columns in the file, the target included (ETT: 7; the
+            pvlib weather set: 13); checked against the file in ``setup``.
+        lookback: input window length L.
+        horizon: forecast length H.
+        features: ``M`` all -> all, ``S`` target -> target, ``MS`` all -> target.
+        target: the target column (moved last).
+        borders: ``[train_end, val_end, test_end]`` in rows (Time-Series-Library ETT borders).
+        ratios: train/val/test fractions of the file by time when ``borders`` is not set.
+        scale: standardise with the training rows' statistics.
+        freq: time-feature frequency: ``h`` hourly, ``t`` minutely, ``d`` daily.
+        batch_size: training batch size.
+        num_workers: DataLoader workers.
+        prepare: what writes the CSV's folder when the file is missing (``synth:forecasting``, ``pvlib-tmy3``).
+    """
+
+    target_key = "y"
 
     def __init__(
         self,
         path: str,
+        n_variates: int = 7,
         lookback: int = 96,
         horizon: int = 96,
         features: Literal["M", "S", "MS"] = "M",
@@ -67,69 +85,56 @@ class ForecastingDataModule(BaseDataModule):
         num_workers: int = 0,
         prepare: str | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, prepare=prepare)
         if lookback < 1 or horizon < 1:
             raise ConfigError(f"lookback and horizon must be >= 1, got {lookback} and {horizon}")
+        if n_variates < 1:
+            raise ConfigError(f"n_variates must be >= 1, got {n_variates}")
         if features not in ("M", "S", "MS"):
             raise ConfigError(f"features must be 'M', 'S' or 'MS', got {features!r}")
         if borders is not None and (len(borders) != 3 or not 0 < borders[0] < borders[1] < borders[2]):
             raise ConfigError(f"borders must be three increasing row counts [train_end, val_end, test_end], got {borders}")
         if len(ratios) != 3 or any(r <= 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
             raise ConfigError(f"ratios must be three positive fractions summing to 1, got {ratios}")
-        self.path = path
+        if freq not in TIME_FEATURES:
+            raise ConfigError(f"freq must be one of {sorted(TIME_FEATURES)}, got {freq!r}")
+        self.path, self.n_variates = path, n_variates
         self.lookback, self.horizon = lookback, horizon
         self.features, self.target = features, target
         self.borders, self.ratios = borders, tuple(ratios)
         self.scale, self.freq = scale, freq
-        self.prepare = prepare
         self.columns: list[str] | None = None
         self.scaler: StandardScaler | None = None
-        self.datasets: dict[str, WindowDataset] = {}
 
-    # -- sizes ------------------------------------------------------------------------
     @property
     def dims(self) -> dict[str, int]:
-        self._read_header()
-        n_in = 1 if self.features == "S" else len(self.columns)
-        n_out = len(self.columns) if self.features == "M" else 1
         return {
-            "n_channels": n_in,
-            "n_targets": n_out,
+            "n_channels": 1 if self.features == "S" else self.n_variates,
+            "n_targets": self.n_variates if self.features == "M" else 1,
             "lookback": self.lookback,
             "horizon": self.horizon,
             "n_time_features": len(TIME_FEATURES[self.freq]),
         }
 
-    def _read_header(self) -> None:
-        if self.columns is not None:
-            return
-        self._ensure_file()
-        frame = read_csv_checked(self.path, required=("date", self.target), nrows=2, what="forecasting CSV")
-        self.columns = _variate_columns(frame, self.target)
+    def data_ready(self) -> bool:
+        return Path(self.path).is_file()
 
-    # -- data -------------------------------------------------------------------------
-    def prepare_data(self) -> None:
-        self._ensure_file()
+    def prepare_target(self) -> Path:
+        return Path(self.path).parent
 
-    def _ensure_file(self) -> None:
-        if Path(self.path).exists():
-            return
-        if self.prepare:
-            materialise(self.prepare, Path(self.path).parent)
-            if Path(self.path).exists():
-                return
-            raise DataError(f"data source {self.prepare!r} did not write {self.path}")
-        raise DataError(
-            f"forecasting CSV not found: {self.path} -- put the file there (first column 'date', "
-            f"target {self.target!r} last), or write one with `seqzoo data synth forecasting --out DIR`"
-        )
+    def missing_data_hint(self) -> str:
+        return (f"put the file there (first column 'date', target {self.target!r} last), or write one with "
+                "`seqzoo data synth forecasting --out DIR` (or set data.prepare: synth:forecasting)")
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        self._ensure_file()
+        self.require_data()
         frame = load_forecasting_csv(self.path, self.target)
-        self.columns = _variate_columns(frame, self.target)
+        self.columns = variate_columns(frame, self.target)
+        if len(self.columns) != self.n_variates:
+            raise DataError(f"{self.path}: has {len(self.columns)} variate columns ({', '.join(self.columns)}), but "
+                            f"data.n_variates is {self.n_variates}; set data.n_variates: {len(self.columns)}")
         values = frame[self.columns].to_numpy(np.float64)
         bounds = split_bounds(len(frame), self.lookback, self.borders, self.ratios, self.path)
         train_lo, train_hi = bounds["train"]
@@ -148,16 +153,3 @@ class ForecastingDataModule(BaseDataModule):
                     f"{self.lookback + self.horizon}; use a longer file, other borders/ratios or a shorter window"
                 )
             self.datasets[split] = ds
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.datasets["train"], shuffle=True, drop_last=True, **self.loader_kwargs())
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.datasets["val"], shuffle=False, **self.loader_kwargs())
-
-    def test_dataloader(self) -> DataLoader:
-        # Never drop the last partial batch: metrics cover every test window.
-        return DataLoader(self.datasets["test"], shuffle=False, drop_last=False, **self.loader_kwargs())
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()

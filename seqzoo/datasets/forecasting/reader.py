@@ -11,7 +11,7 @@ from seqzoo.datasets.base import check_numeric, read_csv_checked
 from seqzoo.errors import ConfigError, DataError
 
 
-def _variate_columns(frame: pd.DataFrame, target: str) -> list[str]:
+def variate_columns(frame: pd.DataFrame, target: str) -> list[str]:
     """Variate columns in file order with the target moved last (Time-Series-Library)."""
     cols = [c for c in frame.columns if c not in ("date", target)]
     return cols + [target]

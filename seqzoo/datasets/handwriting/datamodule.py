@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from seqzoo.datasets.base import BaseDataModule, materialise
+from seqzoo.datasets.base import BaseDataModule
 from seqzoo.datasets.handwriting.reader import (
     N_CHANNELS,
     Split,
@@ -47,13 +47,30 @@ def collate_sequences(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.T
 
 
 class HandwritingDataModule(BaseDataModule):
-    """One OnHW fold (chars or words format): train / validation (from train) / test."""
+    """One OnHW fold (chars or words format): train / validation (from train) / test.
 
-    dim_names: ClassVar[tuple[str, ...]] = ("n_channels", "n_classes", "alphabet")
+    Args:
+        path: the folder holding the folds.
+        alphabet: the label characters in class order (class i + 1 is ``alphabet[i]``; 0 is the
+            CTC blank), e.g. ``abcdefghijklmnopqrstuvwxyz`` or ``0123456789``; ``setup``
+            checks that every training and test character is in it.
+        fold: the fold folder under ``path`` (``chars_indep_0``, ``words_dep/0``...).
+        format: ``chars``, ``words`` or ``auto`` (from the files present).
+        val_fraction: seeded fraction of the training part held out for validation.
+        normalize: standardise channels with training statistics.
+        seed: seed of the validation hold-out.
+        batch_size: training batch size.
+        num_workers: DataLoader workers.
+        prepare: what writes ``path`` when the fold is missing (``synth:handwriting``, ``keel-penbased``).
+    """
+
+    collate_fn = staticmethod(collate_sequences)
+    target_key = "target"
 
     def __init__(
         self,
         path: str,
+        alphabet: str,
         fold: str = "",
         format: Literal["auto", "chars", "words"] = "auto",
         val_fraction: float = 0.1,
@@ -63,19 +80,18 @@ class HandwritingDataModule(BaseDataModule):
         num_workers: int = 0,
         prepare: str | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, prepare=prepare)
         if format not in ("auto", "chars", "words"):
             raise ConfigError(f"format must be 'auto', 'chars' or 'words', got {format!r}")
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        self.path, self.fold, self.format = path, fold, format
+        if not alphabet or len(set(alphabet)) != len(alphabet):
+            raise ConfigError(f"alphabet must be a non-empty string of distinct characters, got {alphabet!r}")
+        self.path, self.fold, self.format, self.alphabet = path, fold, format, alphabet
         self.val_fraction, self.normalize, self.seed = val_fraction, normalize, seed
-        self.prepare = prepare
         self.splits: dict[str, Split] | None = None
-        self.alphabet: str | None = None
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
-        self.datasets: dict[str, SequenceDataset] = {}
 
     @property
     def fold_dir(self) -> Path:
@@ -83,29 +99,19 @@ class HandwritingDataModule(BaseDataModule):
 
     @property
     def dims(self) -> dict:
-        self._read()
         return {"n_channels": N_CHANNELS, "n_classes": len(self.alphabet), "alphabet": self.alphabet}
 
-    def prepare_data(self) -> None:
-        self._ensure_data()
+    def data_ready(self) -> bool:
+        return self.fold_dir.is_dir()
 
-    def _ensure_data(self) -> None:
-        if self.fold_dir.exists():
-            return
-        if self.prepare:
-            materialise(self.prepare, self.path)
-            if self.fold_dir.exists():
-                return
-            raise DataError(f"data source {self.prepare!r} did not write the fold {self.fold_dir}")
-        raise DataError(
-            f"OnHW fold not found: {self.fold_dir} -- put an OnHW-chars or OnHW-words fold there, or write "
-            "one with `seqzoo data synth handwriting --out DIR` or `seqzoo data prepare keel-penbased --out DIR`"
-        )
+    def missing_data_hint(self) -> str:
+        return (f"OnHW fold {self.fold_dir} not found -- put an OnHW-chars or OnHW-words fold there, or write one "
+                "with `seqzoo data synth handwriting --out DIR` or `seqzoo data prepare keel-penbased --out DIR`")
 
     def _read(self) -> None:
         if self.splits is not None:
             return
-        self._ensure_data()
+        self.require_data()
         kind = detect_format(self.fold_dir) if self.format == "auto" else self.format
         raw = read_onhw_chars(self.fold_dir) if kind == "chars" else read_onhw_words(self.fold_dir)
         train_x, train_y = raw["train"]
@@ -120,10 +126,11 @@ class HandwritingDataModule(BaseDataModule):
             "val": ([train_x[i] for i in val_idx], [train_y[i] for i in val_idx]) if n_val else raw["test"],
             "test": raw["test"],
         }
-        self.alphabet = "".join(sorted({c for label in self.splits["train"][1] for c in label}))
-        unseen = sorted({c for label in raw["test"][1] for c in label} - set(self.alphabet))
-        if unseen:
-            raise DataError(f"{self.fold_dir}: test labels use characters never seen in training: {unseen}")
+        for part in ("train", "test"):
+            unknown = sorted({c for label in raw[part][1] for c in label} - set(self.alphabet))
+            if unknown:
+                raise DataError(f"{self.fold_dir}: {part} labels use characters {unknown} that are not in "
+                                f"data.alphabet {self.alphabet!r}")
         stacked = np.concatenate(self.splits["train"][0])
         self.mean, self.std = stacked.mean(axis=0), stacked.std(axis=0) + 1e-6
 
@@ -136,16 +143,3 @@ class HandwritingDataModule(BaseDataModule):
             if self.normalize:
                 sequences = [((s - self.mean) / self.std).astype(np.float32) for s in sequences]
             self.datasets[split] = SequenceDataset(sequences, [[index[c] for c in label] for label in labels])
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.datasets["train"], shuffle=True, drop_last=True, collate_fn=collate_sequences,
-                          **self.loader_kwargs())
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.datasets["val"], shuffle=False, collate_fn=collate_sequences, **self.loader_kwargs())
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.datasets["test"], shuffle=False, collate_fn=collate_sequences, **self.loader_kwargs())
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()

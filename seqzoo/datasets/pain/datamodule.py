@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -11,7 +11,7 @@ import torch
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import Dataset
 
-from seqzoo.datasets.base import BaseDataModule, SplitLoaders, materialise, read_csv_checked
+from seqzoo.datasets.base import BaseDataModule, read_csv_checked
 from seqzoo.datasets.pain.reader import SPLITS, SUBJECT_PREFIX, read_subject, segment_windows, subject_files
 from seqzoo.errors import ConfigError, DataError
 
@@ -28,14 +28,37 @@ class WindowTensors(Dataset):
         return {"x": self.x[i], "label": self.y[i]}
 
 
-class PainDataModule(SplitLoaders, BaseDataModule):
-    """Windows of subject recordings, split by subject."""
+class PainDataModule(BaseDataModule):
+    """Windows of subject recordings, split by subject.
 
-    dim_names: ClassVar[tuple[str, ...]] = ("n_channels", "seq_len", "n_classes")
+    Args:
+        path: the folder of ``subject_<id>.csv`` files.
+        n_channels: channel columns in every subject file (``seqzoo data synth pain``: 16 by default;
+            BasicMotions: 6); not needed when ``channels`` lists them. Checked in ``setup``.
+        split: ``loso`` (leave one subject out) or ``fixed``.
+        fold: the LOSO test subject's index in sorted id order.
+        loso_val_subjects: subjects after the test one that validate (LOSO).
+        train_subjects: fixed split: training subject ids (else ``subjects.csv``).
+        val_subjects: fixed split: validation subject ids.
+        test_subjects: fixed split: test subject ids.
+        label_column: the per-frame label column.
+        channels: channel columns to use, in this order (default: every channel column, file order).
+        n_classes: classes of the label (labels 0..n_classes-1).
+        sample_rate: frames per second.
+        window_seconds: window length in seconds.
+        stride_seconds: step between windows in seconds.
+        prepare: what writes the folder when it is missing (``synth:pain``, ``aeon-basicmotions``).
+        synth: removed; set ``prepare: synth:pain`` (a ConfigError says so).
+        batch_size: training batch size.
+        num_workers: DataLoader workers.
+    """
+
+    target_key = "label"
 
     def __init__(
         self,
         path: str,
+        n_channels: int | None = None,
         split: Literal["loso", "fixed"] = "loso",
         fold: int = 0,
         loso_val_subjects: int = 1,
@@ -44,16 +67,18 @@ class PainDataModule(SplitLoaders, BaseDataModule):
         test_subjects: list[str] | None = None,
         label_column: str = "protective",
         channels: list[str] | None = None,
-        n_classes: int | None = None,
+        n_classes: int = 2,
         sample_rate: float = 60.0,
         window_seconds: float = 3.0,
         stride_seconds: float = 1.5,
-        synth: bool = False,
         prepare: str | None = None,
+        synth: bool | None = None,
         batch_size: int = 32,
         num_workers: int = 0,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        if synth is not None:
+            raise ConfigError("data.synth was removed: write missing data with data.prepare: synth:pain")
+        super().__init__(batch_size=batch_size, num_workers=num_workers, prepare=prepare)
         if split not in ("loso", "fixed"):
             raise ConfigError(f"split must be 'loso' or 'fixed', got {split!r}")
         if fold < 0 or loso_val_subjects < 1:
@@ -62,34 +87,34 @@ class PainDataModule(SplitLoaders, BaseDataModule):
         self.stride = int(round(stride_seconds * sample_rate))
         if self.window < 1 or self.stride < 1:
             raise ConfigError(f"window_seconds and stride_seconds must span at least one frame at {sample_rate} Hz")
-        if n_classes is not None and n_classes < 2:
+        if n_classes < 2:
             raise ConfigError(f"n_classes must be >= 2, got {n_classes}")
-        if synth and prepare:
-            raise ConfigError("set either data.synth or data.prepare, not both")
+        if channels is not None and n_channels is not None and n_channels != len(channels):
+            raise ConfigError(f"data.n_channels is {n_channels} but data.channels lists {len(channels)}")
+        if channels is None and n_channels is None:
+            raise ConfigError("set data.n_channels (the channel columns of the subject files) or data.channels")
+        if n_channels is not None and n_channels < 1:
+            raise ConfigError(f"n_channels must be >= 1, got {n_channels}")
         self.path, self.split, self.fold, self.loso_val_subjects = path, split, fold, loso_val_subjects
         self.lists = {"train": train_subjects, "val": val_subjects, "test": test_subjects}
         self.label_column, self.requested_channels = label_column, channels
-        self.requested_classes, self.synth, self.prepare = n_classes, synth, prepare
+        self.n_channels = len(channels) if channels is not None else n_channels
+        self.n_classes = n_classes
         self.channels: list[str] = []
-        self.n_classes = 0
         self.subjects: dict[str, list[str]] = {}
         self.scaler: StandardScaler | None = None
-        self.datasets: dict[str, WindowTensors] = {}
 
     @property
     def dims(self) -> dict[str, int]:
-        self._load()
-        return {"n_channels": len(self.channels), "seq_len": self.window, "n_classes": self.n_classes}
+        return {"n_channels": self.n_channels, "seq_len": self.window, "n_classes": self.n_classes}
 
-    def prepare_data(self) -> None:
-        self._ensure_files()
-
-    def _ensure_files(self) -> None:
+    def data_ready(self) -> bool:
         root = Path(self.path)
-        if root.is_dir() and any(root.glob(f"{SUBJECT_PREFIX}*.csv")):
-            return
-        if self.synth or self.prepare:
-            materialise("synth:pain" if self.synth else self.prepare, self.path)
+        return root.is_dir() and any(root.glob(f"{SUBJECT_PREFIX}*.csv"))
+
+    def missing_data_hint(self) -> str:
+        return (f"no {SUBJECT_PREFIX}<id>.csv files -- bring EmoPain-layout subject files, or write a synthetic "
+                "set with `seqzoo data synth pain --out DIR` (or set data.prepare: synth:pain)")
 
     # -- subjects ---------------------------------------------------------------------
     def subject_split(self, ids: list[str]) -> dict[str, list[str]]:
@@ -134,10 +159,8 @@ class PainDataModule(SplitLoaders, BaseDataModule):
         return lists
 
     # -- reading ----------------------------------------------------------------------
-    def _load(self) -> None:
-        if self.subjects:
-            return
-        self._ensure_files()
+    def _read(self) -> dict[str, pd.DataFrame]:
+        self.require_data()
         files = subject_files(self.path)
         self.subjects = self.subject_split(list(files))
         frames: dict[str, pd.DataFrame] = {}
@@ -149,22 +172,24 @@ class PainDataModule(SplitLoaders, BaseDataModule):
             elif channels != self.channels:
                 raise DataError(f"{files[sid]}: channels {channels} differ from {first}'s {self.channels}")
             frames[sid] = frame
+        if len(self.channels) != self.n_channels:
+            raise DataError(f"{first}: has {len(self.channels)} channel columns, but data.n_channels is "
+                            f"{self.n_channels}; set data.n_channels: {len(self.channels)}")
         top = max(int(f["label"].max()) for f in frames.values())
-        if self.requested_classes is not None and top >= self.requested_classes:
+        if top >= self.n_classes:
             sid = next(s for s, f in frames.items() if f["label"].max() == top)
-            raise DataError(f"{files[sid]}: label {top} does not fit data.n_classes = {self.requested_classes}")
-        self.n_classes = self.requested_classes or max(2, top + 1)
+            raise DataError(f"{files[sid]}: label {top} does not fit data.n_classes = {self.n_classes}")
         self.scaler = StandardScaler().fit(np.concatenate([frames[s][self.channels].to_numpy() for s in self.subjects["train"]]))
-        self._frames = frames
+        return frames
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        self._load()
+        frames = self._read()
         for split in SPLITS:
             xs, ys, who = [], [], []
             for sid in self.subjects[split]:
-                frame = self._frames[sid]
+                frame = frames[sid]
                 values = self.scaler.transform(frame[self.channels].to_numpy()).astype(np.float32)
                 starts, labels = segment_windows(frame["exercise"].to_numpy(), frame["label"].to_numpy(),
                                                  self.window, self.stride)
@@ -175,7 +200,3 @@ class PainDataModule(SplitLoaders, BaseDataModule):
                 raise DataError(f"{self.path}: the {split} subjects {self.subjects[split]} give no window of "
                                 f"{self.window} frames inside one exercise segment")
             self.datasets[split] = WindowTensors(np.stack(xs), np.concatenate(ys), np.asarray(who))
-
-    def train_class_counts(self) -> np.ndarray:
-        self.setup()
-        return np.bincount(self.datasets["train"].y.numpy(), minlength=self.n_classes)

@@ -22,7 +22,7 @@ def subject_files(root: str | os.PathLike) -> dict[str, Path]:
     files = {p.stem[len(SUBJECT_PREFIX):]: p for p in root.glob(f"{SUBJECT_PREFIX}*.csv")}
     if not files:
         raise DataError(f"{root}: no {SUBJECT_PREFIX}<id>.csv files -- write a synthetic set with "
-                        "`seqzoo data synth pain --out DIR` (or set data.synth: true)")
+                        "`seqzoo data synth pain --out DIR` (or set data.prepare: synth:pain)")
     return dict(sorted(files.items()))
 
 

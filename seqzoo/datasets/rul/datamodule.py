@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from torch.utils.data import Dataset
 
-from seqzoo.datasets.base import BaseDataModule, SplitLoaders, get_synth
+from seqzoo.datasets.base import BaseDataModule
 from seqzoo.datasets.rul.reader import (
     CMAPSS_COLUMNS,
+    CMAPSS_INFORMATIVE,
+    LASER_OPTIONAL,
     PreparedUnit,
     SPLITS,
     Unit,
@@ -67,10 +69,38 @@ def window_at(features: torch.Tensor, end: int, length: int) -> torch.Tensor:
 
 
 
-class RULDataModule(SplitLoaders, BaseDataModule):
-    """Windows of laser or C-MAPSS units for one stage of the maintenance framework."""
+class RULDataModule(BaseDataModule):
+    """Windows of laser or C-MAPSS units for one stage of the maintenance framework.
 
-    dim_names: ClassVar[tuple[str, ...]] = ("n_channels", "n_targets", "lookback", "horizon", "rul_cap")
+    ``dims`` are the same for every stage (n_channels, n_targets, lookback, horizon,
+    rul_cap): the stage decides the batches (see :class:`UnitWindows`), and each task
+    takes the sizes it needs (the detector reads the ``n_targets`` target channels).
+
+    Args:
+        path: the data folder (laser: ``devices.csv`` + device files; C-MAPSS: the FDxxx text files).
+        format: ``laser`` or ``cmapss``.
+        stage: ``forecast``, ``detect`` or ``rul`` (the items' keys; see the package docstring).
+        subset: C-MAPSS subset (``FD001``...).
+        lookback: window length L.
+        horizon: forecast length H (stage ``forecast``).
+        rul_cap: cap of the piecewise-linear RUL target.
+        anomaly_rul: a window is anomalous when its RUL is below this (default ``rul_cap``).
+        channels: input channels (default: laser ``power_mW, temp_C, current_mA``; C-MAPSS the 14
+            informative sensors of the literature, ``CMAPSS_INFORMATIVE``).
+        targets: the degradation channels forecast and reconstructed (default: laser ``current_mA``,
+            C-MAPSS every input channel); they are placed last.
+        scaler: ``minmax`` or ``standard``, fitted on the training units.
+        val_fraction: C-MAPSS training units held out for validation.
+        split_seed: seed of that hold-out.
+        stride: rows between training windows.
+        eval_stride: rows between validation/test windows.
+        rul_eval: RUL test points: ``last`` cycle of each unit (C-MAPSS) or ``all`` labelled rows.
+        baseline_points: laser samples averaged into I0 for the relative current.
+        prepare: what writes the data when it is missing (``synth:rul-laser``, ``synth:rul-cmapss``).
+        synth: removed; set ``prepare: synth:rul-<format>`` (a ConfigError says so).
+        batch_size: training batch size.
+        num_workers: DataLoader workers.
+    """
 
     def __init__(
         self,
@@ -91,11 +121,14 @@ class RULDataModule(SplitLoaders, BaseDataModule):
         eval_stride: int = 1,
         rul_eval: Literal["last", "all"] = "last",
         baseline_points: int = 5,
-        synth: bool = False,
+        prepare: str | None = None,
+        synth: bool | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        if synth is not None:
+            raise ConfigError(f"data.synth was removed: write missing data with data.prepare: synth:rul-{format}")
+        super().__init__(batch_size=batch_size, num_workers=num_workers, prepare=prepare)
         if format not in ("laser", "cmapss"):
             raise ConfigError(f"format must be 'laser' or 'cmapss', got {format!r}")
         if stage not in ("forecast", "detect", "rul"):
@@ -108,52 +141,49 @@ class RULDataModule(SplitLoaders, BaseDataModule):
             raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
         if rul_eval not in ("last", "all"):
             raise ConfigError(f"rul_eval must be 'last' or 'all', got {rul_eval!r}")
+        if scaler not in ("minmax", "standard"):
+            raise ConfigError(f"scaler must be 'minmax' or 'standard', got {scaler!r}")
         self.path, self.format, self.stage, self.subset = path, format, stage, subset
         self.lookback, self.horizon, self.rul_cap = lookback, horizon, rul_cap
         self.anomaly_rul = anomaly_rul if anomaly_rul is not None else rul_cap
-        self.requested_channels, self.requested_targets = channels, targets
         self.scaler_kind, self.val_fraction, self.split_seed = scaler, val_fraction, split_seed
         self.stride, self.eval_stride, self.rul_eval = stride, eval_stride, rul_eval
-        self.baseline_points, self.synth = baseline_points, synth
-        self.channels: list[str] = []  # model inputs, targets last
-        self.targets: list[str] = []
-        self.units: dict[str, list[PreparedUnit]] = {}
+        self.baseline_points = baseline_points
+        self.channels, self.targets = self._select_channels(channels, targets)  # model inputs, targets last
+        self.units: dict[str, list[PreparedUnit]] = {}  # filled by setup: scaled units with labels, per split
         self.scaler: MinMaxScaler | StandardScaler | None = None
-        self.datasets: dict[str, UnitWindows] = {}
 
-    # -- sizes ------------------------------------------------------------------------
     @property
     def dims(self) -> dict[str, int]:
-        self._load()
-        n_targets = len(self.targets)
-        if self.stage == "forecast":
-            return {"n_channels": len(self.channels), "n_targets": n_targets, "lookback": self.lookback,
-                    "horizon": self.horizon}
-        if self.stage == "detect":
-            return {"n_channels": n_targets, "lookback": self.lookback}
-        return {"n_channels": len(self.channels), "lookback": self.lookback, "rul_cap": self.rul_cap}
+        return {"n_channels": len(self.channels), "n_targets": len(self.targets), "lookback": self.lookback,
+                "horizon": self.horizon, "rul_cap": self.rul_cap}
+
+    @property
+    def target_key(self) -> str:
+        return {"forecast": "y", "detect": "label", "rul": "rul"}[self.stage]
 
     # -- reading and scaling ----------------------------------------------------------
-    def prepare_data(self) -> None:
-        self._ensure_files()
+    def needed_files(self) -> list[str]:
+        if self.format == "laser":
+            return ["devices.csv"]
+        return [f"{kind}_{self.subset}.txt" for kind in ("train", "test", "RUL")]
 
-    def _ensure_files(self) -> None:
-        needed = ["devices.csv"] if self.format == "laser" else [
-            f"{kind}_{self.subset}.txt" for kind in ("train", "test", "RUL")]
-        root = Path(self.path)
-        if all((root / name).exists() for name in needed):
-            return
-        if self.synth:
-            get_synth(f"rul-{self.format}")(out=self.path, **({"subset": self.subset} if self.format == "cmapss" else {}))
-            return
-        raise DataError(f"{root}: missing {', '.join(n for n in needed if not (root / n).exists())} -- bring the "
-                        f"{self.format} files, or write a synthetic set with `seqzoo data synth rul-{self.format} "
-                        f"--out {root}` (or set data.synth: true)")
+    def data_ready(self) -> bool:
+        return all((Path(self.path) / name).is_file() for name in self.needed_files())
 
-    def _load(self) -> None:
+    def prepare_options(self) -> dict:
+        return {"subset": self.subset} if self.prepare == "synth:rul-cmapss" else {}
+
+    def missing_data_hint(self) -> str:
+        missing = [n for n in self.needed_files() if not (Path(self.path) / n).exists()]
+        return (f"missing {', '.join(missing)} -- bring the {self.format} files, or write a synthetic set with "
+                f"`seqzoo data synth rul-{self.format} --out {self.path}` (or set data.prepare: synth:rul-{self.format})")
+
+    def read_units(self) -> None:
+        """Read, split and scale the units into ``self.units`` (called by ``setup``)."""
         if self.units:
             return
-        self._ensure_files()
+        self.require_data()
         if self.format == "laser":
             raw, columns = read_laser(self.path)
             raw = [self._relative_current(u, columns) for u in raw]
@@ -161,13 +191,16 @@ class RULDataModule(SplitLoaders, BaseDataModule):
             train, test = read_cmapss(self.path, self.subset)
             raw = self._split_train_val(train) + test
             columns = list(CMAPSS_COLUMNS[2:])
+        missing = [c for c in self.channels if c not in columns]
+        if missing:
+            raise DataError(f"{self.path}: the {self.format} data has no channel(s) {missing} (it has {columns}); "
+                            f"set data.channels to the ones it has")
         by_split = {s: [u for u in raw if u.split == s] for s in SPLITS}
         for split, units in by_split.items():
             if not units:
                 raise DataError(f"{self.path}: no {split} units -- every split needs at least one unit")
-        train_rows = np.concatenate([u.values for u in by_split["train"]])
-        self.channels, self.targets = self._select_channels(columns, train_rows)
         idx = [columns.index(c) for c in self.channels]
+        train_rows = np.concatenate([u.values for u in by_split["train"]])
         self.scaler = MinMaxScaler() if self.scaler_kind == "minmax" else StandardScaler()
         self.scaler.fit(train_rows[:, idx])
         for split, units in by_split.items():
@@ -190,20 +223,18 @@ class RULDataModule(SplitLoaders, BaseDataModule):
         val = set(rng.choice(len(train), size=n_val, replace=False).tolist())
         return [Unit(u.unit_id, "val" if k in val else "train", u.time, u.values, u.end_rul) for k, u in enumerate(train)]
 
-    def _select_channels(self, columns: list[str], train_rows: np.ndarray) -> tuple[list[str], list[str]]:
-        """Input channels (targets last) and forecast targets; constant-on-train channels are dropped."""
-        for name, wanted in (("channels", self.requested_channels), ("targets", self.requested_targets)):
-            unknown = [c for c in wanted or () if c not in columns]
+    def _select_channels(self, channels: list[str] | None, targets: list[str] | None) -> tuple[list[str], list[str]]:
+        """Input channels (targets last) and forecast targets, from the arguments alone."""
+        known = list(CMAPSS_COLUMNS[2:]) if self.format == "cmapss" else [*LASER_OPTIONAL, "current_mA"]
+        for name, wanted in (("channels", channels), ("targets", targets)):
+            unknown = [c for c in wanted or () if c not in known]
             if unknown:
-                raise ConfigError(f"data.{name}: unknown channel(s) {unknown}; the {self.format} data has {columns}")
-        if self.requested_channels:
-            chosen = list(self.requested_channels)
-        else:
-            spread = train_rows.std(axis=0)
-            chosen = [c for c, s in zip(columns, spread) if s > 1e-8 * max(1.0, abs(train_rows[:, columns.index(c)].mean()))]
-        default_targets = ["current_mA"] if self.format == "laser" else chosen
-        targets = list(self.requested_targets or default_targets)
-        missing = [t for t in targets if t not in chosen]
+                raise ConfigError(f"data.{name}: unknown channel(s) {unknown}; {self.format} data has {known}")
+        chosen = list(channels or (CMAPSS_INFORMATIVE if self.format == "cmapss" else known))
+        if not chosen:
+            raise ConfigError("data.channels is empty")
+        targets = list(targets or (["current_mA"] if self.format == "laser" else chosen))
+        missing = [c for c in targets if c not in chosen]
         if missing:
             raise ConfigError(f"data.targets {missing} must be among the input channels {chosen}")
         return [c for c in chosen if c not in targets] + targets, targets
@@ -217,7 +248,7 @@ class RULDataModule(SplitLoaders, BaseDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        self._load()
+        self.read_units()
         for split in SPLITS:
             ends = self.window_ends(split)
             if not ends:
@@ -252,9 +283,3 @@ class RULDataModule(SplitLoaders, BaseDataModule):
         if isinstance(self.scaler, MinMaxScaler):
             return (values - self.scaler.min_[idx]) / self.scaler.scale_[idx]
         return values * self.scaler.scale_[idx] + self.scaler.mean_[idx]
-
-    def train_labels(self) -> np.ndarray:
-        """Labels of the training windows (capped RUL / cap, or anomaly flags)."""
-        ds = self.datasets["train"]
-        labels = {"rul": ds.rul, "detect": ds.anomaly}[self.stage]  # what UnitWindows items read
-        return np.asarray([float(labels[u][e]) for u, e in ds.ends])

@@ -16,6 +16,8 @@ SPLITS = ("train", "val", "test")
 LASER_REQUIRED = ("time_h", "current_mA")
 LASER_OPTIONAL = ("power_mW", "temp_C")
 CMAPSS_COLUMNS = ("unit", "cycle", "op1", "op2", "op3", *(f"s{i}" for i in range(1, 22)))
+# The 14 sensors that vary in FD001 (the usual input set of the C-MAPSS literature).
+CMAPSS_INFORMATIVE = ("s2", "s3", "s4", "s7", "s8", "s9", "s11", "s12", "s13", "s14", "s15", "s17", "s20", "s21")
 
 
 @dataclass

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from seqzoo.datasets.base import BaseDataModule, materialise, require_path
+from seqzoo.datasets.base import BaseDataModule, require_path
 from seqzoo.datasets.separation.reader import (
     LIBRI_SPLITS,
     MixtureRecord,
@@ -19,7 +19,7 @@ from seqzoo.datasets.separation.reader import (
     index_wsj0_mix,
     read_audio,
 )
-from seqzoo.errors import ConfigError, DataError
+from seqzoo.errors import ConfigError
 
 
 class MixtureDataset(Dataset):
@@ -59,9 +59,23 @@ def collate_mixtures(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Te
 
 
 class SeparationDataModule(BaseDataModule):
-    """WSJ0-2mix or Libri2Mix mixtures: train crops, whole-utterance validation and test."""
+    """WSJ0-2mix or Libri2Mix mixtures: train crops, whole-utterance validation and test.
 
-    dim_names: ClassVar[tuple[str, ...]] = ("n_sources",)
+    Args:
+        path: the dataset root.
+        layout: ``wsj0-2mix`` or ``libri2mix``.
+        n_sources: speakers per mixture.
+        sample_rate: rate the audio is read at (resampled when the files differ).
+        segment: training crop length in seconds.
+        val_segment: validation crop length in seconds (default: whole utterances).
+        libri_splits: Libri2Mix split names per train/val/test.
+        batch_size: training batch size.
+        eval_batch_size: validation/test batch size (whole utterances, padded).
+        num_workers: DataLoader workers.
+        prepare: what writes ``path`` when it is missing (``speech-mix``, ``synth:separation``).
+    """
+
+    collate_fn = staticmethod(collate_mixtures)
 
     def __init__(
         self,
@@ -77,47 +91,36 @@ class SeparationDataModule(BaseDataModule):
         num_workers: int = 0,
         prepare: str | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, prepare=prepare,
+                         eval_batch_size=eval_batch_size)
         if layout not in ("wsj0-2mix", "libri2mix"):
             raise ConfigError(f"layout must be 'wsj0-2mix' or 'libri2mix', got {layout!r}")
         if n_sources < 2:
             raise ConfigError(f"n_sources must be >= 2, got {n_sources}")
         if segment <= 0 or (val_segment is not None and val_segment <= 0):
             raise ConfigError(f"segment and val_segment must be positive seconds, got {segment}, {val_segment}")
-        if eval_batch_size < 1:
-            raise ConfigError(f"eval_batch_size must be >= 1, got {eval_batch_size}")
         self.path, self.layout = path, layout
         self.n_sources, self.sample_rate = n_sources, sample_rate
         self.segment, self.val_segment = segment, val_segment
         self.libri_splits = {**LIBRI_SPLITS, **(libri_splits or {})}
-        self.eval_batch_size = eval_batch_size
-        self.prepare = prepare
         self.records: dict[str, list[MixtureRecord]] = {}
-        self.datasets: dict[str, MixtureDataset] = {}
 
     @property
     def dims(self) -> dict[str, int]:
         return {"n_sources": self.n_sources}
 
-    def prepare_data(self) -> None:
-        self._ensure_data()
+    def data_ready(self) -> bool:
+        return Path(self.path).exists()
 
-    def _ensure_data(self) -> None:
-        if Path(self.path).exists():
-            return
-        if self.prepare:
-            materialise(self.prepare, self.path)
-            return
-        raise DataError(
-            f"separation data not found: {self.path} -- put WSJ0-2mix ({{tr,cv,tt}}/{{mix,s1,s2}}/*.wav) or "
-            "Libri2Mix (metadata/mixture_<split>_mix_clean.csv) there, or write mixtures with "
-            "`seqzoo data prepare speech-mix --out DIR` (real speech) or `seqzoo data synth separation --out DIR`"
-        )
+    def missing_data_hint(self) -> str:
+        return ("put WSJ0-2mix ({tr,cv,tt}/{mix,s1,s2}/*.wav) or Libri2Mix (metadata/mixture_<split>_mix_clean.csv) "
+                "there, or write mixtures with `seqzoo data prepare speech-mix --out DIR` (real speech) or "
+                "`seqzoo data synth separation --out DIR`")
 
     def split_records(self, split: str) -> list[MixtureRecord]:
         if split not in self.records:
             _require_soundfile()
-            self._ensure_data()
+            self.require_data()
             if self.layout == "wsj0-2mix":
                 self.records[split] = index_wsj0_mix(self.path, WSJ0_SPLITS[split], self.n_sources)
             else:
@@ -136,22 +139,3 @@ class SeparationDataModule(BaseDataModule):
             segment = int(round(seconds * self.sample_rate)) if seconds else None
             self.datasets[split] = MixtureDataset(self.split_records(split), self.sample_rate, segment,
                                                   random_crop=split == "train")
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.datasets["train"], shuffle=True, drop_last=True, collate_fn=collate_mixtures,
-                          **self.loader_kwargs())
-
-    def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
-
-    def _eval_loader(self, split: str) -> DataLoader:
-        if split not in self.datasets:
-            self.setup("validate" if split == "val" else "test")
-        kwargs = {**self.loader_kwargs(), "batch_size": self.eval_batch_size}
-        return DataLoader(self.datasets[split], shuffle=False, collate_fn=collate_mixtures, **kwargs)

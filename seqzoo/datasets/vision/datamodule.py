@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from seqzoo.datasets.base import BaseDataModule, SplitLoaders, materialise, require_path
+from seqzoo.datasets.base import BaseDataModule
 from seqzoo.datasets.vision.reader import (
     Format,
     ImageSet,
@@ -40,16 +38,33 @@ class ImageDataset(Dataset):
         return {"image": (image - self.mean) / self.std, "label": self.labels[i]}
 
 
-class VisionDataModule(SplitLoaders, BaseDataModule):
-    """Train/val/test images from an ImageFolder tree or CIFAR-style batches."""
+class VisionDataModule(BaseDataModule):
+    """Train/val/test images from an ImageFolder tree or CIFAR-style batches.
 
-    dim_names: ClassVar[tuple[str, ...]] = ("n_classes", "image_size", "in_chans")
+    Args:
+        path: the ImageFolder root or the folder of CIFAR-style batches.
+        n_classes: classes in the dataset (class folders / label names); checked in ``setup``.
+        image_size: side of the square images the model sees; images of another size are
+            resized to it (bilinear, antialiased).
+        in_chans: image channels (1 grey, 3 RGB); checked in ``setup``.
+        format: ``imagefolder``, ``cifar`` or ``auto`` (from the files present).
+        val_fraction: stratified fraction of train held out when there is no validation split on disk.
+        split_seed: seed of that hold-out.
+        normalize: per-channel mean/std normalisation with training statistics.
+        batch_size: training batch size.
+        num_workers: DataLoader workers.
+        prepare: what writes ``path`` when it is missing (``sklearn-digits``, ``synth:vision``).
+    """
+
+    target_key = "label"
 
     def __init__(
         self,
         path: str,
+        n_classes: int,
+        image_size: int,
+        in_chans: int = 3,
         format: Format = "auto",
-        image_size: int | None = None,
         val_fraction: float = 0.1,
         split_seed: int = 0,
         normalize: bool = True,
@@ -57,68 +72,55 @@ class VisionDataModule(SplitLoaders, BaseDataModule):
         num_workers: int = 0,
         prepare: str | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, prepare=prepare)
         if format not in ("auto", "imagefolder", "cifar"):
             raise ConfigError(f"format must be 'auto', 'imagefolder' or 'cifar', got {format!r}")
         if not 0.0 < val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
-        if image_size is not None and image_size < 1:
-            raise ConfigError(f"image_size must be a positive integer, got {image_size}")
+        if image_size < 1 or n_classes < 2 or in_chans not in (1, 3):
+            raise ConfigError(f"need image_size >= 1, n_classes >= 2 and in_chans 1 or 3, got {image_size}, "
+                              f"{n_classes} and {in_chans}")
         self.path, self.format, self.image_size = path, format, image_size
+        self.n_classes, self.in_chans = n_classes, in_chans
         self.val_fraction, self.split_seed, self.normalize = val_fraction, split_seed, normalize
-        self.prepare = prepare
         self.class_names: list[str] = []
         self.splits: dict[str, ImageSet] = {}
         self.mean = self.std = None
-        self.datasets: dict[str, ImageDataset] = {}
 
     @property
     def dims(self) -> dict[str, int]:
-        self._load()
-        _, channels, height, width = self.splits["train"].images.shape
-        return {"n_classes": len(self.class_names), "image_size": height, "in_chans": channels}
+        return {"n_classes": self.n_classes, "image_size": self.image_size, "in_chans": self.in_chans}
 
-    def prepare_data(self) -> None:
-        self._ensure_data()
+    def data_ready(self) -> bool:
+        return Path(self.path).exists()
+
+    def missing_data_hint(self) -> str:
+        return ("put an ImageFolder tree (train/<class>/*.png ...) or CIFAR-style batches there, or write one with "
+                "`seqzoo data prepare sklearn-digits --out DIR` or `seqzoo data synth vision --out DIR`")
 
     def setup(self, stage: str | None = None) -> None:
-        self._load()
         if self.datasets:
             return
+        self._load()
         if self.normalize:
             train = self.splits["train"].images.astype(np.float64) / 255.0
             self.mean = train.mean(axis=(0, 2, 3))
             self.std = np.maximum(train.std(axis=(0, 2, 3)), 1e-6)
         else:
-            channels = self.splits["train"].images.shape[1]
-            self.mean, self.std = np.zeros(channels), np.ones(channels)
+            self.mean, self.std = np.zeros(self.in_chans), np.ones(self.in_chans)
         self.datasets = {name: ImageDataset(data, self.mean, self.std) for name, data in self.splits.items()}
-
-    # -- reading ----------------------------------------------------------------------
-    def _ensure_data(self) -> Path:
-        root = Path(self.path)
-        if root.exists():
-            return root
-        if self.prepare:
-            materialise(self.prepare, root)
-            return require_path(root, "image dataset", f"data source {self.prepare!r} did not write it")
-        raise DataError(
-            f"image dataset not found: {root} -- put an ImageFolder tree (train/<class>/*.png ...) or CIFAR-style "
-            "batches there, or write one with `seqzoo data prepare sklearn-digits --out DIR` or "
-            "`seqzoo data synth vision --out DIR`"
-        )
 
     def _load(self) -> None:
         if self.splits:
             return
-        root = self._ensure_data()
+        self.require_data()
+        root = Path(self.path)
         kind = detect_format(root) if self.format == "auto" else self.format
         if kind == "cifar":
             splits, names = read_cifar_batches(root)
+            splits = {k: ImageSet(resize_images(v.images, self.image_size), v.labels) for k, v in splits.items()}
         else:
             splits, names = read_image_folder(root, image_size=self.image_size)
-        if self.image_size is not None and kind == "cifar":
-            splits = {k: ImageSet(resize_images(v.images, self.image_size), v.labels) for k, v in splits.items()}
         if "val" not in splits:
             train_idx, val_idx = stratified_split(splits["train"].labels, (1 - self.val_fraction, self.val_fraction),
                                                   self.split_seed)
@@ -127,8 +129,10 @@ class VisionDataModule(SplitLoaders, BaseDataModule):
         for name in SPLITS:
             if len(splits[name]) == 0:
                 raise DataError(f"{root}: the {name} split is empty")
-        height, width = splits["train"].images.shape[2:]
-        if height != width:
-            raise DataError(f"{root}: images are {height}x{width}; the patch embedding needs square images -- "
-                            "set data.image_size to resize them")
+        channels = splits["train"].images.shape[1]
+        if channels != self.in_chans:
+            raise DataError(f"{root}: images have {channels} channel(s), but data.in_chans is {self.in_chans}")
+        if len(names) != self.n_classes:
+            raise DataError(f"{root}: has {len(names)} classes ({', '.join(names[:10])}{'...' if len(names) > 10 else ''}), "
+                            f"but data.n_classes is {self.n_classes}; set data.n_classes: {len(names)}")
         self.splits, self.class_names = splits, names
