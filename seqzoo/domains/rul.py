@@ -21,7 +21,6 @@ anomaly flag on the observed + forecast sequence, RUL estimate.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import lightning as L
@@ -34,7 +33,7 @@ from torchmetrics.classification import BinaryAccuracy, BinaryF1Score, BinaryPre
 
 from seqzoo.backbones.base import Backbone
 from seqzoo.domains.base import Batch, BaseTask, PositionalEmbedding, WindowEncoder, fixed_window_spec
-from seqzoo.domains.forecasting import ForecastingTask, Head
+from seqzoo.domains.forecasting import ForecastingTask
 from seqzoo.errors import ConfigError
 from seqzoo.export import ExportSpec
 
@@ -69,6 +68,18 @@ class CMAPSSScore(Metric):
         return self.total
 
 
+def regression_metrics(**extra: Metric) -> MetricCollection:
+    """RMSE and MAE (and ``extra``) accumulated in float64, the RUL domain's one RMSE."""
+    metrics = {"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError(), **extra}
+    return MetricCollection(metrics).set_dtype(torch.float64)
+
+
+def detection_metrics() -> MetricCollection:
+    """Accuracy, precision, recall and F1 of binary flags (0 where precision/recall/F1 are 0/0)."""
+    return MetricCollection({"acc": BinaryAccuracy(), "precision": BinaryPrecision(), "recall": BinaryRecall(),
+                             "f1": BinaryF1Score()})
+
+
 def best_threshold(scores: Tensor, labels: Tensor, criterion: Literal["f1", "accuracy"] = "f1") -> float:
     """The cut on ``scores`` (flag = score > cut) that maximises F1 or accuracy on ``labels``."""
     if scores.numel() == 0:
@@ -101,38 +112,22 @@ def best_threshold(scores: Tensor, labels: Tensor, criterion: Literal["f1", "acc
 
 
 class DegradationForecastTask(ForecastingTask):
-    """Window of monitored values (B, L, C) -> next values of the degradation targets (B, H, C_out)."""
+    """Window of monitored values (B, L, C) -> next values of the degradation targets (B, H, C_out).
+
+    The forecasting task (the same init arguments, see
+    :class:`~seqzoo.domains.forecasting.ForecastingTask`) with RMSE and MAE as its metrics.
+    """
 
     monitor = "val/rmse"
     report_metrics = ("test/rmse", "test/mae")
     report_modes = ("min", "min")
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        n_channels: int,
-        n_targets: int,
-        lookback: int,
-        horizon: int,
-        revin: bool = True,
-        head: Head = "linear",
-        positions: Literal["sinusoidal", "learned", "none"] = "sinusoidal",
-        embed_dropout: float = 0.0,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
-    ) -> None:
-        super().__init__(backbone, n_channels=n_channels, n_targets=n_targets, lookback=lookback, horizon=horizon,
-                         revin=revin, head=head, positions=positions, embed_dropout=embed_dropout,
-                         optimizer=optimizer, lr_scheduler=lr_scheduler)
-
     def make_metrics(self) -> MetricCollection:
-        return MetricCollection({"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError()})
+        return regression_metrics()
 
     def baseline(self, datamodule: L.LightningDataModule) -> tuple[str, dict[str, float]]:
-        """The forecasting baseline. Its RMSE is the float64 square root of the MSE (the float32
-        RMSE metric rounds differently), so the baseline's numbers are the ones reported before."""
-        values = self.repeat_last_scores(datamodule, ForecastingTask.make_metrics(self).clone(prefix="test/"))
-        return "repeat last value", {"test/rmse": math.sqrt(values["test/mse"]), "test/mae": values["test/mae"]}
+        """Repeat the last observed value of each target over the horizon."""
+        return "repeat last value", self.repeat_last_scores(datamodule, self.make_metrics().clone(prefix="test/"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -228,10 +223,10 @@ class AnomalyDetectionTask(BaseTask):
         self.register_buffer("threshold", torch.tensor(float("inf")))
         self._val_scores: list[Tensor] = []
         self._val_labels: list[Tensor] = []
-        metrics = MetricCollection({"acc": BinaryAccuracy(), "precision": BinaryPrecision(),
-                                    "recall": BinaryRecall(), "f1": BinaryF1Score()})
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
+        self.set_metrics()
+
+    def make_metrics(self) -> MetricCollection:
+        return detection_metrics()
 
     def forward(self, batch: Batch) -> Tensor:
         """Reconstruction error per window."""
@@ -269,9 +264,6 @@ class AnomalyDetectionTask(BaseTask):
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self.test_metrics.update(self.flags(self(batch)), batch["label"])
-
-    def on_test_epoch_end(self) -> None:
-        self.log_collection(self.test_metrics)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         error = self(batch)
@@ -381,10 +373,11 @@ class RULTask(BaseTask):
                           embed_dropout=embed_dropout)
         if score_time_unit <= 0:
             raise ConfigError(f"score_time_unit must be positive, got {score_time_unit}")
-        self.rul_cap = float(rul_cap)
-        self.val_metrics = MetricCollection({"rmse": MeanSquaredError(squared=False)}, prefix="val/")
-        self.test_metrics = MetricCollection({"rmse": MeanSquaredError(squared=False), "score": CMAPSSScore(score_time_unit),
-                                              "mae": MeanAbsoluteError()}, prefix="test/")
+        self.rul_cap, self.score_time_unit = float(rul_cap), score_time_unit
+        self.set_metrics()
+
+    def make_metrics(self) -> MetricCollection:
+        return regression_metrics(score=CMAPSSScore(self.score_time_unit))
 
     def forward(self, batch: Batch) -> Tensor:
         """RUL estimates in the data's time unit, clamped to [0, cap]."""
@@ -398,14 +391,8 @@ class RULTask(BaseTask):
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self.val_metrics.update(self(batch), batch["rul"] * self.rul_cap)
 
-    def on_validation_epoch_end(self) -> None:
-        self.log_collection(self.val_metrics, prog_bar=True)
-
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self.test_metrics.update(self(batch), batch["rul"] * self.rul_cap)
-
-    def on_test_epoch_end(self) -> None:
-        self.log_collection(self.test_metrics)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self(batch)

@@ -28,11 +28,15 @@ import sys
 
 import numpy as np
 import torch
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
-from torchmetrics.classification import BinaryAccuracy, BinaryF1Score, BinaryPrecision, BinaryRecall
 
 from seqzoo.datasets.rul import RULDataModule, window_at
-from seqzoo.domains.rul import AnomalyDetectionTask, DegradationForecastTask, RULTask
+from seqzoo.domains.rul import (
+    AnomalyDetectionTask,
+    DegradationForecastTask,
+    RULTask,
+    detection_metrics,
+    regression_metrics,
+)
 from seqzoo.errors import ConfigError, SeqzooError
 from seqzoo.runs import build_datamodule, build_task, read_checkpoint_record
 
@@ -149,21 +153,18 @@ def _summarise(totals: dict) -> dict:
     flag, label = torch.as_tensor(totals["flag"], dtype=torch.long), torch.as_tensor(totals["label"], dtype=torch.long)
     out["anomaly_points"] = len(label)
     if len(label):
-        detection = MetricCollection({"accuracy": BinaryAccuracy(), "precision": BinaryPrecision(),
-                                      "recall": BinaryRecall(), "f1": BinaryF1Score()}, prefix="anomaly_")
-        out.update({k: float(v) for k, v in detection(flag, label).items()})
+        scores = detection_metrics()(flag, label)
+        out.update({f"anomaly_{name}": float(scores[key]) for key, name in
+                    (("acc", "accuracy"), ("precision", "precision"), ("recall", "recall"), ("f1", "f1"))})
     pred = torch.as_tensor(totals["rul_pred"], dtype=torch.float64)
     true = torch.as_tensor(totals["rul_true"], dtype=torch.float64)
     flagged = torch.as_tensor(totals["rul_flagged"], dtype=torch.bool)
     out["rul_points"] = len(true)
     if len(true):
-        regression = MetricCollection({"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError()},
-                                      prefix="rul_").set_dtype(torch.float64)
-        out.update({k: float(v) for k, v in regression(pred, true).items()})
+        out.update({f"rul_{k}": float(v) for k, v in regression_metrics()(pred, true).items()})
     out["rul_points_flagged"] = int(flagged.sum())
     if flagged.any():
-        rmse = MeanSquaredError(squared=False).set_dtype(torch.float64)
-        out["rul_rmse_flagged"] = float(rmse(pred[flagged], true[flagged]))
+        out["rul_rmse_flagged"] = float(regression_metrics()(pred[flagged], true[flagged])["rmse"])
     return out
 
 

@@ -57,7 +57,7 @@ class HandwritingDataModule(BaseDataModule):
         fold: the fold folder under ``path`` (``chars_indep_0``, ``words_dep/0``...).
         format: ``chars``, ``words`` or ``auto`` (from the files present).
         val_fraction: seeded fraction of the training part held out for validation.
-        normalize: standardise channels with training statistics.
+        normalise: standardise channels with training statistics.
         seed: seed of the validation hold-out.
         batch_size: training batch size.
         num_workers: DataLoader workers.
@@ -74,7 +74,7 @@ class HandwritingDataModule(BaseDataModule):
         fold: str = "",
         format: Literal["auto", "chars", "words"] = "auto",
         val_fraction: float = 0.1,
-        normalize: bool = True,
+        normalise: bool = True,
         seed: int = 0,
         batch_size: int = 32,
         num_workers: int = 0,
@@ -88,7 +88,7 @@ class HandwritingDataModule(BaseDataModule):
         if not alphabet or len(set(alphabet)) != len(alphabet):
             raise ConfigError(f"alphabet must be a non-empty string of distinct characters, got {alphabet!r}")
         self.path, self.fold, self.format, self.alphabet = path, fold, format, alphabet
-        self.val_fraction, self.normalize, self.seed = val_fraction, normalize, seed
+        self.val_fraction, self.normalise, self.seed = val_fraction, normalise, seed
         self.splits: dict[str, Split] | None = None
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
@@ -140,6 +140,6 @@ class HandwritingDataModule(BaseDataModule):
         self._read()
         index = {c: i + 1 for i, c in enumerate(self.alphabet)}
         for split, (sequences, labels) in self.splits.items():
-            if self.normalize:
+            if self.normalise:
                 sequences = [((s - self.mean) / self.std).astype(np.float32) for s in sequences]
             self.datasets[split] = SequenceDataset(sequences, [[index[c] for c in label] for label in labels])

@@ -50,7 +50,7 @@ class VisionDataModule(BaseDataModule):
         format: ``imagefolder``, ``cifar`` or ``auto`` (from the files present).
         val_fraction: stratified fraction of train held out when there is no validation split on disk.
         split_seed: seed of that hold-out.
-        normalize: per-channel mean/std normalisation with training statistics.
+        normalise: per-channel mean/std normalisation with training statistics.
         batch_size: training batch size.
         num_workers: DataLoader workers.
         prepare: what writes ``path`` when it is missing (``sklearn-digits``, ``synth:vision``).
@@ -67,7 +67,7 @@ class VisionDataModule(BaseDataModule):
         format: Format = "auto",
         val_fraction: float = 0.1,
         split_seed: int = 0,
-        normalize: bool = True,
+        normalise: bool = True,
         batch_size: int = 64,
         num_workers: int = 0,
         prepare: str | None = None,
@@ -82,7 +82,7 @@ class VisionDataModule(BaseDataModule):
                               f"{n_classes} and {in_chans}")
         self.path, self.format, self.image_size = path, format, image_size
         self.n_classes, self.in_chans = n_classes, in_chans
-        self.val_fraction, self.split_seed, self.normalize = val_fraction, split_seed, normalize
+        self.val_fraction, self.split_seed, self.normalise = val_fraction, split_seed, normalise
         self.class_names: list[str] = []
         self.splits: dict[str, ImageSet] = {}
         self.mean = self.std = None
@@ -102,7 +102,7 @@ class VisionDataModule(BaseDataModule):
         if self.datasets:
             return
         self._load()
-        if self.normalize:
+        if self.normalise:
             train = self.splits["train"].images.astype(np.float64) / 255.0
             self.mean = train.mean(axis=(0, 2, 3))
             self.std = np.maximum(train.std(axis=(0, 2, 3)), 1e-6)
