@@ -261,6 +261,7 @@ class BaseDataModule(L.LightningDataModule):
 
     collate_fn: ClassVar[Callable | None] = None
     target_key: ClassVar[str | None] = None
+    data_name: ClassVar[str] = "data"  # what is missing, in errors ("forecasting CSV", ...)
 
     def __init__(
         self,
@@ -317,7 +318,7 @@ class BaseDataModule(L.LightningDataModule):
         if self.data_ready():
             return
         if self.prepare is None:
-            raise DataError(f"data not found: {self.path} -- {self.missing_data_hint()}")
+            raise DataError(f"{self.data_name} not found: {self.path} -- {self.missing_data_hint()}")
         materialise(self.prepare, self.prepare_target(), **self.prepare_options())
         if not self.data_ready():
             raise DataError(f"data source {self.prepare!r} wrote {self.prepare_target()} but not the data "
@@ -328,9 +329,9 @@ class BaseDataModule(L.LightningDataModule):
         if self.data_ready():
             return
         if self.prepare is not None:
-            raise DataError(f"data not found: {self.path} -- it is written by prepare_data() from "
+            raise DataError(f"{self.data_name} not found: {self.path} -- it is written by prepare_data() from "
                             f"{self.prepare!r}; a Trainer calls it before setup, call it yourself outside one")
-        raise DataError(f"data not found: {self.path} -- {self.missing_data_hint()}")
+        raise DataError(f"{self.data_name} not found: {self.path} -- {self.missing_data_hint()}")
 
     # -- batches --------------------------------------------------------------------------
     def loader_kwargs(self) -> dict[str, Any]:

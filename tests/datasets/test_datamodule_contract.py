@@ -82,7 +82,7 @@ def test_dims_are_metadata_and_never_touch_the_filesystem(cls, tmp_path, monkeyp
     assert dims and set(dims) <= set(DIM_NAMES), dims
     assert all(v is not None for v in dims.values())
     assert not (tmp_path / "not-there").exists()
-    with pytest.raises(DataError, match="data not found"):
+    with pytest.raises(DataError, match=f"{dm.data_name} not found"):
         dm.setup()  # setup reads; it never writes what is missing
     assert not (tmp_path / "not-there").exists()
 

@@ -91,7 +91,7 @@ def test_missing_file_and_short_split(tmp_path, ett_csv):
     missing = ForecastingDataModule(str(tmp_path / "nope.csv"))
     assert missing.dims["n_channels"] == 7, "dims are metadata: no file needed"
     for step in (missing.prepare_data, missing.setup):
-        with pytest.raises(DataError, match="data not found: .*nope.csv -- .*seqzoo data synth forecasting"):
+        with pytest.raises(DataError, match="forecasting CSV not found: .*nope.csv -- .*seqzoo data synth forecasting"):
             step()
     dm = ForecastingDataModule(str(ett_csv), lookback=96, horizon=200)
     with pytest.raises(DataError, match="the val split has .* rows, fewer than lookback \\+ horizon = 296"):

@@ -129,7 +129,7 @@ def test_words_reader_and_errors(tmp_path):
         read_onhw_words(fold)
     with pytest.raises(DataError, match="not an OnHW fold"):
         HandwritingDataModule(str(tmp_path), "abc", fold="w").setup()
-    with pytest.raises(DataError, match="OnHW fold .* not found.*seqzoo data synth handwriting"):
+    with pytest.raises(DataError, match="OnHW data not found: .* the fold .*missing is missing.*seqzoo data synth handwriting"):
         HandwritingDataModule(str(tmp_path / "missing"), "abc").setup()
     with pytest.raises(ConfigError, match="distinct characters"):
         HandwritingDataModule(str(tmp_path), "abca")

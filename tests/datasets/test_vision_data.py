@@ -164,7 +164,7 @@ def test_nested_cifar_folder_and_missing_data_message(tmp_path, bars):
     dm = VisionDataModule(str(nested), n_classes=4, image_size=8)
     dm.setup()
     assert dm.class_names == ["horizontal", "vertical", "diagonal", "antidiagonal"]
-    with pytest.raises(DataError, match="data not found.*seqzoo data prepare sklearn-digits"):
+    with pytest.raises(DataError, match="image dataset not found.*seqzoo data prepare sklearn-digits"):
         VisionDataModule(str(tmp_path / "missing"), n_classes=4, image_size=8).setup()
 
 

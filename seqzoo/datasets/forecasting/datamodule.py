@@ -68,6 +68,7 @@ class ForecastingDataModule(BaseDataModule):
     """
 
     target_key = "y"
+    data_name = "forecasting CSV"
 
     def __init__(
         self,

@@ -66,6 +66,7 @@ class HandwritingDataModule(BaseDataModule):
 
     collate_fn = staticmethod(collate_sequences)
     target_key = "target"
+    data_name = "OnHW data"
 
     def __init__(
         self,
@@ -105,7 +106,7 @@ class HandwritingDataModule(BaseDataModule):
         return self.fold_dir.is_dir()
 
     def missing_data_hint(self) -> str:
-        return (f"OnHW fold {self.fold_dir} not found -- put an OnHW-chars or OnHW-words fold there, or write one "
+        return (f"the fold {self.fold_dir} is missing -- put an OnHW-chars or OnHW-words fold there, or write one "
                 "with `seqzoo data synth handwriting --out DIR` or `seqzoo data prepare keel-penbased --out DIR`")
 
     def _read(self) -> None:

@@ -54,6 +54,7 @@ class PainDataModule(BaseDataModule):
     """
 
     target_key = "label"
+    data_name = "pain data"
 
     def __init__(
         self,

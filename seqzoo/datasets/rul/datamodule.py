@@ -102,6 +102,8 @@ class RULDataModule(BaseDataModule):
         num_workers: DataLoader workers.
     """
 
+    data_name = "RUL data"
+
     def __init__(
         self,
         path: str,

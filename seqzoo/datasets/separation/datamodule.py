@@ -76,6 +76,7 @@ class SeparationDataModule(BaseDataModule):
     """
 
     collate_fn = staticmethod(collate_mixtures)
+    data_name = "separation data"
 
     def __init__(
         self,

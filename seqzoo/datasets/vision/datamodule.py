@@ -57,6 +57,7 @@ class VisionDataModule(BaseDataModule):
     """
 
     target_key = "label"
+    data_name = "image dataset"
 
     def __init__(
         self,
