@@ -67,7 +67,7 @@ def launch_config(dtype: torch.dtype, E: int) -> dict[str, int]:
     """Block sizes for inputs of ``dtype`` with E channels: BLOCK_E (channels per program),
     the forward and backward chunk lengths, and the chunks per checkpoint segment."""
     wide = accumulation_dtype(dtype) == torch.float64
-    fwd_t, bwd_t = (8, 4) if wide else (16, 8)
+    fwd_t, bwd_t = (4, 2) if wide else (8, 4)
     return dict(block_e=min(32 * WARPS, triton.next_power_of_2(E)), fwd_t=fwd_t, bwd_t=bwd_t,
                 fwd_seg=SEGMENT // fwd_t, bwd_seg=SEGMENT // bwd_t)
 
@@ -123,8 +123,8 @@ def selective_state_update_triton(state, u, delta, A, B, C, D=None, z=None, *, d
         state, u, delta, A, B3, C3, _or(D, u), _or(z, u), _or(delta_bias, u), y, new_state,
         E, E // groups,
         *state.stride(), *u.stride(), *delta.stride(), *_strides(z, 2), *y.stride(), *new_state.stride(),
-        *B3.stride(), *C3.stride(), *A.stride(),
-        N=N, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+        *B3.stride(), *C3.stride(), *A.stride(), int(D is not None), int(delta_bias is not None),
+        N=N, HAS_Z=z is not None, SOFTPLUS=delta_softplus,
         BLOCK_E=block_e, BLOCK_N=triton.next_power_of_2(N), ACC=_TL_DTYPE[acc], num_warps=WARPS,
     )
     return y, new_state
@@ -159,15 +159,15 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
     y = torch.empty_like(u, memory_format=torch.contiguous_format)
     final = torch.empty(batch, E, N, device=u.device, dtype=acc)
     checkpoints = torch.empty(batch, n_segments if save else 0, E, N, device=u.device, dtype=acc)
-    h0 = final if initial_state is None else initial_state  # read only when HAS_H0
+    h0 = final if initial_state is None else initial_state  # read only when has_h0
     dummy = u.new_empty(0)
     _scan_fwd_kernel[(triton.cdiv(E, cfg["block_e"]), batch)](
         u, delta, A, B4, C4, _or(D, dummy), _or(z, dummy), _or(delta_bias, dummy), h0, y, final, checkpoints,
         T, E, E // groups,
         *u.stride(), *delta.stride(), *_strides(z, 3), *y.stride(), *B4.stride(), *C4.stride(), *A.stride(),
         *h0.stride(), *final.stride(), *_ckpt_strides(checkpoints),
-        N=N, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-        HAS_H0=initial_state is not None, SAVE=save, BLOCK_T=cfg["fwd_t"], BLOCK_E=cfg["block_e"],
+        int(D is not None), int(delta_bias is not None), int(initial_state is not None), int(save),
+        N=N, HAS_Z=z is not None, SOFTPLUS=delta_softplus, BLOCK_T=cfg["fwd_t"], BLOCK_E=cfg["block_e"],
         BLOCK_N=triton.next_power_of_2(N), SEG_CHUNKS=cfg["fwd_seg"], ACC=_TL_DTYPE[acc], num_warps=WARPS,
     )
     return y, final, checkpoints
@@ -200,7 +200,7 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus, 
     dbias_part = torch.empty(batch, E, device=dev, dtype=acc)
     dh0 = torch.empty(batch, E, N, device=dev, dtype=acc)
     scratch = torch.empty(batch * programs_e, cfg["bwd_seg"], block_n, block_e, device=dev, dtype=acc)
-    dfinal_t = dh0 if dfinal is None else dfinal  # read only when HAS_DFINAL
+    dfinal_t = dh0 if dfinal is None else dfinal  # read only when has_dfinal
     dummy = u.new_empty(0)
     _scan_bwd_kernel[(programs_e, batch)](
         u, delta, A, B4, C4, _or(D, dummy), _or(z, dummy), _or(delta_bias, dummy), checkpoints, dy, dfinal_t, scratch,
@@ -209,8 +209,8 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus, 
         *u.stride(), *delta.stride(), *_strides(z, 3), *dy.stride(), *B4.stride(), *C4.stride(), *A.stride(),
         *_ckpt_strides(checkpoints), *dfinal_t.stride(), *scratch.stride(), *du.stride(), *dB.stride(),
         *dA_part.stride(), *dD_part.stride(),
-        N=N, HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-        HAS_DFINAL=dfinal is not None, ONE_GROUP=groups == 1 or (E // groups) % block_e == 0,
+        int(D is not None), int(delta_bias is not None), int(dfinal is not None),
+        N=N, HAS_Z=z is not None, SOFTPLUS=delta_softplus, ONE_GROUP=groups == 1 or (E // groups) % block_e == 0,
         BLOCK_T=cfg["bwd_t"], BLOCK_E=block_e, BLOCK_N=block_n, SEG_CHUNKS=cfg["bwd_seg"], ACC=_TL_DTYPE[acc],
         num_warps=WARPS,
     )
@@ -222,11 +222,18 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus, 
             cast(dbias_part.sum(0), delta_bias), dh0)
 
 
+# Strides along the state index of tensors read one n at a time (A, B, C, dB, dC): left to
+# Triton's usual specialisation, so with the common stride 1 the N reads of a step are
+# constant offsets from one address (fewer registers); they do not shape any tile's layout.
+_PER_N_STRIDES = ("s_A_n", "s_B_n", "s_C_n", "s_x_n")
+
+
 def _runtime_ints(fn):
     """``triton.jit`` with every length, size and stride argument unspecialised: one
     compiled variant per flag set whatever T, and no contiguity the layout would follow."""
     names = [p for p in inspect.signature(fn).parameters
-             if p.startswith("s_") or p in ("T", "E", "group_size", "n_segments")]
+             if (p.startswith(("s_", "has_")) and p not in _PER_N_STRIDES)
+             or p in ("T", "E", "group_size", "n_segments", "save")]
     return triton.jit(do_not_specialize=names)(fn)
 
 
@@ -288,12 +295,10 @@ def _bc_column(base, t, group_off, n, mask, s_t, s_n, ACC: tl.constexpr):
 
 @triton.jit
 def _load_chunk(u_base, d_base, t, offs_e, mask, s_u_t, s_u_e, s_d_t, s_d_e, bias,
-                HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr):
+                SOFTPLUS: tl.constexpr, ACC: tl.constexpr):
     """u and Δ of a chunk, and Δ before the softplus; Δ is 0 outside the sequence (decay 1)."""
     u = _time_tile(u_base, t, offs_e, mask, s_u_t, s_u_e, ACC)
-    raw = _time_tile(d_base, t, offs_e, mask, s_d_t, s_d_e, ACC)
-    if HAS_BIAS:
-        raw = raw + bias[None, :]
+    raw = _time_tile(d_base, t, offs_e, mask, s_d_t, s_d_e, ACC) + bias[None, :]
     dt = raw
     if SOFTPLUS:
         dt = _softplus(raw)
@@ -301,12 +306,14 @@ def _load_chunk(u_base, d_base, t, offs_e, mask, s_u_t, s_u_e, s_d_t, s_d_e, bia
 
 
 @triton.jit
-def _advance(h, A, dt, dtu, y, B_base, C_base, t, b_group, c_group, mask, offs_n, offs_t,
+def _advance(h, A_rows, s_A_n, mask_e, dt, dtu, y, B_base, C_base, t, b_group, c_group, mask, offs_n, offs_t,
              s_B_t, s_B_n, s_C_t, s_C_n,
              N: tl.constexpr, BLOCK_T: tl.constexpr, WITH_Y: tl.constexpr, ACC: tl.constexpr):
-    """Advance the state h (N, BLOCK_E) over one chunk; with WITH_Y add C_t h_t to y."""
+    """Advance the state h (N, BLOCK_E) over one chunk; with WITH_Y add C_t h_t to y.
+    A[e, n] is read per n (a cache hit) rather than held in N more registers."""
     for n in tl.static_range(N):
-        decay = tl.exp2(dt * (_row(A, offs_n, n) * LOG2E)[None, :])
+        A_n = tl.load(A_rows + n * s_A_n, mask=mask_e, other=0.0).to(ACC)
+        decay = tl.exp2(dt * (A_n * LOG2E)[None, :])
         drive = dtu * _bc_column(B_base, t, b_group, n, mask, s_B_t, s_B_n, ACC)
         cum_decay, cum_drive = tl.associative_scan((decay, drive), 0, _affine_combine)
         states = cum_decay * _row(h, offs_n, n)[None, :] + cum_drive
@@ -320,7 +327,9 @@ def _advance(h, A, dt, dtu, y, B_base, C_base, t, b_group, c_group, mask, offs_n
 def _add_bc_grad(ptr, t, group_off, group0, n, x, mask_t, mask_te, s_t, s_n, ONE_GROUP: tl.constexpr):
     """dB or dC [t, group, n] += sum over the block's channels of x (BLOCK_T, BLOCK_E)."""
     if ONE_GROUP:
-        tl.atomic_add(ptr + t * s_t + group0 + n * s_n, tl.sum(x, axis=1), mask=mask_t, sem="relaxed")
+        # keep_dims: the sum stays in the tile's layout (no shared-memory layout conversion)
+        tl.atomic_add(ptr + t[:, None] * s_t + group0 + n * s_n, tl.sum(x, axis=1, keep_dims=True),
+                      mask=mask_t[:, None], sem="relaxed")
     else:
         tl.atomic_add(ptr + t[:, None] * s_t + group_off[None, :] + n * s_n, x, mask=mask_te, sem="relaxed")
 
@@ -337,11 +346,13 @@ def _scan_fwd_kernel(
     s_u_b, s_u_t, s_u_e, s_d_b, s_d_t, s_d_e, s_z_b, s_z_t, s_z_e, s_y_b, s_y_t, s_y_e,
     s_B_b, s_B_t, s_B_g, s_B_n, s_C_b, s_C_t, s_C_g, s_C_n, s_A_e, s_A_n,
     s_h0_b, s_h0_e, s_h0_n, s_f_b, s_f_e, s_f_n, s_k_b, s_k_s, s_k_e, s_k_n,
-    N: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_H0: tl.constexpr, SAVE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr,
-    SEG_CHUNKS: tl.constexpr, ACC: tl.constexpr,
+    has_d, has_bias, has_h0, save,
+    N: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_E: tl.constexpr,
+    BLOCK_N: tl.constexpr, SEG_CHUNKS: tl.constexpr, ACC: tl.constexpr,
 ):
-    """y and the final state; with SAVE the state before every segment of SEG_CHUNKS chunks."""
+    """y and the final state; with ``save`` the state before every segment of SEG_CHUNKS chunks.
+    D, the Δ bias and the initial state are runtime options (absent = 0: one masked load per
+    program), so they add no compiled variants."""
     pid_e = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     offs_e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
@@ -349,13 +360,10 @@ def _scan_fwd_kernel(
     offs_t = tl.arange(0, BLOCK_T)
     mask_e = offs_e < E
     mask_ne = (offs_n < N)[:, None] & mask_e[None, :]
-    A = _state_tile(A_ptr, offs_n, offs_e, mask_ne, s_A_n, s_A_e, ACC)
-    if HAS_H0:
-        h = _state_tile(h0_ptr + pid_b * s_h0_b, offs_n, offs_e, mask_ne, s_h0_n, s_h0_e, ACC)
-    else:
-        h = tl.zeros((BLOCK_N, BLOCK_E), dtype=ACC)
-    D = tl.load(D_ptr + offs_e, mask=mask_e, other=0.0).to(ACC) if HAS_D else None
-    bias = tl.load(bias_ptr + offs_e, mask=mask_e, other=0.0).to(ACC) if HAS_BIAS else None
+    A_rows = A_ptr + offs_e * s_A_e
+    h = _state_tile(h0_ptr + pid_b * s_h0_b, offs_n, offs_e, mask_ne & (has_h0 != 0), s_h0_n, s_h0_e, ACC)
+    D = tl.load(D_ptr + offs_e, mask=mask_e & (has_d != 0), other=0.0).to(ACC)
+    bias = tl.load(bias_ptr + offs_e, mask=mask_e & (has_bias != 0), other=0.0).to(ACC)
     u_base = u_ptr + pid_b * s_u_b
     d_base = delta_ptr + pid_b * s_d_b
     z_base = z_ptr + pid_b * s_z_b
@@ -366,18 +374,12 @@ def _scan_fwd_kernel(
     c_group = (offs_e // group_size) * s_C_g
     ckpt_offs = offs_n[:, None] * s_k_n + offs_e[None, :] * s_k_e
     for c in tl.range(0, tl.cdiv(T, BLOCK_T)):
-        if SAVE:
-            if c % SEG_CHUNKS == 0:
+        if (save != 0) & (c % SEG_CHUNKS == 0):
                 tl.store(ckpt_ptr + pid_b * s_k_b + (c // SEG_CHUNKS) * s_k_s + ckpt_offs, h, mask=mask_ne)
         t = c * BLOCK_T + offs_t
         mask = (t < T)[:, None] & mask_e[None, :]
-        u, _, dt = _load_chunk(u_base, d_base, t, offs_e, mask, s_u_t, s_u_e, s_d_t, s_d_e, bias, HAS_BIAS,
-                               SOFTPLUS, ACC)
-        if HAS_D:
-            y = u * D[None, :]
-        else:
-            y = tl.zeros((BLOCK_T, BLOCK_E), dtype=ACC)
-        h, y = _advance(h, A, dt, dt * u, y, B_base, C_base, t, b_group, c_group, mask, offs_n, offs_t,
+        u, _, dt = _load_chunk(u_base, d_base, t, offs_e, mask, s_u_t, s_u_e, s_d_t, s_d_e, bias, SOFTPLUS, ACC)
+        h, y = _advance(h, A_rows, s_A_n, mask_e, dt, dt * u, u * D[None, :], B_base, C_base, t, b_group, c_group, mask, offs_n, offs_t,
                         s_B_t, s_B_n, s_C_t, s_C_n, N, BLOCK_T, True, ACC)
         if HAS_Z:
             zt = _time_tile(z_base, t, offs_e, mask, s_z_t, s_z_e, ACC)
@@ -401,8 +403,8 @@ def _scan_bwd_kernel(
     s_x_b, s_x_t, s_x_g, s_x_n,  # dB, dC: (B, T, G, N)
     s_st_b, s_st_e, s_st_n,  # dA partials, dh0: (B, E, N)
     s_v_b, s_v_e,  # dD, dbias partials: (B, E)
-    N: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_DFINAL: tl.constexpr, ONE_GROUP: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_E: tl.constexpr,
+    has_d, has_bias, has_dfinal,
+    N: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, ONE_GROUP: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_E: tl.constexpr,
     BLOCK_N: tl.constexpr, SEG_CHUNKS: tl.constexpr, ACC: tl.constexpr,
 ):
     pid_e = tl.program_id(0)
@@ -412,14 +414,11 @@ def _scan_bwd_kernel(
     offs_t = tl.arange(0, BLOCK_T)
     mask_e = offs_e < E
     mask_ne = (offs_n < N)[:, None] & mask_e[None, :]
-    A = _state_tile(A_ptr, offs_n, offs_e, mask_ne, s_A_n, s_A_e, ACC)
-    D = tl.load(D_ptr + offs_e, mask=mask_e, other=0.0).to(ACC) if HAS_D else None
-    bias = tl.load(bias_ptr + offs_e, mask=mask_e, other=0.0).to(ACC) if HAS_BIAS else None
+    A_rows = A_ptr + offs_e * s_A_e
+    D = tl.load(D_ptr + offs_e, mask=mask_e & (has_d != 0), other=0.0).to(ACC)
+    bias = tl.load(bias_ptr + offs_e, mask=mask_e & (has_bias != 0), other=0.0).to(ACC)
     # r: ∂L/∂(state entering the chunk after the current one); the final state's gradient first
-    if HAS_DFINAL:
-        r = _state_tile(dfinal_ptr + pid_b * s_df_b, offs_n, offs_e, mask_ne, s_df_n, s_df_e, ACC)
-    else:
-        r = tl.zeros((BLOCK_N, BLOCK_E), dtype=ACC)
+    r = _state_tile(dfinal_ptr + pid_b * s_df_b, offs_n, offs_e, mask_ne & (has_dfinal != 0), s_df_n, s_df_e, ACC)
     dA_acc = tl.zeros((BLOCK_N, BLOCK_E), dtype=ACC)
     dD_acc = tl.zeros((BLOCK_E,), dtype=ACC)
     dbias_acc = tl.zeros((BLOCK_E,), dtype=ACC)
@@ -448,9 +447,8 @@ def _scan_bwd_kernel(
             tl.store(scratch_base + k * s_w_c + scratch_offs, h, mask=mask_ne)
             t = start + k * BLOCK_T + offs_t
             mask = (t < T)[:, None] & mask_e[None, :]
-            u, _, dt = _load_chunk(u_base, d_base, t, offs_e, mask, s_u_t, s_u_e, s_d_t, s_d_e, bias, HAS_BIAS,
-                                   SOFTPLUS, ACC)
-            h, _ = _advance(h, A, dt, dt * u, dt, B_base, C_base, t, b_group, c_group, mask, offs_n, offs_t,
+            u, _, dt = _load_chunk(u_base, d_base, t, offs_e, mask, s_u_t, s_u_e, s_d_t, s_d_e, bias, SOFTPLUS, ACC)
+            h, _ = _advance(h, A_rows, s_A_n, mask_e, dt, dt * u, dt, B_base, C_base, t, b_group, c_group, mask, offs_n, offs_t,
                             s_B_t, s_B_n, s_C_t, s_C_n, N, BLOCK_T, False, ACC)
         tl.debug_barrier()
         # 2. the chunks in reverse: adjoint scan and gradients
@@ -459,29 +457,27 @@ def _scan_bwd_kernel(
             t = start + k * BLOCK_T + offs_t
             mask_t = t < T
             mask = mask_t[:, None] & mask_e[None, :]
-            u, raw, dt = _load_chunk(u_base, d_base, t, offs_e, mask, s_u_t, s_u_e, s_d_t, s_d_e, bias, HAS_BIAS,
-                                     SOFTPLUS, ACC)
+            u, raw, dt = _load_chunk(u_base, d_base, t, offs_e, mask, s_u_t, s_u_e, s_d_t, s_d_e, bias, SOFTPLUS,
+                                     ACC)
             dtu = dt * u
-            g = _time_tile(g_base, t, offs_e, mask, s_g_t, s_g_e, ACC)
+            g_ssm = _time_tile(g_base, t, offs_e, mask, s_g_t, s_g_e, ACC)
             if HAS_Z:
                 zt = _time_tile(z_base, t, offs_e, mask, s_z_t, s_z_e, ACC)
-                gate_sig = tl.sigmoid(zt)
-                g_ssm = g * zt * gate_sig  # ∂L/∂(C h + D u)
-            else:
-                g_ssm = g
-            h_in = tl.load(scratch_base + k * s_w_c + scratch_offs, mask=mask_ne, other=0.0).to(ACC)
+                g_ssm = g_ssm * zt * tl.sigmoid(zt)  # ∂L/∂(C h + D u)
+            h_in_base = scratch_base + k * s_w_c + (offs_e - pid_e * BLOCK_E) * s_w_e
             du = tl.zeros((BLOCK_T, BLOCK_E), dtype=ACC)
             ddt = tl.zeros((BLOCK_T, BLOCK_E), dtype=ACC)
             y = tl.zeros((BLOCK_T, BLOCK_E), dtype=ACC)
             ones = tl.full((BLOCK_T, BLOCK_E), 1.0, dtype=ACC)
             for n in tl.static_range(N):
-                A_n = _row(A, offs_n, n)[None, :]
+                A_n = tl.load(A_rows + n * s_A_n, mask=mask_e, other=0.0).to(ACC)[None, :]
                 Bn = _bc_column(B_base, t, b_group, n, mask, s_B_t, s_B_n, ACC)
                 Cn = _bc_column(C_base, t, c_group, n, mask, s_C_t, s_C_n, ACC)
                 decay = tl.exp2(dt * (A_n * LOG2E))
                 drive = dtu * Bn
                 cum_decay, cum_drive = tl.associative_scan((decay, drive), 0, _affine_combine)
-                states = cum_decay * _row(h_in, offs_n, n)[None, :] + cum_drive
+                h_in = tl.load(h_in_base + n * s_w_n, mask=mask_e, other=0.0).to(ACC)
+                states = cum_decay * h_in[None, :] + cum_drive
                 if HAS_Z:
                     y += Cn * states
                 _add_bc_grad(dC_base, t, x_group, x_group0, n, g_ssm * states, mask_t, mask, s_x_t, s_x_n, ONE_GROUP)
@@ -495,19 +491,19 @@ def _scan_bwd_kernel(
                 _add_bc_grad(dB_base, t, x_group, x_group0, n, p * dtu, mask_t, mask, s_x_t, s_x_n, ONE_GROUP)
                 r = _set_row(r, offs_n, n, _row(decay * p, offs_t, 0))
             out_offs = pid_b * s_o_b + t[:, None] * s_o_t + offs_e[None, :] * s_o_e
-            if HAS_D:
-                du += g_ssm * D[None, :]
-                dD_acc += tl.sum(g_ssm * u, axis=0)
-            if HAS_Z:
-                if HAS_D:
-                    y += u * D[None, :]
+            du += g_ssm * D[None, :]
+            dD_acc += tl.sum(g_ssm * u, axis=0)
+            if HAS_Z:  # g and z again (cache hits) rather than held in registers through the loop
+                y += u * D[None, :]
+                g = _time_tile(g_base, t, offs_e, mask, s_g_t, s_g_e, ACC)
+                zt = _time_tile(z_base, t, offs_e, mask, s_z_t, s_z_e, ACC)
+                gate_sig = tl.sigmoid(zt)
                 dz = g * y * gate_sig * (1.0 + zt * (1.0 - gate_sig))
                 tl.store(dz_ptr + out_offs, dz.to(dz_ptr.dtype.element_ty), mask=mask)
             if SOFTPLUS:
                 ddt = ddt * tl.sigmoid(raw)
             ddt = tl.where(mask, ddt, 0.0)
-            if HAS_BIAS:
-                dbias_acc += tl.sum(ddt, axis=0)
+            dbias_acc += tl.sum(ddt, axis=0)
             tl.store(du_ptr + out_offs, du.to(du_ptr.dtype.element_ty), mask=mask)
             tl.store(ddelta_ptr + out_offs, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask)
         tl.debug_barrier()
@@ -518,7 +514,7 @@ def _scan_bwd_kernel(
     tl.store(dbias_ptr + pid_b * s_v_b + offs_e * s_v_e, dbias_acc, mask=mask_e)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["E", "group_size", "has_d", "has_bias"])
 def _state_update_kernel(
     state_ptr, u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr, out_ptr,
     E, group_size,
@@ -530,9 +526,8 @@ def _state_update_kernel(
     stride_o_b, stride_o_e, stride_o_n,
     stride_B_b, stride_B_g, stride_B_n,
     stride_C_b, stride_C_g, stride_C_n,
-    stride_A_e, stride_A_n,
-    N: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr,
+    stride_A_e, stride_A_n, has_d, has_bias,
+    N: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr, ACC: tl.constexpr,
 ):
     """One step for a (batch, channel block): each lane reads its channel's state (N values),
     then writes it (so ``out_ptr`` may be ``state_ptr``: in place)."""
@@ -549,8 +544,7 @@ def _state_update_kernel(
                  other=0.0).to(ACC) * LOG2E
     u = tl.load(u_ptr + pid_b * stride_u_b + offs_e * stride_u_e, mask=mask_e, other=0.0).to(ACC)
     dt = tl.load(delta_ptr + pid_b * stride_d_b + offs_e * stride_d_e, mask=mask_e, other=0.0).to(ACC)
-    if HAS_BIAS:
-        dt += tl.load(bias_ptr + offs_e, mask=mask_e, other=0.0).to(ACC)
+    dt += tl.load(bias_ptr + offs_e, mask=mask_e & (has_bias != 0), other=0.0).to(ACC)
     if SOFTPLUS:
         dt = _softplus(dt)
     Bt = tl.load(B_ptr + pid_b * stride_B_b + group[:, None] * stride_B_g + offs_n[None, :] * stride_B_n,
@@ -559,8 +553,7 @@ def _state_update_kernel(
                  mask=mask_en, other=0.0).to(ACC)
     h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * Bt
     y = tl.sum(h * Ct, axis=1)
-    if HAS_D:
-        y += u * tl.load(D_ptr + offs_e, mask=mask_e, other=0.0).to(ACC)
+    y += u * tl.load(D_ptr + offs_e, mask=mask_e & (has_d != 0), other=0.0).to(ACC)
     if HAS_Z:
         zt = tl.load(z_ptr + pid_b * stride_z_b + offs_e * stride_z_e, mask=mask_e, other=0.0).to(ACC)
         y *= zt * tl.sigmoid(zt)
