@@ -15,15 +15,21 @@ Work split (that of mamba_ssm's CUDA ``selective_scan``, laid out for time-major
 * state tiles are (N, BLOCK_E): the state index in each lane's registers, so picking or
   replacing row n is a select on registers.
 
-Every stride is a runtime (unspecialised) argument: the compiler then sees no contiguity
-and keeps the layout above (one element per lane along channels, the rest in registers);
-the compile gate checks the result for spills.
+Every stride of a tile-shaped access is a runtime (unspecialised) argument: the compiler
+then sees no contiguity and keeps the layout above (one element per lane along channels,
+the rest in registers); the strides along N of A, B, C (read one n at a time) stay
+specialised, so with stride 1 a step's N reads are constant offsets from one address.
+D, the Δ bias, the initial state, the final state's gradient and checkpoint saving are
+runtime options (absent = a masked load of 0), so the compiled variants are only dtype x
+z gate x softplus (x blocks spanning B/C groups in the backward). The compile gate checks
+every one for spills (``variants.py``).
 
 Backward. The forward saves the state every ``SEGMENT`` = 256 steps (B, T/256, E, N) (4x
 fewer bytes than the inputs u, Δ at N = 16; mamba_ssm saves one every 2048). The backward
 walks the segments in reverse: it recomputes the segment's states from its checkpoint,
 keeping the state at the start of each ``BLOCK_T``-step chunk in a per-program scratch
-(16 KB per program in fp32, L2-resident), then walks those chunks in reverse with the
+(64 chunks x N x 32 channels: 128 KB per program in fp32 at N = 16, 24 MB in all at
+B = 4, E = 1536 -- meant to stay in L2), then walks those chunks in reverse with the
 adjoint p_t = ∂L/∂h_t:
 
     p_t = C_t g_t + exp(Δ_{t+1} A) p_{t+1},     g_t = ∂L/∂y_t (times SiLU(z_t) with a gate),
@@ -42,8 +48,9 @@ partial sums reduced in torch.
 
 Numerics: everything in float32 (float64 for float64 inputs); inputs in bf16/fp16 are read
 as such (half the bytes) and converted in registers; outputs are written in the input
-dtype, the final state and ∂h_init in the accumulation dtype. Chunk lengths: 16 steps
-forward and 8 backward (8 and 4 in float64), fixed, so one compiled variant serves every T.
+dtype, the final state and ∂h_init in the accumulation dtype. Chunk lengths: 8 steps
+forward and 4 backward (4 and 2 in float64: the longest without register spills), fixed,
+so one compiled variant serves every T (see :func:`launch_config`).
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from seqzoo.kernels.dispatch import accumulation_dtype
+from seqzoo.kernels.dispatch import accumulation_dtype, triton_interpreted
 
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
 SEGMENT = 256  # steps between the states the forward saves for the backward
@@ -65,11 +72,21 @@ _TL_DTYPE = {torch.float32: tl.float32, torch.float64: tl.float64}
 
 def launch_config(dtype: torch.dtype, E: int) -> dict[str, int]:
     """Block sizes for inputs of ``dtype`` with E channels: BLOCK_E (channels per program),
-    the forward and backward chunk lengths, and the chunks per checkpoint segment."""
+    the forward and backward chunk lengths, the steps between checkpoints and the chunks per
+    checkpoint segment.
+
+    On a GPU the chunks are as short as keeps the kernels free of register spills (checked
+    by the compile gate). Under the Triton interpreter (CPU tests) registers do not exist
+    and its cost is per chunk, so chunks are longer and segments shorter (64 steps): the
+    tests then cross several checkpoint segments at small T; the code path is the same.
+    """
     wide = accumulation_dtype(dtype) == torch.float64
-    fwd_t, bwd_t = (4, 2) if wide else (8, 4)
-    return dict(block_e=min(32 * WARPS, triton.next_power_of_2(E)), fwd_t=fwd_t, bwd_t=bwd_t,
-                fwd_seg=SEGMENT // fwd_t, bwd_seg=SEGMENT // bwd_t)
+    if triton_interpreted():
+        fwd_t, bwd_t, segment = 16, 8, 64
+    else:
+        (fwd_t, bwd_t), segment = ((4, 2) if wide else (8, 4)), SEGMENT
+    return dict(block_e=min(32 * WARPS, triton.next_power_of_2(E)), fwd_t=fwd_t, bwd_t=bwd_t, segment=segment,
+                fwd_seg=segment // fwd_t, bwd_seg=segment // bwd_t)
 
 
 # ---------------------------------------------------------------------------------------
@@ -155,7 +172,7 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus,
     groups = B4.shape[2]
     acc = accumulation_dtype(u.dtype)
     cfg = launch_config(u.dtype, E)
-    n_segments = triton.cdiv(T, SEGMENT)
+    n_segments = triton.cdiv(T, cfg["segment"])
     y = torch.empty_like(u, memory_format=torch.contiguous_format)
     final = torch.empty(batch, E, N, device=u.device, dtype=acc)
     checkpoints = torch.empty(batch, n_segments if save else 0, E, N, device=u.device, dtype=acc)
