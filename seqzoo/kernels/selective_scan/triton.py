@@ -84,7 +84,7 @@ def launch_config(dtype: torch.dtype, E: int) -> dict[str, int]:
     if triton_interpreted():
         fwd_t, bwd_t, segment = 16, 8, 64
     else:
-        (fwd_t, bwd_t), segment = ((4, 2) if wide else (8, 4)), SEGMENT
+        (fwd_t, bwd_t), segment = ((4, 4) if wide else (8, 8)), SEGMENT
     return dict(block_e=min(32 * WARPS, triton.next_power_of_2(E)), fwd_t=fwd_t, bwd_t=bwd_t, segment=segment,
                 fwd_seg=segment // fwd_t, bwd_seg=segment // bwd_t)
 
@@ -216,7 +216,7 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, checkpoints, delta_softplus, 
     dD_part = torch.empty(batch, E, device=dev, dtype=acc)
     dbias_part = torch.empty(batch, E, device=dev, dtype=acc)
     dh0 = torch.empty(batch, E, N, device=dev, dtype=acc)
-    scratch = torch.empty(batch * programs_e, cfg["bwd_seg"], block_n, block_e, device=dev, dtype=acc)
+    scratch = torch.empty(batch * programs_e, cfg["bwd_seg"] + 1, block_n, block_e, device=dev, dtype=acc)
     dfinal_t = dh0 if dfinal is None else dfinal  # read only when has_dfinal
     dummy = u.new_empty(0)
     _scan_bwd_kernel[(programs_e, batch)](
@@ -415,15 +415,20 @@ def _scan_bwd_kernel(
     s_B_b, s_B_t, s_B_g, s_B_n, s_C_b, s_C_t, s_C_g, s_C_n, s_A_e, s_A_n,
     s_k_b, s_k_s, s_k_e, s_k_n,  # checkpoints (B, S, E, N)
     s_df_b, s_df_e, s_df_n,  # ∂ final state (B, E, N)
-    s_w_p, s_w_c, s_w_n, s_w_e,  # scratch (programs, SEG_CHUNKS, BLOCK_N, BLOCK_E)
+    s_w_p, s_w_c, s_w_n, s_w_e,  # scratch (programs, SEG_CHUNKS + 1, BLOCK_N, BLOCK_E)
     s_o_b, s_o_t, s_o_e,  # du, dΔ, dz: (B, T, E)
     s_x_b, s_x_t, s_x_g, s_x_n,  # dB, dC: (B, T, G, N)
     s_st_b, s_st_e, s_st_n,  # dA partials, dh0: (B, E, N)
     s_v_b, s_v_e,  # dD, dbias partials: (B, E)
     has_d, has_bias, has_dfinal,
-    N: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, ONE_GROUP: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_E: tl.constexpr,
-    BLOCK_N: tl.constexpr, SEG_CHUNKS: tl.constexpr, ACC: tl.constexpr,
+    N: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, ONE_GROUP: tl.constexpr, BLOCK_T: tl.constexpr,
+    BLOCK_E: tl.constexpr, BLOCK_N: tl.constexpr, SEG_CHUNKS: tl.constexpr, ACC: tl.constexpr,
 ):
+    """The loop over n is a real (rolled) loop: the per-(n, channel) values that live across
+    chunks -- the states entering each chunk, the adjoint carry r and the ∂A sums -- are kept
+    by each lane in memory it alone touches (the scratch, and the dh0 and dA outputs
+    themselves), one load and store per n and chunk, so registers hold one n's tiles only
+    and the kernel compiles quickly."""
     pid_e = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     offs_e = pid_e * BLOCK_E + tl.arange(0, BLOCK_E)
@@ -434,9 +439,13 @@ def _scan_bwd_kernel(
     A_rows = A_ptr + offs_e * s_A_e
     D = tl.load(D_ptr + offs_e, mask=mask_e & (has_d != 0), other=0.0).to(ACC)
     bias = tl.load(bias_ptr + offs_e, mask=mask_e & (has_bias != 0), other=0.0).to(ACC)
-    # r: ∂L/∂(state entering the chunk after the current one); the final state's gradient first
-    r = _state_tile(dfinal_ptr + pid_b * s_df_b, offs_n, offs_e, mask_ne & (has_dfinal != 0), s_df_n, s_df_e, ACC)
-    dA_acc = tl.zeros((BLOCK_N, BLOCK_E), dtype=ACC)
+    # r = ∂L/∂(state entering the chunk after the current one), kept in dh0: first ∂L/∂(final state)
+    state_offs = pid_b * s_st_b + offs_e * s_st_e  # + n * s_st_n
+    r0 = _state_tile(dfinal_ptr + pid_b * s_df_b, offs_n, offs_e, mask_ne & (has_dfinal != 0), s_df_n, s_df_e, ACC)
+    tl.store(dh0_ptr + state_offs[None, :] + offs_n[:, None] * s_st_n, r0, mask=mask_ne)
+    tl.store(dA_ptr + state_offs[None, :] + offs_n[:, None] * s_st_n, tl.zeros((BLOCK_N, BLOCK_E), ACC),
+             mask=mask_ne)
+    tl.debug_barrier()
     dD_acc = tl.zeros((BLOCK_E,), dtype=ACC)
     dbias_acc = tl.zeros((BLOCK_E,), dtype=ACC)
     u_base = u_ptr + pid_b * s_u_b
@@ -451,23 +460,30 @@ def _scan_bwd_kernel(
     c_group = (offs_e // group_size) * s_C_g
     x_group = (offs_e // group_size) * s_x_g
     x_group0 = ((pid_e * BLOCK_E) // group_size) * s_x_g
-    ckpt_offs = offs_n[:, None] * s_k_n + offs_e[None, :] * s_k_e
     scratch_base = scratch_ptr + (pid_b * tl.num_programs(0) + pid_e) * s_w_p
-    scratch_offs = offs_n[:, None] * s_w_n + (offs_e - pid_e * BLOCK_E)[None, :] * s_w_e
+    scratch_lane = scratch_base + (offs_e - pid_e * BLOCK_E) * s_w_e  # + k * s_w_c + n * s_w_n
     for si in range(0, n_segments):
         seg = n_segments - 1 - si
         start = seg * (SEG_CHUNKS * BLOCK_T)
         n_chunks = tl.minimum(SEG_CHUNKS, tl.cdiv(T - start, BLOCK_T))
-        # 1. the segment's states from its checkpoint: the state entering each chunk
-        h = tl.load(ckpt_ptr + pid_b * s_k_b + seg * s_k_s + ckpt_offs, mask=mask_ne, other=0.0).to(ACC)
+        # 1. the segment's states from its checkpoint: scratch[k] = the state entering chunk k
+        h = tl.load(ckpt_ptr + pid_b * s_k_b + seg * s_k_s + offs_n[:, None] * s_k_n + offs_e[None, :] * s_k_e,
+                    mask=mask_ne, other=0.0).to(ACC)
+        tl.store(scratch_lane[None, :] + offs_n[:, None] * s_w_n, h, mask=mask_ne)
+        tl.debug_barrier()  # the rows are read back one n at a time, maybe by another lane layout
         for k in range(0, n_chunks):
-            tl.store(scratch_base + k * s_w_c + scratch_offs, h, mask=mask_ne)
             t = start + k * BLOCK_T + offs_t
             mask = (t < T)[:, None] & mask_e[None, :]
             u, _, dt = _load_chunk(u_base, d_base, t, offs_e, mask, s_u_t, s_u_e, s_d_t, s_d_e, bias, SOFTPLUS, ACC)
-            h, _ = _advance(h, A_rows, s_A_n, mask_e, dt, dt * u, dt, B_base, C_base, t, b_group, c_group, mask, offs_n, offs_t,
-                            s_B_t, s_B_n, s_C_t, s_C_n, N, BLOCK_T, False, ACC)
-        tl.debug_barrier()
+            dtu = dt * u
+            for n in tl.range(0, N):
+                A_n = tl.load(A_rows + n * s_A_n, mask=mask_e, other=0.0).to(ACC)
+                h_n = tl.load(scratch_lane + k * s_w_c + n * s_w_n, mask=mask_e, other=0.0)
+                decay = tl.exp2(dt * (A_n * LOG2E)[None, :])
+                drive = dtu * _bc_column(B_base, t, b_group, n, mask, s_B_t, s_B_n, ACC)
+                cum_decay, cum_drive = tl.associative_scan((decay, drive), 0, _affine_combine)
+                last = _row(cum_decay, offs_t, BLOCK_T - 1) * h_n + _row(cum_drive, offs_t, BLOCK_T - 1)
+                tl.store(scratch_lane + (k + 1) * s_w_c + n * s_w_n, last, mask=mask_e)
         # 2. the chunks in reverse: adjoint scan and gradients
         for ki in range(0, n_chunks):
             k = n_chunks - 1 - ki
@@ -481,37 +497,36 @@ def _scan_bwd_kernel(
             if HAS_Z:
                 zt = _time_tile(z_base, t, offs_e, mask, s_z_t, s_z_e, ACC)
                 g_ssm = g_ssm * zt * tl.sigmoid(zt)  # ∂L/∂(C h + D u)
-            h_in_base = scratch_base + k * s_w_c + (offs_e - pid_e * BLOCK_E) * s_w_e
-            du = tl.zeros((BLOCK_T, BLOCK_E), dtype=ACC)
+            du = g_ssm * D[None, :]
             ddt = tl.zeros((BLOCK_T, BLOCK_E), dtype=ACC)
-            y = tl.zeros((BLOCK_T, BLOCK_E), dtype=ACC)
-            ones = tl.full((BLOCK_T, BLOCK_E), 1.0, dtype=ACC)
-            for n in tl.static_range(N):
+            y = u * D[None, :]
+            for n in tl.range(0, N):
                 A_n = tl.load(A_rows + n * s_A_n, mask=mask_e, other=0.0).to(ACC)[None, :]
+                h_in = tl.load(scratch_lane + k * s_w_c + n * s_w_n, mask=mask_e, other=0.0)
+                r_n = tl.load(dh0_ptr + state_offs + n * s_st_n, mask=mask_e, other=0.0)
                 Bn = _bc_column(B_base, t, b_group, n, mask, s_B_t, s_B_n, ACC)
                 Cn = _bc_column(C_base, t, c_group, n, mask, s_C_t, s_C_n, ACC)
                 decay = tl.exp2(dt * (A_n * LOG2E))
                 drive = dtu * Bn
                 cum_decay, cum_drive = tl.associative_scan((decay, drive), 0, _affine_combine)
-                h_in = tl.load(h_in_base + n * s_w_n, mask=mask_e, other=0.0).to(ACC)
                 states = cum_decay * h_in[None, :] + cum_drive
                 if HAS_Z:
                     y += Cn * states
                 _add_bc_grad(dC_base, t, x_group, x_group0, n, g_ssm * states, mask_t, mask, s_x_t, s_x_n, ONE_GROUP)
-                v, w, _ = tl.associative_scan((g_ssm * Cn, ones, decay), 0, _adjoint_combine, reverse=True)
-                p = v + w * _row(r, offs_n, n)[None, :]  # ∂L/∂h_t
+                v, w, _ = tl.associative_scan((g_ssm * Cn, tl.full((BLOCK_T, BLOCK_E), 1.0, ACC), decay), 0,
+                                              _adjoint_combine, reverse=True)
+                p = v + w * r_n[None, :]  # ∂L/∂h_t
                 pB = p * Bn
                 decayed = states - drive  # exp(Δ_t A) h_{t-1}
                 du += dt * pB
                 ddt += p * decayed * A_n + u * pB
-                dA_acc = _set_row(dA_acc, offs_n, n, _row(dA_acc, offs_n, n) + tl.sum(p * decayed * dt, axis=0))
                 _add_bc_grad(dB_base, t, x_group, x_group0, n, p * dtu, mask_t, mask, s_x_t, s_x_n, ONE_GROUP)
-                r = _set_row(r, offs_n, n, _row(decay * p, offs_t, 0))
+                dA_n = tl.load(dA_ptr + state_offs + n * s_st_n, mask=mask_e, other=0.0)
+                tl.store(dA_ptr + state_offs + n * s_st_n, dA_n + tl.sum(p * decayed * dt, axis=0), mask=mask_e)
+                tl.store(dh0_ptr + state_offs + n * s_st_n, _row(decay * p, offs_t, 0), mask=mask_e)
             out_offs = pid_b * s_o_b + t[:, None] * s_o_t + offs_e[None, :] * s_o_e
-            du += g_ssm * D[None, :]
             dD_acc += tl.sum(g_ssm * u, axis=0)
             if HAS_Z:  # g and z again (cache hits) rather than held in registers through the loop
-                y += u * D[None, :]
                 g = _time_tile(g_base, t, offs_e, mask, s_g_t, s_g_e, ACC)
                 zt = _time_tile(z_base, t, offs_e, mask, s_z_t, s_z_e, ACC)
                 gate_sig = tl.sigmoid(zt)
@@ -523,10 +538,6 @@ def _scan_bwd_kernel(
             dbias_acc += tl.sum(ddt, axis=0)
             tl.store(du_ptr + out_offs, du.to(du_ptr.dtype.element_ty), mask=mask)
             tl.store(ddelta_ptr + out_offs, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask)
-        tl.debug_barrier()
-    state_offs = pid_b * s_st_b + offs_n[:, None] * s_st_n + offs_e[None, :] * s_st_e
-    tl.store(dh0_ptr + state_offs, r, mask=mask_ne)
-    tl.store(dA_ptr + state_offs, dA_acc, mask=mask_ne)
     tl.store(dD_ptr + pid_b * s_v_b + offs_e * s_v_e, dD_acc, mask=mask_e)
     tl.store(dbias_ptr + pid_b * s_v_b + offs_e * s_v_e, dbias_acc, mask=mask_e)
 
