@@ -23,13 +23,16 @@ N = 16, T = 1024 and 4096, float32, in one run:
 
 * ``seqzoo`` -- ``selective_scan(impl="auto")``, i.e. what a CPU user gets: the
   sequential reference (:func:`~seqzoo.kernels.selective_scan.selective_scan_ref`);
-* ``chunked`` -- seqzoo's loop-free path (export/compile path);
+* (seqzoo's loop-free ``chunked`` path, the export path, is left out on CPU: its pairwise
+  in-chunk decays make it ~20x slower than the reference there -- 16 s forward at T = 1024);
 * ``mambapy-pscan`` -- mambapy's ``selective_scan`` (its Blelloch ``pscan`` over
   (B, L, E, N) tensors), with the same softplus(Δ + bias) before and z gate after;
 * ``mamba_ssm-ref`` -- mamba_ssm's pure-torch ``selective_scan_ref`` (layout (B, E, T),
   transposed outside the timing). mamba_ssm's module imports its CUDA extension
   unconditionally, so without CUDA the function is loaded from the installed module's
-  source file alone (:func:`_mamba_ssm_ref`); nothing of it is copied into seqzoo.
+  source file alone (:func:`_mamba_ssm_ref`); nothing of it is copied into seqzoo. Its
+  forward+backward only at T = 1024: autograd through its per-step slices of (B, E, T, N)
+  tensors is quadratic in T (5 s at T = 256 already).
 
 The note column gives each row's time relative to mambapy's (< 1: faster than mambapy).
 ``--smoke`` runs tiny shapes on CPU (Triton under the interpreter).
@@ -79,6 +82,7 @@ def run(ctx) -> None:
 
 CPU_SHAPE = dict(batch=1, E=512, N=16)
 CPU_LENGTHS = (1024, 4096)
+MAMBA_REF_BWD_MAX_T = 1024  # its backward slices (B, E, T, N) tensors per step: quadratic in T (5 s at T = 256)
 
 
 def run_cpu(ctx) -> None:
@@ -92,11 +96,10 @@ def run_cpu(ctx) -> None:
         x = _inputs(batch, T, E, N, torch.float32, ctx.device)
         shape = f"B={batch} T={T} E={E} N={N}"
         for mode in ("fwd", "fwd+bwd"):
-            impls = {"seqzoo": (lambda x=x: _call(selective_scan, x), x),
-                     "chunked": (lambda x=x: _call(selective_scan_chunked, x), x)}
+            impls = {"seqzoo": (lambda x=x: _call(selective_scan, x), x)}
             if peers["mambapy-pscan"] is not None:
                 impls["mambapy-pscan"] = (lambda x=x: peers["mambapy-pscan"](x), x)
-            if peers["mamba_ssm-ref"] is not None:
+            if peers["mamba_ssm-ref"] is not None and (mode == "fwd" or T <= MAMBA_REF_BWD_MAX_T):
                 impls["mamba_ssm-ref"] = _peer(peers["mamba_ssm-ref"], x)
             times = {}
             for impl, (fn, tensors) in impls.items():
@@ -104,8 +107,7 @@ def run_cpu(ctx) -> None:
             base = times.get("mambapy-pscan")
             for impl, ms in times.items():
                 note = f"{ms / base:.2f}x mambapy" if base else ""
-                ctx.add(OP, impl, mode, torch.float32, batch, T, shape, ms,
-                        bytes_moved=_min_bytes(batch, T, E, N, torch.float32, mode), note=note)
+                ctx.add(OP, impl, mode, torch.float32, batch, T, shape, ms, note=note)
         del x
 
 
