@@ -25,7 +25,7 @@ Implementations, chosen by :func:`selective_scan` (``impl``, see
   ``torch.export`` and ``torch.compile``);
 * :mod:`.triton` -- forward and backward Triton kernels in one autograd function: channels
   across lanes, time inside each thread, a loop over the state index with y accumulated
-  in registers; the backward recomputes states from a checkpoint every 256 steps.
+  in registers; the backward recomputes states from a checkpoint every 128 steps.
 
 :func:`selective_state_update` advances one step for decoding (constant memory; in place
 on request). :mod:`.variants` lists every Triton variant the dispatchers can launch, for

@@ -24,8 +24,9 @@ runtime options (absent = a masked load of 0), so the compiled variants are only
 z gate x softplus (x blocks spanning B/C groups in the backward). The compile gate checks
 every one for spills (``variants.py``).
 
-Backward. The forward saves the state every ``SEGMENT`` = 256 steps (B, T/256, E, N) (4x
-fewer bytes than the inputs u, Δ at N = 16; mamba_ssm saves one every 2048). The backward
+Backward. The forward saves the state every ``SEGMENT`` = 128 steps (B, T/128, E, N) (4x
+fewer bytes than the old checkpoint every 32 steps, 1/8 of u's bytes in fp32 at N = 16;
+mamba_ssm saves one every 2048). The backward
 walks the segments in reverse: it recomputes the segment's states from its checkpoint,
 keeping the state at the start of each ``BLOCK_T``-step chunk in a per-program scratch
 (33 x N x 32 values: 66 KB per program in fp32 at N = 16, 13 MB in all at B = 4, E = 1536
@@ -53,8 +54,8 @@ n's tiles, and the kernel compiles in seconds rather than minutes.
 Numerics: everything in float32 (float64 for float64 inputs); inputs in bf16/fp16 are read
 as such (half the bytes) and converted in registers; outputs are written in the input
 dtype, the final state and ∂h_init in the accumulation dtype. Chunk lengths: 8 steps
-(4 in float64: the longest without register spills), fixed, so one compiled variant
-serves every T (see :func:`launch_config`).
+forward and 4 backward (4 and 2 in float64: the longest without register spills on sm_80
+and sm_90), fixed, so one compiled variant serves every T (see :func:`launch_config`).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ from torch import Tensor
 from seqzoo.kernels.dispatch import accumulation_dtype, triton_interpreted
 
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
-SEGMENT = 256  # steps between the states the forward saves for the backward
+SEGMENT = 128  # steps between the states the forward saves for the backward
 WARPS = 1  # one warp per program: BLOCK_E = 32 channels, one per lane
 _TL_DTYPE = {torch.float32: tl.float32, torch.float64: tl.float64}
 
@@ -88,7 +89,7 @@ def launch_config(dtype: torch.dtype, E: int) -> dict[str, int]:
     if triton_interpreted():
         fwd_t, bwd_t, segment = 16, 8, 64
     else:
-        (fwd_t, bwd_t), segment = ((4, 4) if wide else (8, 8)), SEGMENT
+        (fwd_t, bwd_t), segment = ((4, 2) if wide else (8, 4)), SEGMENT
     return dict(block_e=min(32 * WARPS, triton.next_power_of_2(E)), fwd_t=fwd_t, bwd_t=bwd_t, segment=segment,
                 fwd_seg=segment // fwd_t, bwd_seg=segment // bwd_t)
 
