@@ -16,6 +16,25 @@ forward+backward (backward of a random projection of y). Implementations:
 
 Bandwidth uses a minimal-bytes model: the forward reads u, Δ, z, B, C once and writes y
 once; forward+backward adds reading them and dy again and writing du, dΔ, dz, dB, dC.
+
+On a CPU (no CUDA; ``python bench/kernels.py --ops selective_scan`` on this machine) the
+rows are the CPU paths side by side at B = 1, E = 512 (seqzoo's Mamba at d_model 256),
+N = 16, T = 1024 and 4096, float32, in one run:
+
+* ``seqzoo`` -- ``selective_scan(impl="auto")``, i.e. what a CPU user gets: the
+  sequential reference (:func:`~seqzoo.kernels.selective_scan.selective_scan_ref`);
+* (seqzoo's loop-free ``chunked`` path, the export path, is left out on CPU: its pairwise
+  in-chunk decays make it ~20x slower than the reference there -- 16 s forward at T = 1024);
+* ``mambapy-pscan`` -- mambapy's ``selective_scan`` (its Blelloch ``pscan`` over
+  (B, L, E, N) tensors), with the same softplus(Δ + bias) before and z gate after;
+* ``mamba_ssm-ref`` -- mamba_ssm's pure-torch ``selective_scan_ref`` (layout (B, E, T),
+  transposed outside the timing). mamba_ssm's module imports its CUDA extension
+  unconditionally, so without CUDA the function is loaded from the installed module's
+  source file alone (:func:`_mamba_ssm_ref`); nothing of it is copied into seqzoo. Its
+  forward+backward only at T = 1024: autograd through its per-step slices of (B, E, T, N)
+  tensors is quadratic in T (5 s at T = 256 already).
+
+The note column gives each row's time relative to mambapy's (< 1: faster than mambapy).
 ``--smoke`` runs tiny shapes on CPU (Triton under the interpreter).
 """
 
@@ -32,6 +51,8 @@ CHUNKED_MAX_BYTES = 24 << 30  # skip the loop-free path beyond this estimate of 
 
 
 def run(ctx) -> None:
+    if ctx.device.type == "cpu" and not ctx.smoke:
+        return run_cpu(ctx)
     if ctx.smoke:
         batch, E, N, lengths, dtypes = 1, 2, 4, (24,), (torch.float32,)
     else:
@@ -57,6 +78,88 @@ def run(ctx) -> None:
             if not ctx.smoke and peer is None and dtype == dtypes[0] and T == lengths[0]:
                 print("mamba_ssm is not installed: no peer row (pip install mamba-ssm on the GPU machine)")
             del x
+
+
+CPU_SHAPE = dict(batch=1, E=512, N=16)
+CPU_LENGTHS = (1024, 4096)
+MAMBA_REF_BWD_MAX_T = 1024  # its backward slices (B, E, T, N) tensors per step: quadratic in T (5 s at T = 256)
+
+
+def run_cpu(ctx) -> None:
+    """The CPU paths side by side (see the module docstring); ratios to mambapy in the notes."""
+    batch, E, N = CPU_SHAPE["batch"], CPU_SHAPE["E"], CPU_SHAPE["N"]
+    peers = {"mambapy-pscan": _mambapy_scan(), "mamba_ssm-ref": _mamba_ssm_ref()}
+    for name, fn in peers.items():
+        if fn is None:
+            print(f"{name}: not installed, no row (pip install mambapy / mamba-ssm, see docs/benchmarks.md)")
+    for T in CPU_LENGTHS:
+        x = _inputs(batch, T, E, N, torch.float32, ctx.device)
+        shape = f"B={batch} T={T} E={E} N={N}"
+        for mode in ("fwd", "fwd+bwd"):
+            impls = {"seqzoo": (lambda x=x: _call(selective_scan, x), x)}
+            if peers["mambapy-pscan"] is not None:
+                impls["mambapy-pscan"] = (lambda x=x: peers["mambapy-pscan"](x), x)
+            if peers["mamba_ssm-ref"] is not None and (mode == "fwd" or T <= MAMBA_REF_BWD_MAX_T):
+                impls["mamba_ssm-ref"] = _peer(peers["mamba_ssm-ref"], x)
+            times = {}
+            for impl, (fn, tensors) in impls.items():
+                times[impl] = ctx.time_ms(_timed(fn, tensors, mode), warmup=1, rep=15)
+            base = times.get("mambapy-pscan")
+            for impl, ms in times.items():
+                note = f"{ms / base:.2f}x mambapy" if base else ""
+                ctx.add(OP, impl, mode, torch.float32, batch, T, shape, ms, note=note)
+        del x
+
+
+def _mambapy_scan():
+    """mambapy's selective scan (its ``MambaBlock.selective_scan`` arithmetic around ``pscan``),
+    with the softplus(Δ + bias) and z gate that seqzoo's call includes."""
+    try:
+        from mambapy.pscan import pscan
+    except Exception:
+        return None
+
+    def scan(x):
+        delta = torch.nn.functional.softplus(x["delta"] + x["delta_bias"])
+        delta_a = torch.exp(delta.unsqueeze(-1) * x["A"])  # (B, L, E, N)
+        bx = (delta * x["u"]).unsqueeze(-1) * x["B"].unsqueeze(2)  # Δ B u: (B, L, E, N)
+        hs = pscan(delta_a, bx)
+        y = (hs @ x["C"].unsqueeze(-1)).squeeze(3) + x["D"] * x["u"]
+        return y * torch.nn.functional.silu(x["z"])
+
+    return scan
+
+
+def _mamba_ssm_ref():
+    """mamba_ssm's ``selective_scan_ref``. Its module imports the CUDA extension
+    ``selective_scan_cuda`` unconditionally, so on a machine without it the function's own
+    source is read from the installed file and run with the names it uses (torch, F,
+    einops); None when mamba_ssm or einops is not installed."""
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_ref
+        return selective_scan_ref
+    except ImportError:
+        pass
+    import ast
+    import importlib.util
+
+    try:
+        import einops
+    except ImportError:
+        return None
+    spec = importlib.util.find_spec("mamba_ssm")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    from pathlib import Path
+
+    path = Path(list(spec.submodule_search_locations)[0]) / "ops" / "selective_scan_interface.py"
+    tree = ast.parse(path.read_text())
+    fn = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "selective_scan_ref"), None)
+    if fn is None:
+        return None
+    namespace = {"torch": torch, "F": torch.nn.functional, "rearrange": einops.rearrange, "repeat": einops.repeat}
+    exec(compile(ast.Module(body=[fn], type_ignores=[]), str(path), "exec"), namespace)
+    return namespace["selective_scan_ref"]
 
 
 def _inputs(batch, T, E, N, dtype, device) -> dict[str, torch.Tensor]:

@@ -183,6 +183,20 @@ def test_triton_float32_accumulates_in_float32():
         torch.testing.assert_close(got[name], want[name], atol=1e-4, rtol=1e-3, msg=f"gradient of {name}")
 
 
+def test_triton_half_precision_io_accumulates_in_float32():
+    """fp16 inputs are read and y written in fp16 (half the bytes), the state in float32:
+    within fp16 rounding of the float64 reference run on the same (rounded) inputs."""
+    x = make_inputs(1, 20, 4, 2, dtype=torch.float16)
+    wide = {k: (v.double() if v is not None else None) for k, v in x.items()}
+    _, y_ref, h_ref = run(selective_scan_ref, wide, softplus=True)
+    leaves, y, h = run(triton, x, softplus=True)
+    assert y.dtype == torch.float16 and h.dtype == torch.float32
+    torch.testing.assert_close(y.double(), y_ref, atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(h.double(), h_ref, atol=1e-4, rtol=1e-4)
+    grads = grads_of(leaves, y, h)
+    assert all(g.dtype == leaves[k].dtype for k, g in grads.items())
+
+
 def test_triton_carried_state_equals_one_call():
     x = make_inputs(1, 48, 3, 2)
     args = [x[k] for k in ("u", "delta", "A", "B", "C", "D", "z")]

@@ -1,24 +1,6 @@
-"""Mamba's selective scan (S6): a diagonal linear recurrence with input-dependent Δ, B, C.
-
-Per channel e and state index n (Gu & Dao 2023, eq. 2 with zero-order-hold on A and
-Euler on B):
-
-    Δ_t   = softplus(δ_t + b_Δ)                         (optional softplus and bias)
-    h_t   = exp(Δ_t A) ⊙ h_{t-1} + Δ_t B_t u_t          h: (E, N), h_{-1} = initial state
-    y_t   = C_t h_t + D ⊙ u_t                           (optional skip D)
-    out_t = y_t ⊙ SiLU(z_t)                             (optional gate z)
-
-Layout (time-major, the backbones' own layout, so no transposes):
-
-* ``u``, ``delta``, ``z``: (B, T, E);  ``A``: (E, N) real (Mamba passes -exp(A_log));
-* ``B``, ``C``: (B, T, N), or grouped (B, T, G, N) with channel e reading group e // (E/G);
-* ``D``, ``delta_bias``: (E,);  ``initial_state`` and the final state: (B, E, N).
-
-The state accumulates in float32 whatever the input dtype (float64 stays float64); the
-output has ``u``'s dtype and the final state is float32 (float64).
-
-Implementations, chosen by :func:`selective_scan` (``impl``, see
-:mod:`seqzoo.kernels.dispatch`):
+"""Pure-torch selective scan (S6): the sequential oracle, the loop-free export form, and
+the one-step decoding update (see :mod:`seqzoo.kernels.selective_scan` for the math and
+layout).
 
 * :func:`selective_scan_ref` -- the recurrence one step at a time: the oracle in tests and
   the eager CPU path (``unbind`` over time keeps its autograd linear in T; on the weather
@@ -29,11 +11,10 @@ Implementations, chosen by :func:`selective_scan` (``impl``, see
   chunks by torch's ``scan`` operator when the length is symbolic (a fixed length walks its
   T/K chunks in Python: a small graph, no loop op). Used under ``torch.export`` (ONNX
   keeps a symbolic length) and ``torch.compile``;
-* Triton (``seqzoo.kernels._selective_scan_triton``): forward and backward kernels in one
-  autograd function, states recomputed in the backward from per-chunk checkpoints.
+* :func:`selective_state_update_ref` -- one step of the reference, for decoding.
 
-:func:`selective_state_update` advances one step for decoding (constant memory; in place
-on request).
+Everything accumulates in :func:`~seqzoo.kernels.dispatch.accumulation_dtype` (float32,
+float64 for float64 inputs); the output has ``u``'s dtype.
 """
 
 from __future__ import annotations
@@ -42,51 +23,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seqzoo.kernels.dispatch import accumulation_dtype, is_export_mode, resolve_impl
+from seqzoo.kernels.dispatch import accumulation_dtype, is_export_mode
 
 __all__ = [
-    "selective_scan",
+    "check_scan_args",
+    "check_step_args",
     "selective_scan_chunked",
     "selective_scan_ref",
-    "selective_state_update",
     "selective_state_update_ref",
 ]
 
 OP = "selective_scan"
 DEFAULT_CHUNK = 16
-
-
-def selective_scan(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    *,
-    delta_bias: Tensor | None = None,
-    delta_softplus: bool = False,
-    initial_state: Tensor | None = None,
-    return_final_state: bool = False,
-    impl: str = "auto",
-) -> Tensor | tuple[Tensor, Tensor]:
-    """The selective scan; returns ``y`` (B, T, E), and the final state (B, E, N) if asked.
-
-    ``impl="auto"`` runs Triton on CUDA tensors and the torch path otherwise (the
-    reference in eager mode, the loop-free chunked form under export or compile).
-    """
-    check_scan_args(u, delta, A, B, C, D, z, delta_bias, initial_state)
-    kw = dict(delta_bias=delta_bias, delta_softplus=delta_softplus, initial_state=initial_state)
-    if resolve_impl(impl, u, delta, A, B, C, op=OP) == "triton":
-        from seqzoo.kernels._selective_scan_triton import selective_scan_triton
-
-        y, final = selective_scan_triton(u, delta, A, B, C, D, z, **kw)
-    elif is_export_mode() or torch.compiler.is_compiling():
-        y, final = selective_scan_chunked(u, delta, A, B, C, D, z, **kw, return_final_state=True)
-    else:
-        y, final = selective_scan_ref(u, delta, A, B, C, D, z, **kw, return_final_state=True)
-    return (y, final) if return_final_state else y
 
 
 # ---------------------------------------------------------------------------------------
@@ -205,44 +153,6 @@ def selective_scan_chunked(
 # ---------------------------------------------------------------------------------------
 # one step, for decoding
 # ---------------------------------------------------------------------------------------
-
-
-def selective_state_update(
-    state: Tensor,
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    *,
-    delta_bias: Tensor | None = None,
-    delta_softplus: bool = False,
-    inplace: bool = False,
-    impl: str = "auto",
-) -> tuple[Tensor, Tensor]:
-    """One step of the scan: ``state`` (B, E, N), ``u``/``delta``/``z`` (B, E), ``B``/``C``
-    (B, N) or (B, G, N) -> (y (B, E), new state).
-
-    Memory is constant in the number of steps. With ``inplace=True`` the new state is
-    written into ``state`` itself (the Triton kernel and the torch path both; refused when
-    autograd needs the old state); otherwise a new tensor is returned and ``state`` is
-    left as it was.
-    """
-    check_step_args(state, u, delta, A, B, C, D, z, delta_bias)
-    if inplace and torch.is_grad_enabled() and state.requires_grad:
-        raise RuntimeError("selective_state_update: inplace=True on a state that requires grad; "
-                           "pass inplace=False when differentiating through decoding")
-    kw = dict(delta_bias=delta_bias, delta_softplus=delta_softplus)
-    if resolve_impl(impl, state, u, delta, A, B, C, op="selective_state_update") == "triton":
-        from seqzoo.kernels._selective_scan_triton import selective_state_update_triton
-
-        return selective_state_update_triton(state, u, delta, A, B, C, D, z, **kw, inplace=inplace)
-    y, new_state = selective_state_update_ref(state, u, delta, A, B, C, D, z, **kw)
-    if inplace:
-        return y, state.copy_(new_state)
-    return y, new_state
 
 
 def selective_state_update_ref(
