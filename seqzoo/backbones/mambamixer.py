@@ -133,7 +133,7 @@ class MambaMixer(Backbone):
 class MambaMixerGrid(Backbone):
     """TSM2's mixer stack on a variates x patches grid (B, C, L, D): time mixer along L, variate mixer along C."""
 
-    causal = True
+    causal = False  # TSM2's normalisation reads the whole window (with norm="rms" the time mixer alone is causal)
     tokens = "grid"
 
     def __init__(
@@ -169,9 +169,6 @@ class MambaMixerGrid(Backbone):
         super().__init__(d_model, n_layers, causal=causal, dropout=dropout, impl=impl)
         if norm not in ("plane", "rms"):
             raise ConfigError(f"backbone 'tsm2': norm must be 'plane' or 'rms', got {norm!r}")
-        if causal and (bidirectional or norm == "plane"):
-            raise ConfigError("backbone 'tsm2': causal=True needs bidirectional=False and norm='rms' "
-                              "(the plane norm and a reversed time scan read later patches)")
         self.bidirectional = bool(bidirectional)
         self.norm_kind = norm
         rates = stochastic_depth(drop_path, n_layers)

@@ -44,11 +44,6 @@ def tokens(name, batch, length, dtype=torch.float64, seed=1):
     return randn(batch, *((3,) if grid(name) else ()), length, D, dtype=dtype, seed=seed)
 
 
-def grid_causal_keywords(name, causal):
-    """A causal grid backbone normalises per token (a plane norm reads the whole window)."""
-    return {"norm": "rms"} if grid(name) and causal else {}
-
-
 def grid_spec(model):
     """Export spec of a grid backbone: x (B, C, L, D), batch and length free."""
     def make(b, n):
@@ -77,7 +72,7 @@ def test_shared_keywords_and_capabilities(name):
 @pytest.mark.parametrize("length", [1, 13])
 def test_output_shape(name, length):
     for causal in causal_options(name):
-        model = build(name, causal=causal, length=length, **grid_causal_keywords(name, causal))
+        model = build(name, causal=causal, length=length)
         x = tokens(name, 2, length)
         y = model(x)
         assert y.shape == x.shape
@@ -90,7 +85,7 @@ def test_causal_output_ignores_future(name):
         with pytest.raises(ConfigError, match="cannot be built causal"):
             build(name, causal=True)
         return
-    model = build(name, causal=True, length=17, **grid_causal_keywords(name, True))
+    model = build(name, causal=True, length=17)
     x = tokens(name, 2, 17)
     t0 = 9
     x2 = x.clone()
@@ -162,7 +157,7 @@ def test_padding_mask_respected(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_gradients_reach_every_parameter(name):
     for causal in causal_options(name):
-        model = build(name, causal=causal, length=10, **grid_causal_keywords(name, causal)).train()
+        model = build(name, causal=causal, length=10).train()
         with torch.no_grad():  # move off special inits (zeros, identities) that block gradients
             for p in model.parameters():
                 p.add_(randn(*p.shape, seed=7) * 0.02)
@@ -212,7 +207,7 @@ def test_param_groups_are_own_parameters(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_onnx_parity(name, tmp_path):
     causal = get_backbone_class(name).causal
-    model = build(name, dtype=torch.float32, causal=causal, **grid_causal_keywords(name, causal))
+    model = build(name, dtype=torch.float32, causal=causal)
     spec = grid_spec(model) if grid(name) else backbone_spec(model, generator=torch.Generator().manual_seed(0))
     report = export_onnx(spec, tmp_path / "model.onnx")  # fixed-token families: at their n_tokens (12)
     assert report.max_abs_diff <= 1e-4

@@ -79,7 +79,7 @@ def test_token_mixer_is_the_papers_causal_scan_by_default():
 
 def test_grid_token_mixer_is_causal_and_channel_mixer_spans_variates():
     torch.manual_seed(0)
-    grid = build_backbone("tsm2", d_model=8, n_layers=2, norm="rms", causal=True).double().eval()
+    grid = build_backbone("tsm2", d_model=8, n_layers=2, norm="rms").double().eval()  # per-token norm
     x = torch.randn(2, 5, 6, 8, dtype=torch.float64)  # 5 variates x 6 patches
     x2 = x.clone()
     x2[:, 1, 3] += 1.0  # variate 1, patch 3
@@ -99,7 +99,7 @@ def test_grid_is_a_registered_backbone_of_grid_tokens():
     assert len(grid.layers.channel[0].mixer.layer.directions) == 2, "the variate mixer is bidirectional"
     with pytest.raises(ValueError, match=r"grid \(B, C, L, 8\)"):
         grid(torch.randn(2, 6, 8))
-    with pytest.raises(ConfigError, match="causal=True needs"):
+    with pytest.raises(ConfigError, match="cannot be built causal"):
         build_backbone("tsm2", d_model=8, n_layers=1, causal=True)  # the plane norm reads the whole window
 
 
