@@ -241,6 +241,10 @@ def backbones_main(args: list[str]) -> int:
     return 0
 
 
+FIXED_TOKENS_FOR_COUNT = 96
+"""Token count at which ``seqzoo backbones`` counts the parameters of a fixed-token family."""
+
+
 def backbones_table(d_model: int = 64, n_layers: int = 2) -> str:
     from seqzoo.backbones import build_backbone, count_parameters, get_backbone_class, list_backbones
 
@@ -248,9 +252,11 @@ def backbones_table(d_model: int = 64, n_layers: int = 2) -> str:
              "description")]
     for name in list_backbones():
         cls = get_backbone_class(name)
-        params = count_parameters(build_backbone(name, d_model=d_model, n_layers=n_layers))
+        fixed = {"n_tokens": FIXED_TOKENS_FOR_COUNT} if cls.fixed_tokens else {}
+        params = count_parameters(build_backbone(name, d_model=d_model, n_layers=n_layers, **fixed))
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        rows.append((name, cls.family, _yes(cls.causal), _yes(cls.streaming), cls.tokens,
+        tokens = f"{cls.tokens} (fixed n_tokens; params at {FIXED_TOKENS_FOR_COUNT})" if cls.fixed_tokens else cls.tokens
+        rows.append((name, cls.family, _yes(cls.causal), _yes(cls.streaming), tokens,
                      "fixed" if cls.export_fixed_length else "dynamic", f"{params:,}", doc))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     lines = []

@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from seqzoo.backbones.base import SHARED_KEYWORDS, get_backbone_class, list_backbones
+from seqzoo.backbones.base import SHARED_KEYWORDS, get_backbone_class, list_backbones, variant_label
 from seqzoo.errors import ConfigError
 from seqzoo.runs import (
     _backbone_holder,
@@ -117,7 +117,7 @@ def compare(
     (out / "configs").mkdir(exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
     rows: list[dict[str, Any]] = []
-    jobs = []
+    jobs, labels = [], {}
     for name in names:
         cls = get_backbone_class(name)
         reason = task_cls.incompatibility(cls)
@@ -132,6 +132,7 @@ def compare(
         own = isinstance(base, dict) and base.get("class_path") == class_path(cls)
         _backbone_holder(run_config)["backbone"] = {"class_path": class_path(cls),
                                                     "init_args": dict(base_args if own else shared)}
+        labels[name] = variant_label(name, _backbone_holder(run_config)["backbone"]["init_args"])
         config_file = out / "configs" / f"{name}.yaml"
         config_file.write_text(yaml.safe_dump(run_config, sort_keys=False))
         jobs += [(name, cls, seed, config_file) for seed in seeds]
@@ -139,6 +140,7 @@ def compare(
     for i, (name, cls, seed, config_file) in enumerate(jobs, 1):
         print(f"[{i}/{len(jobs)}] {name} seed {seed} ...", flush=True)
         row = _run_job(name, cls, seed, config_file, out, max_epochs, list(passthrough))
+        row["backbone"] = labels[name]  # rows and plots name a variant: "mamba (bidirectional)"
         rows.append(row)
         print(f"      {row['status']}" + (f": {row['reason']}" if row.get("reason") else "")
               + (f" ({_short_metrics(row)}, {row.get('fit_seconds', 0):.0f} s)" if row["status"] == "ok" else ""),

@@ -22,7 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from seqzoo.backbones.base import State, register_backbone
-from seqzoo.backbones.blocks import BlockStack, MlpKind, NormKind
+from seqzoo.backbones.blocks import BlockStack
+from seqzoo.layers import MlpKind, NormKind
 from seqzoo.errors import ConfigError
 from seqzoo.kernels.prefix_attention import identity_state, prefix_attention, prefix_attention_step, state_dtype
 

@@ -10,8 +10,11 @@ attributes, which ``seqzoo backbones`` lists:
 
 * ``causal``    -- the family *can* be built causal (output t sees inputs <= t);
 * ``streaming`` -- it implements ``init_state``/``step`` (built with ``causal=True``);
-* ``tokens``    -- ``"time"``, or ``"variate"`` for inverted models (one token per channel);
-* ``export_fixed_length`` -- its ONNX graph is exported at a fixed length.
+* ``tokens``    -- ``"time"``, ``"variate"`` for inverted models (one token per channel), or
+  ``"grid"`` for models of a (B, C, L, d_model) grid of C channels by L tokens (TSM2);
+* ``export_fixed_length`` -- its ONNX graph is exported at a fixed length;
+* ``fixed_tokens`` -- it is built for one token count, its ``n_tokens`` keyword (weights are
+  sized by it, e.g. MambaMixer's channel mixer, whose features are the tokens).
 
 Whether an *instance* was built causal is ``backbone.is_causal``.
 """
@@ -22,16 +25,18 @@ import abc
 import inspect
 from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from seqzoo.errors import ConfigError, UnknownBackboneError
 from seqzoo.kernels.dispatch import check_impl
-
-State = tuple[Tensor, ...]
-"""A streaming state: a tuple of tensors whose shapes do not change from step to step."""
+from seqzoo.layers.state import State
 
 SHARED_KEYWORDS = ("d_model", "n_layers", "causal", "dropout", "impl")
 """Keywords every family accepts with the same meaning."""
+
+TOKEN_KINDS = ("time", "variate", "grid")
+"""What a backbone's tokens are: steps, channels (inverted models), or a channels x steps grid."""
 
 
 class Backbone(nn.Module, abc.ABC):
@@ -41,6 +46,7 @@ class Backbone(nn.Module, abc.ABC):
     streaming: ClassVar[bool] = False
     tokens: ClassVar[str] = "time"
     export_fixed_length: ClassVar[bool] = False
+    fixed_tokens: ClassVar[bool] = False
     name: ClassVar[str] = ""
     family: ClassVar[str] = ""
 
@@ -77,6 +83,16 @@ class Backbone(nn.Module, abc.ABC):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Mix ``x`` (B, L, d_model); ``mask`` (B, L) bool marks valid positions."""
 
+    def encoder_memory(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """What a decoder cross-attends to when this backbone is its encoder: a sequence
+        (B, S, d_model) and its padding mask (B, S) (None: all valid).
+
+        By default the output of :meth:`forward` and ``mask`` (S = L). A family whose paper
+        feeds its decoder a shorter sequence overrides this: Informer returns the distilled
+        encoding (S = ceil(L / 2^k)) rather than ``forward``'s output stretched back to L.
+        """
+        return self(x, mask), mask
+
     # -- streaming -------------------------------------------------------------------
     def init_state(self, batch_size: int, device=None, dtype=None) -> State:
         """The state before the first step (streaming families override this)."""
@@ -87,6 +103,18 @@ class Backbone(nn.Module, abc.ABC):
         """Advance one step: ``x_t`` (B, d_model) -> (y_t (B, d_model), new state)."""
         self._check_can_step()
         raise TypeError(f"{type(self).__qualname__} declares streaming=True but does not define step()")
+
+    def forward_with_state(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """Process a chunk ``x`` (B, L, d_model) of a long stream, continuing from ``state``
+        (as returned by ``init_state`` or an earlier call): chunk by chunk equals one causal
+        ``forward``. By default one :meth:`step` per position; families with a chunked
+        recurrence (S4/S4D) override it."""
+        self._check_can_step()
+        outputs = []
+        for t in range(x.shape[1]):
+            y_t, state = self.step(x[:, t], state)
+            outputs.append(y_t)
+        return torch.stack(outputs, dim=1), tuple(state)
 
     def _check_can_step(self) -> None:
         label = type(self).name or type(self).__name__
@@ -120,8 +148,8 @@ def register_backbone(name: str):
             raise TypeError(f"register_backbone({name!r}) decorates a Backbone subclass, got {cls!r}")
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"backbone name {name!r} is already registered to {_REGISTRY[name].__qualname__}")
-        if cls.tokens not in ("time", "variate"):
-            raise ValueError(f"{cls.__qualname__}.tokens must be 'time' or 'variate', got {cls.tokens!r}")
+        if cls.tokens not in TOKEN_KINDS:
+            raise ValueError(f"{cls.__qualname__}.tokens must be one of {TOKEN_KINDS}, got {cls.tokens!r}")
         cls.name = name
         cls.family = cls.__module__.rsplit(".", 1)[-1]
         _REGISTRY[name] = cls
@@ -169,6 +197,25 @@ def build_backbone(name: str, **kwargs) -> Backbone:
             f"it accepts: {', '.join(accepted)}"
         )
     return cls(**kwargs)
+
+
+def check_bidirectional(name: str, bidirectional: bool, causal: bool) -> bool:
+    """A family's non-causal variant is asked for by name (``bidirectional=True``), never
+    implied by ``causal=False``; it cannot also be causal."""
+    if bidirectional and causal:
+        raise ConfigError(f"backbone {name!r}: bidirectional=True reads later tokens, so it cannot be causal")
+    return bool(bidirectional)
+
+
+VARIANT_KEYWORDS = ("bidirectional",)
+"""Keywords that turn a family into a named variant of its paper's model."""
+
+
+def variant_label(name: str, init_args: dict) -> str:
+    """How results name a backbone built with ``init_args``: ``"mamba"`` for the paper's
+    form, ``"mamba (bidirectional)"`` for a variant."""
+    variants = [key for key in VARIANT_KEYWORDS if init_args.get(key)]
+    return f"{name} ({', '.join(variants)})" if variants else name
 
 
 def count_parameters(module: nn.Module) -> int:

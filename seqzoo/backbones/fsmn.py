@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqzoo.backbones.base import register_backbone
-from seqzoo.backbones.blocks import BlockStack, TemporalConv, make_norm
+from seqzoo.backbones.blocks import BlockStack
 from seqzoo.errors import ConfigError
+from seqzoo.layers import TemporalConv, make_norm
 
 
 @register_backbone("fsmn")

@@ -20,8 +20,8 @@ Defaults follow the paper's ETTh1 setting: 8 heads, d_ff = d_model (``mlp_ratio=
 from __future__ import annotations
 
 from seqzoo.backbones.base import register_backbone
-from seqzoo.backbones.blocks import BlockStack, MlpKind, PostNormBlock
-from seqzoo.backbones.transformer import SelfAttention
+from seqzoo.backbones.blocks import BlockStack
+from seqzoo.layers import MlpKind, PostNormBlock, SelfAttention
 
 
 @register_backbone("itransformer")

@@ -26,7 +26,6 @@ one ring buffer per temporal convolution. BatchNorm statistics skip padded posit
 
 from __future__ import annotations
 
-import weakref
 from typing import ClassVar
 
 import torch
@@ -35,20 +34,18 @@ from timm.layers import DropPath
 from torch import Tensor, nn
 
 from seqzoo.backbones.base import State, register_backbone
-from seqzoo.backbones.blocks import BlockStack, TemporalConv, split_state, stochastic_depth
+from seqzoo.backbones.blocks import BlockStack
 from seqzoo.errors import ConfigError
 from seqzoo.kernels.dispatch import is_export_mode
 from seqzoo.kernels.lif import lif, lif_step
 from seqzoo.kernels.linear_recurrence import lti_recurrence
+from seqzoo.layers import TemporalConv, cached_on_tensors, split_state, stochastic_depth
 
 DIRECT_CONVOLUTION_MAX_LENGTH = 128
 """Up to this length the memory is a direct causal convolution; beyond it an FFT one."""
 
 IMPULSE_CACHE_SIZE = 8
 """Impulse responses each LegendreMemory keeps (one per recent sequence length)."""
-
-_IMPULSE_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
-
 
 @register_backbone("lmuformer")
 class LMUFormer(BlockStack):
@@ -378,26 +375,10 @@ class LegendreMemory(nn.Module):
         return m.transpose(1, 2)
 
     def _cached_impulse_response(self, L: int, dtype: torch.dtype) -> Tensor:
-        """``impulse_response(L).to(dtype)``, a constant of the buffers: kept (outside the
-        module, a few lengths) until Ā or B̄ changes -- in place, swapped, moved or cast.
-        Not under torch.compile, which traces the computation instead."""
-        buffers = (self.A_bar, self.B_bar)
-        if torch.compiler.is_compiling() or any(b.requires_grad for b in buffers):
-            return self.impulse_response(L).to(dtype)
-        valid = tuple((b._version, b.data_ptr(), b.device, b.dtype) for b in buffers)
-        cached = _IMPULSE_CACHE.get(self)
-        if cached is None or cached[1] != valid or any(a is not b for a, b in zip(cached[0], buffers)):
-            cached = (buffers, valid, {})
-            _IMPULSE_CACHE[self] = cached
-        table = cached[2]
-        key = (L, dtype, torch.is_inference_mode_enabled())
-        H = table.pop(key, None)
-        if H is None:
-            H = self.impulse_response(L).to(dtype)
-            if len(table) >= IMPULSE_CACHE_SIZE:
-                table.pop(next(iter(table)))  # the least recently used
-        table[key] = H
-        return H
+        """``impulse_response(L).to(dtype)``, a constant of the buffers: kept for a few lengths
+        until Ā or B̄ changes (:func:`seqzoo.layers.cached_on_tensors`)."""
+        return cached_on_tensors(self, (self.A_bar, self.B_bar), lambda: self.impulse_response(L).to(dtype),
+                                 key=(L, dtype), max_entries=IMPULSE_CACHE_SIZE)
 
     def impulse_response(self, L: int) -> Tensor:
         """H_t = Ā^t B̄ for t < L, (L, order), by doubling in float64."""

@@ -17,12 +17,12 @@ touches it; dt_proj ~ U[-R^-1/2, R^-1/2]; A_log = log(1..N) per channel and D = 
 both without weight decay (:meth:`Mamba.param_groups`); out_proj divided by
 sqrt(number of residual branches) (GPT-2's rule, as mamba_ssm does).
 
-Causality. Built ``causal=True`` the layer is the paper's (left-to-right scan and
-convolution) and streams: per layer a conv state (B, E, 3) and an SSM state (B, E, N).
-A non-causal build is *bidirectional* by default (Vim, Zhu et al. 2024): a second scan,
-with its own conv/Δ/B/C/A/D, runs over the reversed sequence and its output is added
-before the gate; in/out projections are shared. ``bidirectional=False`` keeps the
-causal layer in a non-causal task.
+Causality. The default is the paper's layer (left-to-right scan and convolution), built
+``causal`` or not; built ``causal=True`` it streams: per layer a conv state (B, E, 3)
+and an SSM state (B, E, N). The bidirectional variant (Vim, Zhu et al. 2024) is asked
+for by name, ``bidirectional=True``: a second scan, with its own conv/Δ/B/C/A/D, runs
+over the reversed sequence and its output is added before the gate; in/out projections
+are shared (about +25% parameters).
 
 Padding (``mask``, valid positions True): padded positions enter the scans with zero
 input (the conv sees zeros there and the SSM input u is zeroed), so whether the scan
@@ -31,17 +31,18 @@ runs forward or over the flipped sequence, valid outputs never depend on padded 
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from seqzoo.backbones.base import State, register_backbone
+from seqzoo.backbones.base import State, check_bidirectional, register_backbone
 from seqzoo.backbones.blocks import BlockStack
-from seqzoo.errors import ConfigError
-from seqzoo.kernels.selective_scan import accumulation_dtype, selective_scan, selective_state_update
+from seqzoo.layers.selective_ssm import (
+    MambaLayer,
+    as_residual,
+    no_weight_decay_groups,
+    scale_output_projections,
+)
 
 
 @register_backbone("mamba")
@@ -63,11 +64,21 @@ class Mamba(BlockStack):
         expand: int = 2,
         d_conv: int = 4,
         dt_rank: int | Literal["auto"] = "auto",
-        bidirectional: bool | None = None,
+        bidirectional: bool = False,
         drop_path: float = 0.0,
     ) -> None:
+        """
+        Args:
+            d_state: SSM state size N per channel.
+            expand: inner width E = expand * D.
+            d_conv: taps of the causal depthwise convolution.
+            dt_rank: rank of the Δ projection (``"auto"``: ceil(D / 16)).
+            bidirectional: the Vim variant (a second scan over the reversed sequence); the
+                paper's Mamba, the default, scans left to right only, whatever ``causal`` says.
+            drop_path: stochastic depth, rising linearly to this rate.
+        """
         super().__init__(d_model, n_layers, causal=causal, dropout=dropout, impl=impl)
-        self.bidirectional = resolve_bidirectional(bidirectional, causal, self.name)
+        self.bidirectional = check_bidirectional(self.name, bidirectional, causal)
         self.build_residual_blocks(
             lambda i: MambaLayer(d_model, d_state=d_state, expand=expand, d_conv=d_conv, dt_rank=dt_rank,
                                  bidirectional=self.bidirectional, impl=impl),
@@ -83,173 +94,3 @@ class Mamba(BlockStack):
 
     def param_groups(self) -> list[dict]:
         return no_weight_decay_groups(self)
-
-
-# ---------------------------------------------------------------------------------------
-# the layer
-# ---------------------------------------------------------------------------------------
-
-
-class MambaLayer(nn.Module):
-    """The Mamba mixer (B, L, d_model) -> (B, L, d_model), optionally bidirectional."""
-
-    def __init__(
-        self,
-        d_model: int,
-        *,
-        d_state: int = 16,
-        expand: int = 2,
-        d_inner: int | None = None,
-        d_conv: int = 4,
-        dt_rank: int | Literal["auto"] = "auto",
-        bidirectional: bool = False,
-        impl: str = "auto",
-    ) -> None:
-        super().__init__()
-        for name, value in (("d_state", d_state), ("expand", expand), ("d_conv", d_conv)):
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"mamba: {name} must be a positive integer, got {value!r}")
-        if dt_rank != "auto" and (not isinstance(dt_rank, int) or dt_rank < 1):
-            raise ConfigError(f"mamba: dt_rank must be a positive integer or 'auto', got {dt_rank!r}")
-        self.d_inner = d_inner or expand * d_model
-        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
-        self.bidirectional = bidirectional
-        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
-        self.directions = nn.ModuleList(
-            SelectiveSSM(self.d_inner, d_state=d_state, d_conv=d_conv, dt_rank=self.dt_rank, impl=impl)
-            for _ in range(2 if bidirectional else 1)
-        )
-        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        u, z = self.in_proj(x).chunk(2, dim=-1)
-        keep = None if mask is None else mask[..., None].to(u.dtype)
-        y = self.directions[0](u, z, keep)
-        if self.bidirectional:
-            flip = lambda t: None if t is None else t.flip(1)  # noqa: E731
-            y = y + self.directions[1](flip(u), flip(z), flip(keep)).flip(1)
-        return self.out_proj(y)
-
-    def init_state(self, batch_size: int, device=None, dtype=None) -> State:
-        self._check_streamable()
-        return self.directions[0].init_state(batch_size, device=device, dtype=dtype)
-
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        self._check_streamable()
-        u, z = self.in_proj(x_t).chunk(2, dim=-1)
-        y, state = self.directions[0].step(u, z, state)
-        return self.out_proj(y), state
-
-    def _check_streamable(self) -> None:
-        if self.bidirectional:
-            raise TypeError("a bidirectional Mamba layer reads the whole sequence: it has no step()")
-
-
-class SelectiveSSM(nn.Module):
-    """One scan direction: causal depthwise conv + SiLU, input-dependent Δ/B/C, the S6 scan,
-    D skip and the SiLU(z) gate, on (B, L, E) tensors."""
-
-    def __init__(self, d_inner: int, *, d_state: int, d_conv: int, dt_rank: int, impl: str = "auto",
-                 dt_min: float = 1e-3, dt_max: float = 0.1, dt_init_floor: float = 1e-4) -> None:
-        super().__init__()
-        self.d_state, self.dt_rank, self.impl = d_state, dt_rank, impl
-        self.dt_range = (dt_min, dt_max, dt_init_floor)
-        self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner)
-        self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
-        self.dt_proj = nn.Linear(dt_rank, d_inner, bias=False)
-        self.dt_bias = nn.Parameter(torch.empty(d_inner))
-        self.A_log = nn.Parameter(torch.empty(d_inner, d_state))
-        self.D = nn.Parameter(torch.empty(d_inner))
-        self.reset_ssm_parameters()
-
-    def reset_ssm_parameters(self) -> None:
-        """The paper's initialisation of dt_proj, dt_bias, A_log and D."""
-        dt_min, dt_max, floor = self.dt_range
-        E, N = self.A_log.shape
-        with torch.no_grad():
-            nn.init.uniform_(self.dt_proj.weight, -self.dt_rank**-0.5, self.dt_rank**-0.5)
-            dt = torch.exp(torch.rand(E) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=floor)
-            self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus(dt_bias) = dt
-            self.A_log.copy_(torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(E, 1))
-            self.D.fill_(1.0)
-        self.dt_bias._no_reinit = True
-
-    def forward(self, x: Tensor, z: Tensor, keep: Tensor | None = None) -> Tensor:
-        if keep is not None:
-            x = x * keep
-        u = F.silu(self._causal_conv(x))
-        if keep is not None:
-            u = u * keep
-        delta, B, C = self._selection(u)
-        return selective_scan(u, delta, self.A, B, C, self.D, z, delta_bias=self.dt_bias, delta_softplus=True,
-                              impl=self.impl)
-
-    @property
-    def A(self) -> Tensor:
-        A_log = self.A_log  # float32 (float64 in tests) even when the model runs in half precision
-        return -torch.exp(A_log if A_log.dtype in (torch.float32, torch.float64) else A_log.float())
-
-    def _causal_conv(self, x: Tensor) -> Tensor:
-        """Depthwise causal conv on (B, L, E): u_t = b + Σ_k w_k x_{t-K+1+k} (no transposes)."""
-        K = self.conv1d.kernel_size[0]
-        L = x.shape[1]
-        padded = F.pad(x, (0, 0, K - 1, 0))
-        w = self.conv1d.weight[:, 0, :]  # (E, K)
-        out = self.conv1d.bias + padded[:, 0:L] * w[:, 0]
-        for k in range(1, K):
-            out = out + padded[:, k : k + L] * w[:, k]
-        return out
-
-    def _selection(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        return self.dt_proj(dt), B, C
-
-    # -- streaming --------------------------------------------------------------------
-    def init_state(self, batch_size: int, device=None, dtype=None) -> State:
-        dtype = dtype or torch.get_default_dtype()
-        E, K = self.conv1d.out_channels, self.conv1d.kernel_size[0]
-        conv = torch.zeros(batch_size, E, K - 1, device=device, dtype=dtype)
-        ssm = torch.zeros(batch_size, E, self.d_state, device=device, dtype=accumulation_dtype(dtype))
-        return conv, ssm
-
-    def step(self, x_t: Tensor, z_t: Tensor, state: State) -> tuple[Tensor, State]:
-        conv_state, ssm_state = state
-        window = torch.cat([conv_state, x_t[..., None]], dim=-1)  # (B, E, K): x_{t-K+1} .. x_t
-        u = F.silu((window * self.conv1d.weight[:, 0, :]).sum(-1) + self.conv1d.bias)
-        delta, B, C = self._selection(u)
-        y, ssm_state = selective_state_update(ssm_state, u, delta, self.A, B, C, self.D, z_t,
-                                              delta_bias=self.dt_bias, delta_softplus=True, impl=self.impl)
-        return y, (window[..., 1:].contiguous(), ssm_state)
-
-
-# ---------------------------------------------------------------------------------------
-# shared with mambamixer
-# ---------------------------------------------------------------------------------------
-
-
-def resolve_bidirectional(bidirectional: bool | None, causal: bool, name: str) -> bool:
-    """None -> bidirectional exactly when the backbone is not causal."""
-    if bidirectional is None:
-        return not causal
-    if bidirectional and causal:
-        raise ConfigError(f"backbone {name!r}: bidirectional=True cannot be causal")
-    return bool(bidirectional)
-
-
-def as_residual(x: Tensor) -> Tensor:
-    """The residual stream runs in at least float32 (float64 stays float64)."""
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
-
-
-def scale_output_projections(module: nn.Module, n_residual_branches: int) -> None:
-    """Divide every Mamba out_proj by sqrt(#residual branches) (GPT-2 / mamba_ssm init)."""
-    with torch.no_grad():
-        for layer in module.modules():
-            if isinstance(layer, MambaLayer):
-                layer.out_proj.weight.div_(math.sqrt(n_residual_branches))
-
-
-def no_weight_decay_groups(module: nn.Module) -> list[dict]:
-    """A_log and D of every scan direction, without weight decay."""
-    params = [p for m in module.modules() if isinstance(m, SelectiveSSM) for p in (m.A_log, m.D)]
-    return [{"params": params, "weight_decay": 0.0}] if params else []

@@ -19,15 +19,18 @@ reduction to VMamba (β = 0, α_{ℓ,ℓ-1} = 1); they learn from there.
 
 Two shapes of the same layers:
 
-* :class:`MambaMixer` (registered ``mambamixer``), on (B, L, D): the token mixer runs
-  along L (causal when built causal, else bidirectional, as ``mamba``); the channel
-  mixer runs along D with the channels as the scanned axis and the tokens as batch --
-  each channel position carries its scalar value, lifted to ``channel_expand`` features
-  -- so no weight is sized by L (nor by D). It streams: the channel mixer acts within
-  one token.
-* :class:`MambaMixerGrid`, on a grid (B, C, L, D) of C channels (variates) by L tokens
-  (patches) with D features: the token mixer runs along L for every channel, the channel
-  mixer along C for every token. TSM2 (``domains/forecasting.py``) is built on it.
+* :class:`MambaMixer` (registered ``mambamixer``), on (B, L, D) with a fixed token count
+  L = ``n_tokens``: the token mixer is a causal Mamba scan along L (``bidirectional=True``
+  asks for the Vim-style variant); the channel mixer is the paper's selective channel
+  mixer, a bidirectional Mamba layer that scans the D channels (forward and flipped) with
+  the L tokens as its features, so it mixes information across tokens and channels. Its
+  projections are sized by L, hence the fixed token count (exported at that length); it
+  reads every token, so the model is neither causal nor streaming.
+* :class:`MambaMixerGrid` (registered ``tsm2``, token kind ``"grid"``), on a grid
+  (B, C, L, D) of C channels (variates) by L tokens (patches) with D features: the token
+  (time) mixer runs along L for every channel, the channel (variate) mixer along C for
+  every token. The TSM2 forecaster (``seqzoo.domains.tsm2``) patches, embeds and reads
+  out around it.
 """
 
 from __future__ import annotations
@@ -37,24 +40,101 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from seqzoo.backbones.base import Backbone, State, register_backbone
-from seqzoo.backbones.blocks import ResidualBlock, check_mask, make_norm, split_state, stochastic_depth
-from seqzoo.backbones.mamba import (
+from seqzoo.backbones.base import Backbone, check_bidirectional, register_backbone
+from seqzoo.layers import ResidualBlock, check_mask, make_norm, stochastic_depth
+from seqzoo.layers.selective_ssm import (
     MambaLayer,
     as_residual,
     no_weight_decay_groups,
-    resolve_bidirectional,
     scale_output_projections,
 )
 from seqzoo.errors import ConfigError
+from seqzoo.layers import PlaneNorm
 
 
 @register_backbone("mambamixer")
 class MambaMixer(Backbone):
-    """Selective token mixer along L, selective channel mixer along D, weighted averaging."""
+    """Selective token mixer along L, selective channel mixer along D over all L tokens, weighted averaging (fixed L)."""
 
-    causal = True
-    streaming = True
+    causal = False  # the channel mixer reads every token
+    fixed_tokens = True
+    export_fixed_length = True
+
+    def __init__(
+        self,
+        d_model: int,
+        n_layers: int,
+        *,
+        causal: bool = False,
+        dropout: float = 0.0,
+        impl: str = "auto",
+        n_tokens: int | None = None,
+        d_state: int = 16,
+        expand: int = 2,
+        d_conv: int = 4,
+        dt_rank: int | Literal["auto"] = "auto",
+        channel_expand: int = 2,
+        channel_d_state: int = 16,
+        bidirectional: bool = False,
+        drop_path: float = 0.0,
+    ) -> None:
+        """
+        Args:
+            n_tokens: the fixed token count L: the channel mixer's features are the L tokens
+                (e.g. the lookback of a forecaster, the patches of an image).
+            d_state: state size N of the token mixer.
+            expand: inner width E = expand * D of the token mixer.
+            d_conv: taps of both mixers' causal depthwise convolutions.
+            dt_rank: rank of the token mixer's Δ projection (``"auto"``: ceil(D / 16)).
+            channel_expand: inner width = channel_expand * L of the channel mixer.
+            channel_d_state: state size of the channel mixer.
+            bidirectional: the token mixer also scans the reversed sequence (a variant; the
+                paper's token mixer is a causal Mamba scan).
+            drop_path: stochastic depth, rising linearly to this rate.
+        """
+        super().__init__(d_model, n_layers, causal=causal, dropout=dropout, impl=impl)
+        if not isinstance(n_tokens, int) or isinstance(n_tokens, bool) or n_tokens < 1:
+            raise ConfigError(
+                f"backbone 'mambamixer' mixes across tokens in its channel mixer (its features are the tokens), "
+                f"so it is built for a fixed token count: set n_tokens (e.g. the lookback), got {n_tokens!r}"
+            )
+        self.n_tokens = n_tokens
+        self.bidirectional = check_bidirectional(self.name, bidirectional, causal)
+        rates = stochastic_depth(drop_path, n_layers)
+
+        def sublayer(mixer: nn.Module, i: int) -> ResidualBlock:
+            return ResidualBlock(d_model, mixer, mlp="none", norm="rms", dropout=dropout, drop_path=rates[i])
+
+        token = [sublayer(AxisMixer(MambaLayer(d_model, d_state=d_state, expand=expand, d_conv=d_conv,
+                                               dt_rank=dt_rank, bidirectional=self.bidirectional, impl=impl),
+                                    axis=1), i) for i in range(n_layers)]
+        channel = [sublayer(AxisMixer(MambaLayer(n_tokens, d_state=channel_d_state, expand=channel_expand,
+                                                 d_conv=d_conv, bidirectional=True, impl=impl), axis=2), i)
+                   for i in range(n_layers)]
+        self.layers = MixerLayers(token, channel)
+        self.norm_f = make_norm("rms", d_model)
+        scale_output_projections(self, n_residual_branches=2 * n_layers)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        check_mask(x, mask)
+        if x.shape[1] != self.n_tokens:
+            raise ValueError(f"backbone 'mambamixer' was built for n_tokens={self.n_tokens} tokens, "
+                             f"got {x.shape[1]} (input {tuple(x.shape)})")
+        return self.norm_f(self.layers(as_residual(x), mask))
+
+    def param_groups(self) -> list[dict]:
+        return no_weight_decay_groups(self)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, n_tokens={self.n_tokens}, bidirectional={self.bidirectional}"
+
+
+@register_backbone("tsm2")
+class MambaMixerGrid(Backbone):
+    """TSM2's mixer stack on a variates x patches grid (B, C, L, D): time mixer along L, variate mixer along C."""
+
+    causal = False  # TSM2's normalisation reads the whole window (with norm="rms" the time mixer alone is causal)
+    tokens = "grid"
 
     def __init__(
         self,
@@ -68,74 +148,29 @@ class MambaMixer(Backbone):
         expand: int = 2,
         d_conv: int = 4,
         dt_rank: int | Literal["auto"] = "auto",
-        channel_expand: int = 2,
-        channel_d_state: int = 4,
-        bidirectional: bool | None = None,
-        drop_path: float = 0.0,
-    ) -> None:
-        super().__init__(d_model, n_layers, causal=causal, dropout=dropout, impl=impl)
-        self.bidirectional = resolve_bidirectional(bidirectional, causal, self.name)
-        # what MambaMixerGrid.like() copies
-        self.grid_kwargs = dict(d_model=d_model, n_layers=n_layers, dropout=dropout, impl=impl, d_state=d_state,
-                            expand=expand, d_conv=d_conv, dt_rank=dt_rank, drop_path=drop_path)
-        rates = stochastic_depth(drop_path, n_layers)
-
-        def sublayer(mixer: nn.Module, i: int) -> ResidualBlock:
-            return ResidualBlock(d_model, mixer, mlp="none", norm="rms", dropout=dropout, drop_path=rates[i])
-
-        token = [sublayer(AxisMixer(MambaLayer(d_model, d_state=d_state, expand=expand, d_conv=d_conv,
-                                               dt_rank=dt_rank, bidirectional=self.bidirectional, impl=impl),
-                                    axis=1), i) for i in range(n_layers)]
-        channel = [sublayer(AxisMixer(MambaLayer(1, d_inner=channel_expand, d_state=channel_d_state, d_conv=d_conv,
-                                                 bidirectional=True, impl=impl), axis=-1, scalar=True), i)
-                   for i in range(n_layers)]
-        self.layers = MixerLayers(token, channel)
-        self.norm_f = make_norm("rms", d_model)
-        scale_output_projections(self, n_residual_branches=2 * n_layers)
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        check_mask(x, mask)
-        return self.norm_f(self.layers(as_residual(x), mask))
-
-    def init_state(self, batch_size: int, device=None, dtype=None) -> State:
-        self._check_can_step()
-        return self.layers.init_state(batch_size, device=device, dtype=dtype)
-
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        self._check_can_step()
-        y, state = self.layers.step(as_residual(x_t), state)
-        return self.norm_f(y), state
-
-    def param_groups(self) -> list[dict]:
-        return no_weight_decay_groups(self)
-
-
-class MambaMixerGrid(nn.Module):
-    """MambaMixer layers on a grid (B, C, L, D): token mixer along L, channel mixer along C.
-
-    ``norm="plane"`` normalises each channel's (L, D) plane (TSM2's normalisation over
-    time and features, as TSMixer's); ``"rms"`` normalises each token's D features.
-    """
-
-    def __init__(
-        self,
-        d_model: int,
-        n_layers: int,
-        *,
-        token_bidirectional: bool = False,
         norm: Literal["plane", "rms"] = "plane",
-        dropout: float = 0.0,
+        bidirectional: bool = False,
         drop_path: float = 0.0,
-        impl: str = "auto",
-        d_state: int = 16,
-        expand: int = 2,
-        d_conv: int = 4,
-        dt_rank: int | Literal["auto"] = "auto",
     ) -> None:
-        super().__init__()
+        """
+        Args:
+            d_state: SSM state size N of both mixers.
+            expand: inner width E = expand * D of both mixers.
+            d_conv: taps of the mixers' causal depthwise convolutions.
+            dt_rank: rank of the Δ projection (``"auto"``: ceil(D / 16)).
+            norm: ``"plane"`` normalises each variate's (L, D) plane (TSM2's normalisation over
+                time and features; it reads the whole window, so not causal); ``"rms"`` each
+                token's D features.
+            bidirectional: the time mixer also scans the reversed patch sequence (a variant;
+                the paper's time mixer is unidirectional). The variate mixer is always
+                bidirectional, as in the paper.
+            drop_path: stochastic depth, rising linearly to this rate.
+        """
+        super().__init__(d_model, n_layers, causal=causal, dropout=dropout, impl=impl)
         if norm not in ("plane", "rms"):
-            raise ConfigError(f"grid norm must be 'plane' or 'rms', got {norm!r}")
-        self.d_model = d_model
+            raise ConfigError(f"backbone 'tsm2': norm must be 'plane' or 'rms', got {norm!r}")
+        self.bidirectional = bool(bidirectional)
+        self.norm_kind = norm
         rates = stochastic_depth(drop_path, n_layers)
         kw = dict(d_state=d_state, expand=expand, d_conv=d_conv, dt_rank=dt_rank, impl=impl)
 
@@ -143,26 +178,25 @@ class MambaMixerGrid(nn.Module):
             return ResidualBlock(d_model, AxisMixer(layer, axis=axis), mlp="none", norm="rms", dropout=dropout,
                                  drop_path=rates[i], norm1=PlaneNorm(d_model) if norm == "plane" else None)
 
-        token = [sublayer(MambaLayer(d_model, bidirectional=token_bidirectional, **kw), 2, i) for i in range(n_layers)]
+        token = [sublayer(MambaLayer(d_model, bidirectional=self.bidirectional, **kw), 2, i) for i in range(n_layers)]
         channel = [sublayer(MambaLayer(d_model, bidirectional=True, **kw), 1, i) for i in range(n_layers)]
         self.layers = MixerLayers(token, channel)
         self.norm_f = PlaneNorm(d_model) if norm == "plane" else make_norm("rms", d_model)
         scale_output_projections(self, n_residual_branches=2 * n_layers)
 
-    @classmethod
-    def like(cls, backbone: MambaMixer, **overrides) -> MambaMixerGrid:
-        """A grid with the hyper-parameters of a registered ``mambamixer`` backbone."""
-        if not isinstance(backbone, MambaMixer):
-            raise ConfigError(f"a MambaMixer grid is built from a 'mambamixer' backbone, got {type(backbone).name!r}")
-        return cls(**{**backbone.grid_kwargs, **overrides})
-
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``x`` (B, C, L, D): C variates by L patches; no padding mask (whole grids only)."""
         if x.dim() != 4 or x.shape[-1] != self.d_model:
-            raise ValueError(f"MambaMixerGrid expects (B, C, L, {self.d_model}), got {tuple(x.shape)}")
+            raise ValueError(f"backbone 'tsm2' mixes a grid (B, C, L, {self.d_model}), got {tuple(x.shape)}")
+        if mask is not None:
+            raise ValueError("backbone 'tsm2' takes whole grids: it has no padding mask")
         return self.norm_f(self.layers(as_residual(x)))
 
     def param_groups(self) -> list[dict]:
         return no_weight_decay_groups(self)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, norm={self.norm_kind!r}, bidirectional={self.bidirectional}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -182,7 +216,6 @@ class MixerLayers(nn.Module):
         # history before layer ℓ's token sublayer: x and 2ℓ outputs; before its channel sublayer: one more
         self.token_inputs = nn.ModuleList(WeightedAverage(2 * i + 1) for i in range(len(token)))
         self.channel_inputs = nn.ModuleList(WeightedAverage(2 * i + 2) for i in range(len(token)))
-        self._state_sizes: list[int] | None = None
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         history = [x]
@@ -191,25 +224,6 @@ class MixerLayers(nn.Module):
             history.append(token(token_in(history), mask))
             history.append(channel(channel_in(history), mask))
         return history[-1]
-
-    def init_state(self, batch_size: int, device=None, dtype=None) -> State:
-        states = [tuple(t.init_state(batch_size, device=device, dtype=dtype)) for t in self.token]
-        self._state_sizes = [len(s) for s in states]
-        return tuple(t for s in states for t in s)
-
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        if self._state_sizes is None:
-            self.init_state(1, device=x_t.device, dtype=x_t.dtype)
-        history, new_state = [x_t], []
-        for token, channel, token_in, channel_in, s in zip(self.token, self.channel, self.token_inputs,
-                                                           self.channel_inputs, split_state(state, self._state_sizes)):
-            y, s = token.step(token_in(history), s)
-            history.append(y)
-            new_state.extend(s)
-            history.append(channel(channel_in(history)))
-        if sum(self._state_sizes) != len(state):
-            raise ValueError(f"mambamixer: state has {len(state)} tensors, expected {sum(self._state_sizes)}")
-        return history[-1], tuple(new_state)
 
 
 class WeightedAverage(nn.Module):
@@ -231,47 +245,24 @@ class WeightedAverage(nn.Module):
 
 
 class AxisMixer(nn.Module):
-    """A sequence mixer (B', L', F) -> (B', L', F) applied along one axis of a larger tensor,
-    every other axis but the features becoming batch.
+    """A sequence mixer (B', S, F) -> (B', S, F) applied along one axis of a larger tensor: that
+    axis is scanned, the last one holds the features, every other axis becomes batch.
 
-    ``scalar=True``: the scanned axis is the last one and each position has one feature
-    (MambaMixer's channel mixer on (B, L, D): sequences of D scalars, B·L of them).
+    On (B, L, D) tokens, ``axis=1`` scans the L tokens with D features (the token mixer) and
+    ``axis=2`` scans the D channels with the L tokens as features (MambaMixer's channel
+    mixer); on a (B, C, L, D) grid, ``axis=2`` scans the L patches of each variate and
+    ``axis=1`` the C variates of each patch, with D features.
     """
 
-    def __init__(self, layer: nn.Module, axis: int, scalar: bool = False) -> None:
+    def __init__(self, layer: nn.Module, axis: int) -> None:
         super().__init__()
-        self.layer, self.axis, self.scalar = layer, axis, scalar
+        self.layer, self.axis = layer, axis
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        if self.scalar:
-            return self.layer(x.reshape(-1, x.shape[-1], 1)).reshape(x.shape)
+        if x.dim() == 3 and self.axis == 2:  # channels scanned, tokens are the features
+            return self.layer(x.transpose(1, 2)).transpose(1, 2)
         moved = x.movedim(self.axis, -2)
         if mask is not None and moved.dim() != 3:
             raise ValueError("a padding mask applies to (B, L, D) inputs only")
         y = self.layer(moved.reshape(-1, *moved.shape[-2:]), mask)
         return y.reshape(moved.shape).movedim(-2, self.axis)
-
-    # A token mixer streams through its layer; a scalar (channel) mixer works within one token.
-    def init_state(self, batch_size: int, device=None, dtype=None) -> State:
-        return () if self.scalar else self.layer.init_state(batch_size, device=device, dtype=dtype)
-
-    def step(self, x_t: Tensor, state: State) -> tuple[Tensor, State]:
-        if self.scalar:
-            return self(x_t), ()
-        return self.layer.step(x_t, state)
-
-
-class PlaneNorm(nn.Module):
-    """LayerNorm over the last two axes (tokens × features) with a per-feature affine:
-    TSM2's normalisation over time and features, one plane per channel (variate)."""
-
-    def __init__(self, d_model: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(d_model))
-        self.bias = nn.Parameter(torch.zeros(d_model))
-
-    def forward(self, x: Tensor) -> Tensor:
-        mean = x.mean(dim=(-2, -1), keepdim=True)
-        var = x.var(dim=(-2, -1), keepdim=True, unbiased=False)
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias

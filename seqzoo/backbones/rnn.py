@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqzoo.backbones.base import Backbone, State, register_backbone
-from seqzoo.backbones.blocks import check_mask
+from seqzoo.layers import check_mask
 from seqzoo.errors import ConfigError
 from seqzoo.kernels.dispatch import is_export_mode
 

@@ -26,10 +26,11 @@ length): K materialised in real arithmetic (S4D's Vandermonde; S4's Krylov seque
 C Ā^l B̄ through the dense recurrence) and applied as a causal depthwise convolution, so
 the length stays symbolic. ``step`` and ``forward_with_state`` (chunks with a carried
 state) run the recurrence: S4D through :func:`seqzoo.kernels.linear_recurrence`, S4 in
-dense real coordinates. Non-causal builds are bidirectional as in the S4 code: a second
-output matrix C gives an anti-causal kernel over the strictly later inputs.
+dense real coordinates. The default is the S4 code's default, the causal kernel (built
+``causal`` or not); ``bidirectional=True`` asks for the S4 code's bidirectional variant:
+a second output matrix C gives an anti-causal kernel over the strictly later inputs.
 
-SSM parameters (log_dt and A, plus S4's P) form their own optimiser group: lr 1e-3, no
+SSM parameters (log_dt and A, plus S4's P and B) form their own optimiser group: lr 1e-3, no
 weight decay.
 """
 
@@ -37,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import weakref
 from collections.abc import Callable
 from typing import Literal
 
@@ -45,19 +45,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqzoo.backbones.base import State, register_backbone
-from seqzoo.backbones.blocks import BlockStack, MlpKind, NormKind
+from seqzoo.backbones.base import State, check_bidirectional, register_backbone
+from seqzoo.backbones.blocks import BlockStack
 from seqzoo.errors import ConfigError
 from seqzoo.kernels.dispatch import is_export_mode
 from seqzoo.kernels.linear_recurrence import linear_recurrence, lti_recurrence
+from seqzoo.layers import MlpKind, NormKind, cached_on_tensors
 
 
 class _SSMBackbone(BlockStack):
     causal = True
     streaming = True
 
-    def _build(self, make_ssm, *, d_state, dt_min, dt_max, ssm_lr, mlp, mlp_ratio, norm, drop_path) -> None:
+    def _build(self, make_ssm, *, d_state, dt_min, dt_max, ssm_lr, mlp, mlp_ratio, norm, drop_path,
+               bidirectional) -> None:
         label = type(self).name
+        self.bidirectional = check_bidirectional(label, bidirectional, self.is_causal)
         if not isinstance(d_state, int) or d_state < 2 or d_state % 2:
             raise ConfigError(f"backbone {label!r}: d_state must be an even integer >= 2 (N/2 complex modes), got {d_state!r}")
         if not 0 < dt_min < dt_max:
@@ -65,7 +68,7 @@ class _SSMBackbone(BlockStack):
         if not ssm_lr > 0:
             raise ConfigError(f"backbone {label!r}: ssm_lr must be positive, got {ssm_lr}")
         self.ssm_lr = float(ssm_lr)
-        directions = 1 if self.is_causal else 2
+        directions = 2 if self.bidirectional else 1
         self.build_residual_blocks(
             lambda i: SSMLayer(make_ssm(directions), self.d_model, dropout=self.dropout_p),
             mlp=mlp, mlp_ratio=mlp_ratio, norm=norm, drop_path=drop_path,
@@ -78,7 +81,21 @@ class _SSMBackbone(BlockStack):
 
 @register_backbone("s4d")
 class S4D(_SSMBackbone):
-    """Diagonal structured state space (S4D-Lin / S4D-Real), FFT convolution in training."""
+    """Diagonal structured state space (S4D-Lin / S4D-Real), FFT convolution in training.
+
+    ``init``: ``"lin"`` (S4D-Lin, A_n = -1/2 + iπn) or ``"real"`` (S4D-Real, A_n = -(n+1)).
+
+    Args:
+        d_state: state size N (N/2 complex modes for S4D).
+        dt_min, dt_max: range of the log-uniform initial step Δ.
+        ssm_lr: learning rate of the SSM parameter group (no weight decay).
+        mlp: channel MLP after the SSM layer (``"none"``: the GLU output projection only).
+        mlp_ratio: MLP hidden width / D.
+        norm: the pre-norms' kind.
+        drop_path: stochastic depth, rising linearly to this rate.
+        bidirectional: the S4 code's bidirectional variant (a second, anti-causal kernel);
+            the default is the causal kernel, whatever ``causal`` says.
+    """
 
     def __init__(
         self,
@@ -97,6 +114,7 @@ class S4D(_SSMBackbone):
         mlp_ratio: float = 4.0,
         norm: NormKind = "layer",
         drop_path: float = 0.0,
+        bidirectional: bool = False,
     ) -> None:
         super().__init__(d_model, n_layers, causal=causal, dropout=dropout, impl=impl)
         if init not in ("lin", "real"):
@@ -105,13 +123,25 @@ class S4D(_SSMBackbone):
             lambda directions: DiagonalSSM(d_model, d_state, directions=directions, init=init,
                                            dt_min=dt_min, dt_max=dt_max, impl=impl),
             d_state=d_state, dt_min=dt_min, dt_max=dt_max, ssm_lr=ssm_lr, mlp=mlp, mlp_ratio=mlp_ratio,
-            norm=norm, drop_path=drop_path,
+            norm=norm, drop_path=drop_path, bidirectional=bidirectional,
         )
 
 
 @register_backbone("s4")
 class S4(_SSMBackbone):
-    """S4 with a normal-plus-low-rank HiPPO-LegS state matrix and the Cauchy/Woodbury kernel."""
+    """S4 with a normal-plus-low-rank HiPPO-LegS state matrix and the Cauchy/Woodbury kernel.
+
+    Args:
+        d_state: state size N (N/2 complex modes for S4D).
+        dt_min, dt_max: range of the log-uniform initial step Δ.
+        ssm_lr: learning rate of the SSM parameter group (no weight decay).
+        mlp: channel MLP after the SSM layer (``"none"``: the GLU output projection only).
+        mlp_ratio: MLP hidden width / D.
+        norm: the pre-norms' kind.
+        drop_path: stochastic depth, rising linearly to this rate.
+        bidirectional: the S4 code's bidirectional variant (a second, anti-causal kernel);
+            the default is the causal kernel, whatever ``causal`` says.
+    """
 
     def __init__(
         self,
@@ -129,12 +159,13 @@ class S4(_SSMBackbone):
         mlp_ratio: float = 4.0,
         norm: NormKind = "layer",
         drop_path: float = 0.0,
+        bidirectional: bool = False,
     ) -> None:
         super().__init__(d_model, n_layers, causal=causal, dropout=dropout, impl=impl)
         self._build(
             lambda directions: NPLRSSM(d_model, d_state, directions=directions, dt_min=dt_min, dt_max=dt_max),
             d_state=d_state, dt_min=dt_min, dt_max=dt_max, ssm_lr=ssm_lr, mlp=mlp, mlp_ratio=mlp_ratio,
-            norm=norm, drop_path=drop_path,
+            norm=norm, drop_path=drop_path, bidirectional=bidirectional,
         )
 
 
@@ -215,29 +246,10 @@ def _full_precision(u: Tensor):
         yield
 
 
-_DISCRETE_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
-
-
 def _discretisation(ssm: nn.Module, compute: Callable[[], tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
-    """``compute()`` (``ssm``'s discretisation), remembered between calls when nothing can
-    differentiate through it or trace it: with gradients off, outside torch.compile and
-    export, ``step`` and ``scan`` reuse it until a parameter of ``ssm`` changes -- in place
-    (an optimiser step, ``load_state_dict``), swapped, moved or cast -- as seen from the
-    parameters' identity, ``_version``, storage, device and dtype (or autocast or the
-    float32 matmul precision changes). The cache lives outside the module (never in its
-    state_dict, pickles or copies). Writes through ``param.data`` bypass ``_version``."""
-    if torch.is_grad_enabled() or torch.compiler.is_compiling() or is_export_mode():
-        return compute()
-    params = tuple(ssm.parameters(recurse=False))
-    device = params[0].device.type
-    key = (torch.is_inference_mode_enabled(), torch.is_autocast_enabled(device), torch.get_autocast_dtype(device),
-           torch.get_float32_matmul_precision(), *((p._version, p.data_ptr(), p.device, p.dtype) for p in params))
-    cached = _DISCRETE_CACHE.get(ssm)
-    if cached is not None and cached[1] == key and all(a is b for a, b in zip(cached[0], params)):
-        return cached[2]
-    value = compute()
-    _DISCRETE_CACHE[ssm] = (params, key, value)
-    return value
+    """``compute()`` (``ssm``'s discretisation), reused by ``step`` and ``scan`` until one of
+    ``ssm``'s own parameters changes (:func:`seqzoo.layers.cached_on_tensors`)."""
+    return cached_on_tensors(ssm, tuple(ssm.parameters(recurse=False)), compute)
 
 
 def _dt_init(d_model: int, dt_min: float, dt_max: float) -> Tensor:
@@ -374,7 +386,9 @@ class NPLRSSM(nn.Module):
         self.C = nn.Parameter(torch.view_as_real(torch.randn(directions, d_model, d_state // 2, dtype=torch.cfloat)))
 
     def ssm_parameters(self) -> list[nn.Parameter]:
-        return [self.log_dt, self.log_A_real, self.A_imag, self.P]
+        """log_dt, A (Λ), P and B: the S4 code registers all four with the SSM learning rate
+        and no weight decay."""
+        return [self.log_dt, self.log_A_real, self.A_imag, self.P, self.B]
 
     # -- the dense real system -----------------------------------------------------------
     def continuous_real(self) -> tuple[Tensor, Tensor]:

@@ -15,7 +15,9 @@ input and x̂ = LayerNorm(x):
 followed by a pre-norm FFN. Chunks start at position 0; L is padded on the right to a
 multiple of C for the computation (the convolutions pad on the left, zeros). Attention
 runs through ``F.scaled_dot_product_attention`` on the block-diagonal (B, L/C, C, ·)
-layout, causal inside each chunk when built causal.
+layout, causal inside each chunk. The default is causal (the TCN of the paper pads on the
+left); ``bidirectional=True`` asks for the variant with centred convolutions and full
+attention inside each chunk.
 
 Streaming (causal): one ring buffer per TCN layer and the current chunk's keys and values
 in fixed (B, C, ·) buffers with the position counter, so the state never changes size.
@@ -28,18 +30,10 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import Tensor, nn
 
-from seqzoo.backbones.base import State, register_backbone
-from seqzoo.backbones.blocks import (
-    BlockStack,
-    NormKind,
-    TemporalConv,
-    make_mlp,
-    make_norm,
-    mask_positions,
-    split_state,
-    stochastic_depth,
-)
+from seqzoo.backbones.base import State, check_bidirectional, register_backbone
+from seqzoo.backbones.blocks import BlockStack
 from seqzoo.errors import ConfigError
+from seqzoo.layers import NormKind, TemporalConv, make_mlp, make_norm, mask_positions, split_state, stochastic_depth
 
 
 def receptive_field(kernel_size: int, dilation_base: int, depth: int) -> int:
@@ -71,8 +65,25 @@ class TCNCA(BlockStack):
         mlp_ratio: float = 2.0,
         norm: NormKind = "layer",
         drop_path: float = 0.0,
+        bidirectional: bool = False,
     ) -> None:
+        """
+        Args:
+            chunk_size: attention chunk C.
+            kernel_size: TCN kernel K.
+            dilation_base: TCN dilation factor f (layer i dilates by f^i).
+            tcn_depth: TCN layers.
+            z_dim: shared q/k dimension Z (default min(64, D)).
+            hidden_dim: value / gate width E (default 2D).
+            mlp_ratio: FFN hidden width / D.
+            norm: the pre-norms' kind.
+            drop_path: stochastic depth, rising linearly to this rate.
+            bidirectional: a variant with centred convolutions and attention over the whole
+                chunk; the default is the paper's causal TCN and causal chunk attention,
+                whatever ``causal`` says.
+        """
         super().__init__(d_model, n_layers, causal=causal, dropout=dropout, impl=impl)
+        self.bidirectional = check_bidirectional(self.name, bidirectional, causal)
         for key, value in (("chunk_size", chunk_size), ("kernel_size", kernel_size), ("tcn_depth", tcn_depth)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"backbone 'tcnca': {key} must be a positive integer, got {value!r}")
@@ -92,7 +103,7 @@ class TCNCA(BlockStack):
         self.build_blocks(
             lambda i: TCNCABlock(
                 d_model, z_dim, hidden_dim, chunk_size=chunk_size, kernel_size=kernel_size,
-                dilation_base=dilation_base, tcn_depth=tcn_depth, causal=causal, dropout=dropout,
+                dilation_base=dilation_base, tcn_depth=tcn_depth, causal=not self.bidirectional, dropout=dropout,
                 mlp_ratio=mlp_ratio, norm=norm, drop_path=rates[i],
             ),
             final_norm=norm,

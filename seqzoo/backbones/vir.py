@@ -13,9 +13,9 @@ log-uniformly from 32 to 512 tokens (γ from 1 - 2^-5 to 1 - 2^-9). ViR's model 
 the task appends the class token *last* so that it sees every patch, and the recurrent
 form streams one token at a time with a (d_h, d_h) state per head.
 
-Built with ``causal=False`` the mixer is bidirectional, M_h[t, u] = γ_h^{|t-u|}: a forward
-and a backward retention pass sharing q, k, v, the diagonal counted once. This is our
-choice where the paper, whose released text is causal, gives no non-causal form. Keys
+Built ``bidirectional=True`` (a variant, asked for by name) the mixer is bidirectional,
+M_h[t, u] = γ_h^{|t-u|}: a forward and a backward retention pass sharing q, k, v, the
+diagonal counted once. This is our variant: the paper's model is causal. Keys
 and values at padded positions are zeroed, so padding never reaches a valid output in
 either direction.
 """
@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqzoo.backbones.base import State, register_backbone
-from seqzoo.backbones.blocks import BlockStack, MlpKind, NormKind, mask_positions
+from seqzoo.backbones.base import State, check_bidirectional, register_backbone
+from seqzoo.backbones.blocks import BlockStack
 from seqzoo.errors import ConfigError
 from seqzoo.kernels.retention import retention, retention_step, state_dtype
+from seqzoo.layers import MlpKind, NormKind, mask_positions
 
 
 def decay_schedule(n_heads: int, shortest: float = 32.0, longest: float = 512.0) -> Tensor:
@@ -121,10 +122,28 @@ class ViR(BlockStack):
         drop_path: float = 0.0,
         layer_scale: float = 1e-5,
         chunk_size: int = 64,
+        bidirectional: bool = False,
     ) -> None:
+        """
+        Args:
+            n_heads: retention heads (each with its own decay).
+            decay_windows: memory windows 1 / (1 - γ) of the first and last head, spaced
+                log-uniformly between them.
+            gate: the swish output gate (RetNet's).
+            mlp_ratio: MLP hidden width / D.
+            mlp: the channel MLP's kind.
+            norm: the pre-norms' kind.
+            drop_path: stochastic depth, rising linearly to this rate.
+            layer_scale: LayerScale initial value.
+            chunk_size: chunk of the chunkwise retention kernel.
+            bidirectional: our variant with M[t, u] = γ^|t-u| (a forward and a backward pass);
+                the paper's ViR, the default, is causal whatever ``causal`` says.
+        """
         super().__init__(d_model, n_layers, causal=causal, dropout=dropout, impl=impl)
+        self.bidirectional = check_bidirectional(self.name, bidirectional, causal)
         self.build_residual_blocks(
-            lambda i: MultiScaleRetention(d_model, n_heads, causal=causal, decay_windows=tuple(decay_windows),
+            lambda i: MultiScaleRetention(d_model, n_heads, causal=not self.bidirectional,
+                                          decay_windows=tuple(decay_windows),
                                           gate=gate, chunk_size=chunk_size, impl=impl),
             mlp=mlp, mlp_ratio=mlp_ratio, norm=norm, drop_path=drop_path, layer_scale=layer_scale,
         )

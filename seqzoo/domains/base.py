@@ -44,6 +44,7 @@ from torchmetrics import MetricCollection
 from seqzoo.backbones.base import Backbone
 from seqzoo.errors import ConfigError
 from seqzoo.export import ExportSpec
+from seqzoo.layers import PositionalEmbedding
 
 Batch = dict[str, Tensor]
 
@@ -200,40 +201,3 @@ def fixed_window_spec(module: nn.Module, length: int, n_channels: int, output_na
 
     return ExportSpec(module=module, example_inputs=make(2), input_names=["x"], output_names=output_names,
                       dynamic={"x": {0: "batch"}}, check_inputs=[make(2), make(5)])
-
-
-def sinusoidal_positions(length: int, d_model: int) -> Tensor:
-    """Fixed sinusoidal position table (Vaswani et al. 2017), (length, d_model)."""
-    position = torch.arange(length, dtype=torch.float32)[:, None]
-    div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-torch.log(torch.tensor(10000.0)) / d_model))
-    table = torch.zeros(length, d_model)
-    table[:, 0::2] = torch.sin(position * div)
-    table[:, 1::2] = torch.cos(position * div[: d_model // 2])
-    return table
-
-
-class PositionalEmbedding(nn.Module):
-    """Adds sinusoidal, learned or no positions to (B, L, D) tokens, up to ``max_len``."""
-
-    def __init__(self, kind: str, max_len: int, d_model: int) -> None:
-        super().__init__()
-        if kind not in ("sinusoidal", "learned", "none"):
-            raise ConfigError(f"positions must be 'sinusoidal', 'learned' or 'none', got {kind!r}")
-        self.kind = kind
-        self.max_len = max_len
-        if kind == "sinusoidal":
-            self.register_buffer("table", sinusoidal_positions(max_len, d_model), persistent=False)
-        elif kind == "learned":
-            self.table = nn.Parameter(torch.zeros(max_len, d_model))
-            nn.init.trunc_normal_(self.table, std=0.02)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.kind == "none":
-            return x
-        return x + self.table[: x.shape[1]]
-
-    def at(self, x_t: Tensor, t: Tensor) -> Tensor:
-        """Positions for one step: ``x_t`` (B, D), ``t`` (B,) integer positions."""
-        if self.kind == "none":
-            return x_t
-        return x_t + self.table[t.clamp(max=self.max_len - 1)]

@@ -7,11 +7,15 @@ backbone -> head. Two token kinds:
 * time tokens: per step, a value embedding (``linear``: Linear(C, D); ``conv``: Informer's
   Conv1d(C, D, kernel 3, circular)) plus a projection of the time features and positions.
   Heads: ``linear`` maps time L -> H then D -> C_out; ``last`` maps the last token to the
-  whole horizon (and can stream); ``decoder`` is Informer's generative decoder, which
-  cross-attends to the backbone's output (to its distilled form where the backbone has
-  one, as Informer's encoder) and predicts the horizon in one pass;
+  whole horizon (and can stream); ``decoder`` is Informer's generative decoder
+  (:mod:`seqzoo.layers.generative_decoder`), which cross-attends to the backbone's
+  ``encoder_memory`` (Informer's: its distilled encoding) and predicts the horizon in one
+  pass;
 * variate tokens (iTransformer): Linear(L, D) per variate, time features as extra tokens
   dropped at the output; head Linear(D, H) per variate token.
+
+Embeddings, instance normalisation and the decoder are in :mod:`seqzoo.layers`; TSM2
+(variates x patches) is :mod:`seqzoo.domains.tsm2`.
 
 Loss MSE; metrics MSE and MAE over every test window, step and channel, in the
 scaled units of the data module (Time-Series-Library protocol). The trivial
@@ -29,33 +33,23 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
-from seqzoo.backbones.base import Backbone, State
-from seqzoo.backbones.blocks import CircularConv1d, PostNormBlock, make_mlp, make_norm
-from seqzoo.backbones.informer import Attention, ProbSparseSelfAttention
-from seqzoo.backbones.transformer import CrossAttention
-from seqzoo.domains.base import Batch, BaseTask, PositionalEmbedding
+from seqzoo.backbones.base import Backbone
+from seqzoo.domains.base import Batch, BaseTask
 from seqzoo.errors import ConfigError
 from seqzoo.export import ExportSpec, step_spec
+from seqzoo.layers import (
+    AttentionKind,
+    EmbeddingKind,
+    GenerativeDecoder,
+    Positions,
+    State,
+    TimeEmbedding,
+    instance_denormalise,
+    instance_normalise,
+)
 
 Head = Literal["linear", "last", "decoder"]
-Embedding = Literal["linear", "conv"]
-Positions = Literal["sinusoidal", "learned", "none"]
 
-
-
-def instance_normalise(x: Tensor, eps: float = 1e-5) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    """Instance normalisation of a window (B, L, C) over time, as in RevIN without the affine
-    part and iTransformer's ``use_norm``: returns the normalised window and (mean, std),
-    the statistics taken as constants (no gradient through the mean)."""
-    mean = x.mean(dim=1, keepdim=True).detach()
-    std = torch.sqrt(torch.var(x - mean, dim=1, keepdim=True, unbiased=False) + eps)
-    return (x - mean) / std, (mean, std)
-
-
-def instance_denormalise(y: Tensor, stats: tuple[Tensor, Tensor], n_targets: int) -> Tensor:
-    """Undo :func:`instance_normalise` on a forecast (B, H, n_targets) of the last channels."""
-    mean, std = stats
-    return y * std[..., -n_targets:] + mean[..., -n_targets:]
 
 class ForecastingNet(nn.Module):
     """Normalisation -> embedding -> backbone -> head, on plain tensors.
@@ -77,12 +71,12 @@ class ForecastingNet(nn.Module):
         head: Head = "linear",
         positions: Positions = "sinusoidal",
         embed_dropout: float = 0.0,
-        embedding: Embedding = "linear",
+        embedding: EmbeddingKind = "linear",
         label_len: int | None = None,
         decoder_layers: int = 1,
         decoder_heads: int = 8,
         decoder_mlp_ratio: float = 4.0,
-        decoder_attention: Attention = "prob",
+        decoder_attention: AttentionKind = "prob",
         decoder_factor: int = 5,
     ) -> None:
         super().__init__()
@@ -146,9 +140,8 @@ class ForecastingNet(nn.Module):
             x_mark = y_mark = None
         tokens = self.embedding(x, x_mark)
         if self.head_kind == "decoder":
-            shrunk = getattr(self.backbone, "forward_shrunk", None)
-            memory = shrunk(tokens)[0] if shrunk is not None else self.backbone(tokens)
-            return self.head(x, memory, x_mark, y_mark)
+            memory, memory_mask = self.backbone.encoder_memory(tokens)
+            return self.head(x, memory, x_mark, y_mark, memory_mask)
         h = self.backbone(tokens)
         if self.head_kind == "linear":
             return self.head(self.time_proj(h.transpose(1, 2)).transpose(1, 2))
@@ -161,135 +154,6 @@ class ForecastingNet(nn.Module):
         h = self.backbone(self.dropout(self.embed(tokens)))
         y = self.head(h[:, : self.n_channels]).transpose(1, 2)  # (B, H, C)
         return y[..., -self.n_targets :].contiguous()
-
-
-class TimeEmbedding(nn.Module):
-    """Time tokens from observations (B, L, C) and their time features (B, L, F):
-
-        token_t = ValueEmbedding(x)_t + W_f f_t + position_t,   then dropout
-
-    ValueEmbedding is Linear(C, D) per step (``linear``) or Informer's token embedding,
-    Conv1d(C, D, kernel 3, circular padding) with Kaiming-normal weights (``conv``).
-    """
-
-    def __init__(
-        self,
-        n_values: int,
-        n_time_features: int,
-        d_model: int,
-        max_len: int,
-        *,
-        kind: Embedding = "linear",
-        positions: Positions = "sinusoidal",
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.kind = kind
-        if kind == "conv":
-            self.values = CircularConv1d(n_values, d_model)
-            nn.init.kaiming_normal_(self.values.weight, mode="fan_in", nonlinearity="leaky_relu")
-        else:
-            self.values = nn.Linear(n_values, d_model)
-        self.marks = nn.Linear(n_time_features, d_model) if n_time_features else None
-        self.positions = PositionalEmbedding(positions, max_len, d_model)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor, marks: Tensor | None = None) -> Tensor:
-        h = self.values(x)
-        if self.marks is not None:
-            h = h + self.marks(marks)
-        return self.dropout(self.positions(h))
-
-    def step(self, x_t: Tensor, t: Tensor) -> Tensor:
-        """One step's token (``linear`` embedding without time features): x_t (B, C), t (B,)."""
-        return self.positions.at(self.values(x_t), t)
-
-
-class GenerativeDecoder(nn.Module):
-    """Informer's generative-style decoder: the whole horizon in one forward pass.
-
-    Decoder input: the last ``label_len`` observed steps (start tokens) followed by
-    ``horizon`` zeros, embedded like the encoder input (with the time features of those
-    steps, which are known in advance). Each layer (post-LN, as Informer's ``DecoderLayer``):
-
-        h <- LN(h + Dropout(MaskedSelfAttention(h)))       ProbSparse (or full), causal
-        h <- LN(h + Dropout(CrossAttention(h, memory)))    full attention to the encoder
-        h <- LN(h + FFN(h))
-
-    then a final LayerNorm and Linear(D, n_targets); the last ``horizon`` outputs are the
-    forecast. Informer's ``mix`` option (a head/position reshuffle of the self-attention
-    output) is not reproduced.
-    """
-
-    def __init__(
-        self,
-        n_values: int,
-        n_time_features: int,
-        n_targets: int,
-        d_model: int,
-        *,
-        lookback: int,
-        horizon: int,
-        label_len: int,
-        n_layers: int = 1,
-        n_heads: int = 8,
-        mlp_ratio: float = 4.0,
-        attention: Attention = "prob",
-        factor: int = 5,
-        dropout: float = 0.0,
-        embedding: Embedding = "linear",
-        positions: Positions = "sinusoidal",
-        embed_dropout: float = 0.0,
-    ) -> None:
-        super().__init__()
-        if not 0 <= label_len <= lookback:
-            raise ConfigError(f"label_len (start tokens of the decoder) must be in [0, lookback={lookback}], "
-                              f"got {label_len}")
-        if n_layers < 1:
-            raise ConfigError(f"decoder_layers must be >= 1, got {n_layers}")
-        self.lookback, self.horizon, self.label_len = lookback, horizon, label_len
-        self.embedding = TimeEmbedding(n_values, n_time_features, d_model, label_len + horizon, kind=embedding,
-                                       positions=positions, dropout=embed_dropout)
-        self.layers = nn.ModuleList(
-            DecoderLayer(d_model, n_heads, mlp_ratio=mlp_ratio, attention=attention, factor=factor,
-                         dropout=dropout, stream=i)
-            for i in range(n_layers)
-        )
-        self.norm = make_norm("layer", d_model)
-        self.projection = nn.Linear(d_model, n_targets)
-
-    def forward(self, x: Tensor, memory: Tensor, x_mark: Tensor | None = None, y_mark: Tensor | None = None) -> Tensor:
-        """x: the (normalised) window (B, L, C); memory: the encoder output (B, S, D)."""
-        start = x[:, self.lookback - self.label_len :]
-        tokens = torch.cat([start, start.new_zeros(x.shape[0], self.horizon, x.shape[2])], dim=1)
-        marks = None
-        if x_mark is not None:
-            marks = torch.cat([x_mark[:, self.lookback - self.label_len :], y_mark], dim=1)
-        h = self.embedding(tokens, marks)
-        for layer in self.layers:
-            h = layer(h, memory)
-        return self.projection(self.norm(h[:, self.label_len :]))
-
-
-class DecoderLayer(nn.Module):
-    """Masked self-attention, cross-attention to the encoder, FFN; each post-LN."""
-
-    def __init__(self, d_model: int, n_heads: int, *, mlp_ratio: float, attention: Attention, factor: int,
-                 dropout: float, stream: int = 0) -> None:
-        super().__init__()
-        self_attention = ProbSparseSelfAttention(d_model, n_heads, attention=attention, factor=factor, causal=True,
-                                                 dropout=dropout, stream=stream)
-        self.self_attention = PostNormBlock(d_model, self_attention, mlp="none", dropout=dropout)
-        self.cross_attention = CrossAttention(d_model, n_heads, dropout=dropout)
-        self.drop = nn.Dropout(dropout)
-        self.norm_cross = make_norm("layer", d_model)
-        self.mlp = make_mlp("gelu", d_model, mlp_ratio, dropout)
-        self.norm_mlp = make_norm("layer", d_model)
-
-    def forward(self, h: Tensor, memory: Tensor) -> Tensor:
-        h = self.self_attention(h)
-        h = self.norm_cross(h + self.drop(self.cross_attention(h, memory)))
-        return self.norm_mlp(h + self.mlp(h))
 
 
 class ForecastStepper(nn.Module):
@@ -345,12 +209,12 @@ class ForecastingTask(BaseTask):
         head: Head = "linear",
         positions: Positions = "sinusoidal",
         embed_dropout: float = 0.0,
-        embedding: Embedding = "linear",
+        embedding: EmbeddingKind = "linear",
         label_len: int | None = None,
         decoder_layers: int = 1,
         decoder_heads: int = 8,
         decoder_mlp_ratio: float = 4.0,
-        decoder_attention: Attention = "prob",
+        decoder_attention: AttentionKind = "prob",
         decoder_factor: int = 5,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -471,120 +335,3 @@ class ForecastingTask(BaseTask):
             raise ConfigError("streaming export of a forecasting model: " + "; ".join(problems))
         return step_spec(ForecastStepper(net), net.n_channels, in_dtype=torch.float32,
                          generator=torch.Generator().manual_seed(0))
-
-
-# =======================================================================================
-# TSM2: Time Series MambaMixer (Behrouz, Santacatterina & Zabih 2024), a grid model of
-# variates x patches built from the blocks of backbones/mambamixer.py
-# =======================================================================================
-
-from seqzoo.backbones.mambamixer import MambaMixer, MambaMixerGrid  # noqa: E402
-
-
-class TSM2Net(nn.Module):
-    """TSM2 on plain tensors: x (B, L, C) -> y (B, H, C_out).
-
-    RevIN per variate -> each variate cut into patches of ``patch_len`` every ``stride``
-    steps (the series first extended by ``stride`` copies of its last value, as PatchTST)
-    -> Linear(patch_len, D) + learned patch positions -> a MambaMixer grid (B, C, P, D):
-    the selective time mixer over the patches of each variate (unidirectional, as the
-    paper: time is causal), the bidirectional selective variate mixer over the variates
-    of each patch, weighted averaging of earlier outputs, normalisation over time and
-    features (``norm="plane"``) -> each variate's (P, D) flattened -> Linear(P·D, H),
-    shared by the variates.
-
-    The grid takes its sizes (d_model, n_layers, d_state, expand, dropout, ...) from the
-    ``mambamixer`` backbone it is given; it holds its own weights (the backbone's
-    (B, L, D) layers do not fit a grid and are not used).
-    """
-
-    def __init__(
-        self,
-        backbone: MambaMixer,
-        n_channels: int,
-        n_targets: int,
-        lookback: int,
-        horizon: int,
-        patch_len: int = 16,
-        stride: int = 8,
-        revin: bool = True,
-        norm: Literal["plane", "rms"] = "plane",
-        bidirectional_time: bool = False,
-        head_dropout: float = 0.0,
-    ) -> None:
-        super().__init__()
-        if n_targets > n_channels:
-            raise ConfigError(f"n_targets ({n_targets}) cannot exceed n_channels ({n_channels})")
-        if not 1 <= patch_len <= lookback or stride < 1:
-            raise ConfigError(f"TSM2 needs 1 <= patch_len <= lookback ({lookback}) and stride >= 1, "
-                              f"got patch_len={patch_len}, stride={stride}")
-        d = backbone.d_model
-        self.n_channels, self.n_targets = n_channels, n_targets
-        self.lookback, self.horizon = lookback, horizon
-        self.n_time_features, self.variate_tokens = 0, False
-        self.patch_len, self.stride, self.revin = patch_len, stride, revin
-        self.n_patches = (lookback - patch_len) // stride + 2
-        self.patch_embed = nn.Linear(patch_len, d)
-        self.positions = PositionalEmbedding("learned", self.n_patches, d)
-        self.backbone = MambaMixerGrid.like(backbone, token_bidirectional=bidirectional_time, norm=norm)
-        self.dropout = nn.Dropout(head_dropout)
-        self.head = nn.Linear(self.n_patches * d, horizon)
-
-    def forward(self, x: Tensor, x_mark: Tensor | None = None) -> Tensor:
-        if x.shape[1] != self.lookback or x.shape[2] != self.n_channels:
-            raise ValueError(f"expected input (B, {self.lookback}, {self.n_channels}), got {tuple(x.shape)}")
-        stats = None
-        if self.revin:
-            x, stats = instance_normalise(x)
-        series = F.pad(x.transpose(1, 2), (0, self.stride), mode="replicate")  # (B, C, L + stride)
-        patches = series.unfold(-1, self.patch_len, self.stride)  # (B, C, P, patch_len)
-        tokens = self.positions(self.patch_embed(patches).flatten(0, 1)).unflatten(0, patches.shape[:2])
-        h = self.backbone(tokens)  # (B, C, P, D)
-        y = self.head(self.dropout(h.flatten(-2)))[:, -self.n_targets :].transpose(1, 2).contiguous()  # (B, H, C_out)
-        return instance_denormalise(y, stats, self.n_targets) if self.revin else y
-
-
-class TSM2Task(ForecastingTask):
-    """Forecasting with TSM2 (a ``mambamixer`` backbone arranged on variates x patches).
-
-    Training, metrics, baseline and export are the forecasting task's; only the network
-    differs. Time features are not used (the paper's auxiliary-information branch is not
-    built); the lookback is fixed by the patching and the flattened head.
-    """
-
-    token_kinds = frozenset({"time"})
-
-    def __init__(
-        self,
-        backbone: Backbone,
-        n_channels: int,
-        n_targets: int,
-        lookback: int,
-        horizon: int,
-        n_time_features: int = 0,
-        patch_len: int = 16,
-        stride: int = 8,
-        revin: bool = True,
-        norm: Literal["plane", "rms"] = "plane",
-        bidirectional_time: bool = False,
-        head_dropout: float = 0.0,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
-    ) -> None:
-        BaseTask.__init__(self, backbone, optimizer=optimizer, lr_scheduler=lr_scheduler)
-        self.use_time_features = False
-        self.net = TSM2Net(backbone, n_channels, n_targets, lookback, horizon, patch_len=patch_len, stride=stride,
-                           revin=revin, norm=norm, bidirectional_time=bidirectional_time, head_dropout=head_dropout)
-        self.set_metrics()
-
-    @classmethod
-    def incompatibility(cls, backbone_cls: type[Backbone]) -> str | None:
-        if not issubclass(backbone_cls, MambaMixer):
-            return "TSM2 is built from MambaMixer blocks (use backbone mambamixer)"
-        return super().incompatibility(backbone_cls)
-
-    def tokens_per_sample(self, batch: Batch) -> int:
-        return int(batch["x"].shape[2]) * self.net.n_patches
-
-    def export_step_spec(self) -> ExportSpec:
-        raise ConfigError("TSM2 mixes whole patches of the lookback window: it has no one-step (streaming) export")

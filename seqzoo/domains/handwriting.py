@@ -28,9 +28,10 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from seqzoo.backbones.base import Backbone
-from seqzoo.domains.base import Batch, BaseTask, sinusoidal_positions
+from seqzoo.domains.base import Batch, BaseTask
 from seqzoo.errors import ConfigError
 from seqzoo.export import ExportSpec
+from seqzoo.layers import sinusoidal_positions
 
 KERNEL = 5
 

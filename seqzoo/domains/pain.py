@@ -33,10 +33,10 @@ from torchmetrics.wrappers import ClasswiseWrapper
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassMatthewsCorrCoef
 
 from seqzoo.backbones.base import Backbone
-from seqzoo.backbones.transformer import SelfAttention
 from seqzoo.domains.base import Batch, BaseTask, WindowEncoder, fixed_window_spec
 from seqzoo.errors import ConfigError
 from seqzoo.export import ExportSpec
+from seqzoo.layers import SelfAttention
 
 
 def focal_loss(logits: Tensor, target: Tensor, weight: Tensor | None = None, gamma: float = 2.0) -> Tensor:

@@ -32,10 +32,11 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, MetricColl
 from torchmetrics.classification import BinaryAccuracy, BinaryF1Score, BinaryPrecision, BinaryRecall
 
 from seqzoo.backbones.base import Backbone
-from seqzoo.domains.base import Batch, BaseTask, PositionalEmbedding, WindowEncoder, fixed_window_spec
+from seqzoo.domains.base import Batch, BaseTask, WindowEncoder, fixed_window_spec
 from seqzoo.domains.forecasting import ForecastingTask
 from seqzoo.errors import ConfigError
 from seqzoo.export import ExportSpec
+from seqzoo.layers import PositionalEmbedding
 
 # ---------------------------------------------------------------------------------------
 # metrics

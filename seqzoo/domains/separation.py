@@ -33,10 +33,10 @@ from torchmetrics.functional.audio import (
 )
 
 from seqzoo.backbones.base import Backbone
-from seqzoo.backbones.blocks import make_norm
-from seqzoo.domains.base import Batch, BaseTask, sinusoidal_positions
+from seqzoo.domains.base import Batch, BaseTask
 from seqzoo.errors import ConfigError
 from seqzoo.export import ExportSpec
+from seqzoo.layers import make_norm, sinusoidal_positions
 
 
 class SeparationNet(nn.Module):

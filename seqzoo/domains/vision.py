@@ -27,9 +27,10 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from seqzoo.backbones.base import Backbone
-from seqzoo.domains.base import Batch, BaseTask, PositionalEmbedding
+from seqzoo.domains.base import Batch, BaseTask
 from seqzoo.errors import ConfigError
 from seqzoo.export import ExportSpec
+from seqzoo.layers import PositionalEmbedding
 
 Pool = Literal["cls", "mean"]
 

@@ -10,12 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from seqzoo import build_backbone
-from seqzoo.backbones.blocks import CircularConv1d
-from seqzoo.backbones.informer import (
-    DistillingLayer,
+from seqzoo.backbones.informer import DistillingLayer, max_pool3_stride2
+from seqzoo.layers import (
+    CircularConv1d,
     MaskedBatchNorm1d,
     ProbSparseSelfAttention,
-    max_pool3_stride2,
     prob_sparse_attention,
     probsparse_count,
     sample_key_index,
@@ -77,8 +76,10 @@ def test_informer_backbone_prob_equals_full_when_u_covers_the_length():
     torch.testing.assert_close(prob(x), full(x))
 
 
-def _active_and_lazy(q, k, v, mask, causal, factor, seed):
-    """Reference: the top-u queries by M(q) over the same sampled keys, written with loops."""
+def _active_and_lazy(q, k, v, mask, causal, factor, seed, measure="authors"):
+    """Reference: the top-u queries by M(q) over the same sampled keys, written with loops.
+    ``measure``: "authors" (max - sum / L_K, zhouhaoyi/Informer2020 ``_prob_QK``) or
+    "mean" (max - mean over the sampled keys)."""
     B, H, L, E = q.shape
     n = probsparse_count(factor, L)
     lengths = mask.sum(1) if mask is not None else torch.full((B,), L)
@@ -91,7 +92,8 @@ def _active_and_lazy(q, k, v, mask, causal, factor, seed):
             m = []
             for t in range(L):
                 s = torch.stack([q[b, h, t] @ k[b, h, j] for j in index[b, t]]) / math.sqrt(E)
-                m.append(s.max() - s.mean() if t < lengths[b] else torch.tensor(float("-inf"), dtype=q.dtype))
+                score = s.max() - (s.sum() / lengths[b] if measure == "authors" else s.mean())
+                m.append(score if t < lengths[b] else torch.tensor(float("-inf"), dtype=q.dtype))
             expected_active[b, h, torch.stack(m).topk(n).indices] = True
     return expected_active, n
 
@@ -111,6 +113,19 @@ def test_lazy_queries_get_mean_or_cumsum_of_values_and_active_ones_full_attentio
     torch.testing.assert_close(out[active], full[active])
     torch.testing.assert_close(out[~active], lazy_value[~active])
     assert (active.sum(-1) == n).all()
+
+
+def test_sparsity_measure_is_the_authors_max_minus_sum_over_key_count():
+    """The authors' M(q) = max - sum / L_K picks other queries than max - mean would."""
+    B, H, L, E = 2, 3, 60, 4
+    q, k, v = randn(B, H, L, E, seed=11), randn(B, H, L, E, seed=12), randn(B, H, L, E, seed=13)
+    out = prob_sparse_attention(q, k, v, factor=1, seed=3)
+    authors, _ = _active_and_lazy(q, k, v, None, False, factor=1, seed=3)
+    by_mean, _ = _active_and_lazy(q, k, v, None, False, factor=1, seed=3, measure="mean")
+    assert (authors != by_mean).any(), "the two measures must disagree here, or this test proves nothing"
+    lazy = v.mean(2, keepdim=True).expand_as(v)
+    torch.testing.assert_close(out[~authors], lazy[~authors])
+    assert not torch.allclose(out[authors & ~by_mean], lazy[authors & ~by_mean])
 
 
 def test_padding_mask_with_lazy_queries():
@@ -216,13 +231,13 @@ def test_forward_restores_the_length_from_the_shrunk_encoding():
     torch.manual_seed(0)
     model = build_backbone("informer", d_model=D, n_layers=3).double().eval()
     x = randn(2, 29, D)
-    shrunk, mask = model.forward_shrunk(x)
+    shrunk, mask = model.encoder_memory(x)
     assert shrunk.shape == (2, 8, D) and mask is None  # 29 -> 15 -> 8
     y = model(x)
     assert y.shape == x.shape
     torch.testing.assert_close(y, shrunk[:, torch.arange(29) // 4])
     flat = build_backbone("informer", d_model=D, n_layers=3, distil=False)
-    assert flat.forward_shrunk(x.float())[0].shape == (2, 29, D)
+    assert flat.encoder_memory(x.float())[0].shape == (2, 29, D)
 
 
 def test_bad_options_are_clear_errors():

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from seqzoo import ConfigError, build_backbone
-from seqzoo.backbones.mamba import MambaLayer, SelectiveSSM
+from seqzoo.layers import MambaLayer, SelectiveSSM
 
 
 def test_paper_initialisation():
@@ -42,21 +42,22 @@ def test_a_log_and_d_have_no_weight_decay():
     assert len(ids) == 2 * sum(isinstance(m, SelectiveSSM) for m in model.modules())
 
 
-def test_non_causal_build_is_bidirectional_and_causal_build_is_not():
+def test_bidirectional_only_by_name_and_default_is_causal():
     torch.manual_seed(0)
     x = torch.randn(2, 12, 16, dtype=torch.float64)
     x2 = x.clone()
     x2[:, 8:] += 1.0
-    bi = build_backbone("mamba", d_model=16, n_layers=1).double()
+    bi = build_backbone("mamba", d_model=16, n_layers=1, bidirectional=True).double()
     assert bi.bidirectional and len(bi.blocks[0].mixer.directions) == 2
     assert not torch.allclose(bi(x)[:, :8], bi(x2)[:, :8]), "a bidirectional scan sees later positions"
     for model in (build_backbone("mamba", d_model=16, n_layers=1, causal=True).double(),
-                  build_backbone("mamba", d_model=16, n_layers=1, bidirectional=False).double()):
+                  build_backbone("mamba", d_model=16, n_layers=1).double()):
+        assert len(model.blocks[0].mixer.directions) == 1
         torch.testing.assert_close(model(x)[:, :8], model(x2)[:, :8])
 
 
 def test_bidirectional_causal_is_a_config_error():
-    with pytest.raises(ConfigError, match="bidirectional=True cannot be causal"):
+    with pytest.raises(ConfigError, match="bidirectional=True reads later tokens, so it cannot be causal"):
         build_backbone("mamba", d_model=16, n_layers=1, causal=True, bidirectional=True)
 
 

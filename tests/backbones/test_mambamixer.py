@@ -1,5 +1,6 @@
 """MambaMixer specifics: weighted averaging starts as the plain residual chain and learns,
-the channel mixer mixes channels within a token, the grid mixes along the right axes."""
+the channel mixer scans the channels with the tokens as features (so it moves information
+across tokens), the token count is fixed, the grid (TSM2) mixes along the right axes."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import pytest
 import torch
 
 from seqzoo import ConfigError, build_backbone
-from seqzoo.backbones.mambamixer import MambaMixerGrid, PlaneNorm, WeightedAverage
+from seqzoo.backbones.mambamixer import MambaMixerGrid, WeightedAverage
+from seqzoo.layers import PlaneNorm
 
 
-def double_model(**kw):
+def double_model(n_tokens=9, **kw):
     torch.manual_seed(0)
-    return build_backbone("mambamixer", d_model=16, n_layers=3, **kw).double().eval()
+    return build_backbone("mambamixer", d_model=16, n_layers=3, n_tokens=n_tokens, **kw).double().eval()
 
 
 def test_weighted_averaging_starts_as_the_plain_residual_chain():
@@ -44,28 +46,40 @@ def test_weighted_average_checks_its_inputs():
         WeightedAverage(3)([torch.zeros(1), torch.zeros(1)])
 
 
-def test_channel_mixer_mixes_channels_within_a_token_only():
-    model = double_model(causal=True)
+def test_channel_mixer_moves_information_across_tokens_and_channels():
+    """The paper's selective channel mixer: a bidirectional scan over the D channels whose
+    features are the L tokens, so token t's output depends on every other token."""
+    model = double_model(n_tokens=7)
     channel = model.layers.channel[0]
-    x = torch.randn(2, 7, 16, dtype=torch.float64)
-    x2 = x.clone()
-    x2[:, 3, 5] += 1.0
-    diff = (channel(x2) - channel(x)).abs()
-    assert diff[:, 3].sum(-1).min() > 0 and (diff[:, 3] > 0).sum() > 8, "one channel moves many (both directions)"
-    assert diff[:, 3, :5].sum() > 0 and diff[:, 3, 6:].sum() > 0
-    torch.testing.assert_close(diff[:, [0, 1, 2, 4, 5, 6]].sum(), torch.tensor(0.0, dtype=torch.float64))
+    layer = channel.mixer.layer
+    assert layer.in_proj.in_features == 7 and len(layer.directions) == 2, "features = tokens, forward + flipped"
+    x = torch.randn(2, 7, 16, dtype=torch.float64, requires_grad=True)
+    y = channel(x)
+    (grad,) = torch.autograd.grad(y[:, 3].sum(), x)
+    assert grad[:, [0, 1, 2, 4, 5, 6]].abs().sum(-1).min() > 0, "token 3's output has a gradient from every token"
+    assert grad[:, :, :5].abs().sum() > 0 and grad[:, :, 6:].abs().sum() > 0, "and from channels on both sides"
 
 
-def test_no_weight_depends_on_length_or_width_of_the_channel_mixer():
-    a = build_backbone("mambamixer", d_model=16, n_layers=1)
-    b = build_backbone("mambamixer", d_model=32, n_layers=1)
-    shapes = lambda m: {k: v.shape for k, v in m.layers.channel.named_parameters() if "norm" not in k}  # noqa: E731
-    assert shapes(a) == shapes(b), "the channel mixer scans D positions of scalars: nothing is sized by D or L"
+def test_token_count_is_fixed_and_sizes_the_channel_mixer():
+    a, b = double_model(n_tokens=9), double_model(n_tokens=20)
+    assert a.layers.channel[0].mixer.layer.in_proj.weight.shape == (2 * 2 * 9, 9)
+    assert b.layers.channel[0].mixer.layer.in_proj.weight.shape == (2 * 2 * 20, 20)
+    with pytest.raises(ValueError, match="n_tokens=9"):
+        a(torch.randn(1, 10, 16, dtype=torch.float64))
+    with pytest.raises(ConfigError, match="set n_tokens"):
+        build_backbone("mambamixer", d_model=16, n_layers=1)
+    assert not type(a).causal and not type(a).streaming and type(a).fixed_tokens and type(a).export_fixed_length
+
+
+def test_token_mixer_is_the_papers_causal_scan_by_default():
+    default, variant = double_model(), double_model(bidirectional=True)
+    assert len(default.layers.token[0].mixer.layer.directions) == 1
+    assert len(variant.layers.token[0].mixer.layer.directions) == 2
 
 
 def test_grid_token_mixer_is_causal_and_channel_mixer_spans_variates():
     torch.manual_seed(0)
-    grid = MambaMixerGrid(8, 2, norm="rms").double().eval()
+    grid = build_backbone("tsm2", d_model=8, n_layers=2, norm="rms").double().eval()  # per-token norm
     x = torch.randn(2, 5, 6, 8, dtype=torch.float64)  # 5 variates x 6 patches
     x2 = x.clone()
     x2[:, 1, 3] += 1.0  # variate 1, patch 3
@@ -75,16 +89,18 @@ def test_grid_token_mixer_is_causal_and_channel_mixer_spans_variates():
     assert (diff[:, 1, 4:] > 0).all(), "later patches of the variate see it"
 
 
-def test_grid_from_a_registered_backbone():
-    backbone = build_backbone("mambamixer", d_model=8, n_layers=2, d_state=4, dropout=0.1)
-    grid = MambaMixerGrid.like(backbone)
+def test_grid_is_a_registered_backbone_of_grid_tokens():
+    grid = build_backbone("tsm2", d_model=8, n_layers=2, d_state=4, dropout=0.1)
+    assert isinstance(grid, MambaMixerGrid) and type(grid).tokens == "grid"
     assert grid.d_model == 8 and len(grid.layers.token) == 2
     assert grid.layers.token[0].mixer.layer.directions[0].A_log.shape == (16, 4)
-    assert isinstance(grid.layers.token[0].norm1, PlaneNorm)
-    with pytest.raises(ConfigError, match="mambamixer"):
-        MambaMixerGrid.like(build_backbone("gru", d_model=8, n_layers=1))
-    with pytest.raises(ValueError, match=r"expects \(B, C, L, 8\)"):
+    assert isinstance(grid.layers.token[0].norm1, PlaneNorm), "the paper's norm over time and features by default"
+    assert len(grid.layers.token[0].mixer.layer.directions) == 1, "the paper's time mixer is unidirectional"
+    assert len(grid.layers.channel[0].mixer.layer.directions) == 2, "the variate mixer is bidirectional"
+    with pytest.raises(ValueError, match=r"grid \(B, C, L, 8\)"):
         grid(torch.randn(2, 6, 8))
+    with pytest.raises(ConfigError, match="cannot be built causal"):
+        build_backbone("tsm2", d_model=8, n_layers=1, causal=True)  # the plane norm reads the whole window
 
 
 def test_plane_norm_normalises_each_channel_over_time_and_features():

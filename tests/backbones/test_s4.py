@@ -13,6 +13,11 @@ from seqzoo.backbones.s4 import DiagonalSSM, NPLRSSM, hippo_legs_nplr
 from seqzoo.kernels import export_mode
 
 
+def form(causal: bool) -> dict:
+    """The causal model, or the bidirectional variant (asked for by name)."""
+    return {"causal": True} if causal else {"bidirectional": True}
+
+
 def randn(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
@@ -103,7 +108,7 @@ def test_export_path_equals_the_fft_path(causal):
     """Direct convolution with the materialised kernel (exportable) == FFT convolution.
     (S4's export kernel is the Krylov sequence, checked against its Cauchy kernel above.)"""
     torch.manual_seed(0)
-    model = build_backbone("s4d", d_model=8, n_layers=2, causal=causal, d_state=8).double().eval()
+    model = build_backbone("s4d", d_model=8, n_layers=2, **form(causal), d_state=8).double().eval()
     x = randn(2, 19, 8)
     with export_mode():
         exported = model(x)
@@ -111,7 +116,7 @@ def test_export_path_equals_the_fft_path(causal):
 
 
 @pytest.mark.parametrize("name,ssm_names", [("s4d", {"log_dt", "log_A_real", "A_imag"}),
-                                            ("s4", {"log_dt", "log_A_real", "A_imag", "P"})])
+                                            ("s4", {"log_dt", "log_A_real", "A_imag", "P", "B"})])
 def test_ssm_parameters_get_their_own_optimiser_group(name, ssm_names):
     from seqzoo.domains.forecasting import ForecastingTask
 

@@ -8,12 +8,17 @@ import torch
 import torch.nn.functional as F
 
 from seqzoo import ConfigError, build_backbone
-from seqzoo.backbones.blocks import TemporalConv
+from seqzoo.layers import TemporalConv
 from seqzoo.backbones.tcnca import receptive_field
 from seqzoo.kernels import export_mode
 from tests.backbones.test_s4 import moving_average_task
 
 SMALL = dict(chunk_size=4, kernel_size=2, dilation_base=2, tcn_depth=3)  # receptive field 8 > 4
+
+
+def form(causal: bool) -> dict:
+    """The causal model, or the bidirectional variant (asked for by name)."""
+    return {"causal": True} if causal else {"bidirectional": True}
 
 
 def randn(*shape, seed=0):
@@ -30,7 +35,7 @@ def test_receptive_field_must_exceed_the_chunk():
 @pytest.mark.parametrize("causal", [True, False])
 def test_attention_stays_inside_chunks(causal):
     torch.manual_seed(0)
-    block = build_backbone("tcnca", d_model=8, n_layers=1, causal=causal, **SMALL).double().blocks[0]
+    block = build_backbone("tcnca", d_model=8, n_layers=1, **form(causal), **SMALL).double().blocks[0]
     q, k, v = randn(2, 10, 8, seed=1), randn(2, 10, 8, seed=2), randn(2, 10, 16, seed=3)
     got = block._chunked_attention(q, k, v, None)
     bias = block.rel_bias.detach()
@@ -64,7 +69,7 @@ def test_step_matches_forward_across_chunk_borders():
 @pytest.mark.parametrize("causal", [True, False])
 def test_padding_is_ignored_with_several_chunks(causal):
     torch.manual_seed(0)
-    model = build_backbone("tcnca", d_model=8, n_layers=2, causal=causal, **SMALL).double().eval()
+    model = build_backbone("tcnca", d_model=8, n_layers=2, **form(causal), **SMALL).double().eval()
     lengths = torch.tensor([14, 9, 3])
     mask = torch.arange(14)[None] < lengths[:, None]
     x = randn(3, 14, 8)

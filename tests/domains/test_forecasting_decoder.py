@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from seqzoo import ConfigError, build_backbone
 from seqzoo.datasets.forecasting import ForecastingDataModule
-from seqzoo.domains.base import sinusoidal_positions
-from seqzoo.domains.forecasting import ForecastingNet, ForecastingTask, TimeEmbedding
+from seqzoo.domains.forecasting import ForecastingNet, ForecastingTask
+from seqzoo.layers import TimeEmbedding, sinusoidal_positions
 from seqzoo.export import export_onnx
 
 

@@ -13,14 +13,14 @@ import yaml
 from seqzoo import ConfigError, build_backbone, get_backbone_class
 from seqzoo.cli import main
 from seqzoo.datasets.forecasting import ForecastingDataModule
-from seqzoo.domains.forecasting import TSM2Net, TSM2Task
+from seqzoo.domains.tsm2 import TSM2Net, TSM2Task
 from seqzoo.export import export_onnx
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny_task(dm, **kw):
-    backbone = build_backbone("mambamixer", d_model=16, n_layers=1, d_state=4)
+    backbone = build_backbone("tsm2", d_model=16, n_layers=1, d_state=4)
     opt = lambda params: torch.optim.AdamW(params, lr=3e-3)  # noqa: E731
     return TSM2Task(backbone, **dm.dims, patch_len=8, stride=4, optimizer=opt, **kw)
 
@@ -42,7 +42,7 @@ def test_learns_beyond_repeat_last_value(ett_csv):
 
 def test_grid_shapes_targets_and_revin():
     torch.manual_seed(0)
-    net = TSM2Net(build_backbone("mambamixer", d_model=8, n_layers=1, d_state=4), n_channels=4, n_targets=1,
+    net = TSM2Net(build_backbone("tsm2", d_model=8, n_layers=1, d_state=4), n_channels=4, n_targets=1,
                   lookback=20, horizon=5, patch_len=6, stride=3)
     seen = {}
     net.backbone.register_forward_hook(lambda m, args, out: seen.update(grid=args[0].shape))
@@ -53,14 +53,15 @@ def test_grid_shapes_targets_and_revin():
     torch.testing.assert_close(net(x * 10 + 100), y * 10 + 100, rtol=1e-3, atol=1e-2)  # RevIN: scale-equivariant
 
 
-def test_only_mambamixer_backbones_and_valid_patches():
+def test_only_grid_backbones_and_valid_patches():
     dm_dims = dict(n_channels=3, n_targets=3, lookback=16, horizon=4)
-    assert TSM2Task.incompatibility(get_backbone_class("mambamixer")) is None
-    assert "MambaMixer" in TSM2Task.incompatibility(get_backbone_class("transformer"))
-    with pytest.raises(ConfigError, match="TSM2 is built from MambaMixer"):
+    assert TSM2Task.incompatibility(get_backbone_class("tsm2")) is None
+    assert "grid tokens" in TSM2Task.incompatibility(get_backbone_class("transformer"))
+    assert "grid tokens" in TSM2Task.incompatibility(get_backbone_class("mambamixer"))
+    with pytest.raises(ConfigError, match="needs grid tokens"):
         TSM2Task(build_backbone("gru", d_model=8, n_layers=1), **dm_dims)
     with pytest.raises(ConfigError, match="patch_len"):
-        TSM2Task(build_backbone("mambamixer", d_model=8, n_layers=1), **dm_dims, patch_len=32)
+        TSM2Task(build_backbone("tsm2", d_model=8, n_layers=1), **dm_dims, patch_len=32)
 
 
 def test_no_streaming_export(ett_csv):
@@ -86,4 +87,4 @@ def test_shipped_config_runs(ett_csv, tmp_path, monkeypatch):
     path = tmp_path / "weather_tsm2.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["fit", "--config", str(path)]) == 0
-    assert (tmp_path / "runs/weather_tsm2/mambamixer/seed0/checkpoints/last.ckpt").exists()
+    assert (tmp_path / "runs/weather_tsm2/tsm2/seed0/checkpoints/last.ckpt").exists()
