@@ -618,3 +618,31 @@ def save_frame_strip(path: str | Path, true_frames: Tensor, imagined: Tensor, co
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def onnx_rollout_parity(onnx_path: str | Path, net: WorldModelNet, images: Tensor, actions: Tensor,
+                        context: int) -> float:
+    """Max |onnxruntime - torch| over an imagination rollout of the one-step graph.
+
+    Both start from the same live state (``context`` posterior frames stepped), then each feeds
+    its own outputs (latent, state) back for the remaining steps of ``actions``, so errors
+    would compound over the rollout rather than be reset at every step.
+    """
+    import onnxruntime as ort
+
+    step = ImaginationStep(net.eval())
+    inputs = step.warm_inputs(images[:, :context], actions[:, :context])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    torch_in, onnx_in = inputs, [t.numpy() for t in inputs]
+    worst = 0.0
+    with torch.no_grad():
+        for t in range(context, actions.shape[1]):
+            want = step(*torch_in)
+            got = session.run(None, dict(zip(names, onnx_in)))
+            worst = max(worst, *(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want)))
+            torch_in = (want[0], actions[:, t], *want[3:])
+            onnx_in = [got[0], actions[:, t].numpy(), *got[3:]]
+    return worst
