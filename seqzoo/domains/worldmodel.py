@@ -11,7 +11,9 @@ Generative model, per step t of a sequence of frames x_t, actions a_t and reward
 
 Because the posterior sees x_t alone, all posterior samples are drawn at once and the
 backbone runs over the whole sequence in parallel (FFT convolution, scan, attention) during
-training. At an environment reset (``is_first``) the input (z_{t-1}, a_{t-1}) is zero.
+training. At an environment reset (``is_first``) the input (z_{t-1}, a_{t-1}) is zero; the
+backbone's state is not cleared there (a parallel backbone cannot restart mid-sequence), the
+same in training and imagination.
 
 Loss per step, averaged over batch and time (Dreamer/S4WM's ELBO with KL balancing)::
 
@@ -296,6 +298,7 @@ def _shift(x: Tensor, extra: int = 0) -> Tensor:
 class WorldModelTask(BaseTask):
     """S4WM world model over any causal backbone: ELBO training, imagination metrics."""
 
+    token_kinds = frozenset({"time"})
     monitor = "val/imag_mse"
     monitor_mode = "min"
     report_metrics = ("test/imag_mse", "test/tail_mse", "test/reward_acc", "test/tail_reward_acc", "test/recon_mse")
