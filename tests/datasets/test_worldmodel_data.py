@@ -135,3 +135,8 @@ def test_minigrid_memory_episodes_are_collected_in_the_public_format(tmp_path):
     episode = read_episode(root / "train" / "train_00000.npz", image_size=16, action_dim=3)
     assert len(episode) == 40 and episode.is_first[0]
     assert episode.image.std() > 0, "frames are rendered, not blank"
+    assert episode.is_first[1:].any(), "environment resets inside a file are marked"
+    rewarded = np.flatnonzero(episode.reward > 0)
+    assert len(rewarded), "the scripted policy reaches the objects"
+    ends = np.append(episode.is_first[1:], True)
+    assert ends[rewarded].all(), "a success reward sits on the terminal frame, before the reset"

@@ -96,7 +96,7 @@ class _Collector:
         self.env, self.rng, self.policy, self.epsilon, self.image_size = env, rng, policy, epsilon, image_size
         self.seed = seed
         self.episodes = self.successes = 0
-        self.obs, self._done, self._reward = None, False, 0.0
+        self.obs, self._done, self._after_terminal, self._reward = None, False, False, 0.0
 
     def collect(self, steps: int) -> Episode:
         image = np.empty((steps, self.image_size, self.image_size, 3), dtype=np.uint8)
@@ -104,7 +104,7 @@ class _Collector:
         reward = np.zeros(steps, dtype=np.float32)
         is_first = np.zeros(steps, dtype=bool)
         for t in range(steps):
-            if self.obs is None or self._done:  # the step after a terminal frame starts a new episode
+            if self.obs is None or self._after_terminal:  # the step after a terminal frame starts anew
                 self._reset()
                 is_first[t] = True
             is_first[0] = True  # a file starts a chunk (mid-episode when it continues the last file)
@@ -112,6 +112,9 @@ class _Collector:
             reward[t] = self._reward
             a = self._act()
             action[t, a] = 1.0
+            if self._done:  # a terminal frame is recorded with its reward; its action goes nowhere
+                self._after_terminal = True
+                continue
             self.obs, step_reward, terminated, truncated, _ = self.env.step(a)
             self._reward, self._done = float(step_reward), bool(terminated or truncated)
             self.successes += int(self._done and step_reward > 0)
@@ -119,7 +122,7 @@ class _Collector:
 
     def _reset(self) -> None:
         self.obs, _ = self.env.reset(seed=int(self.rng.integers(2**31 - 1)))
-        self._done, self._reward = False, 0.0
+        self._done, self._after_terminal, self._reward = False, False, 0.0
         self.episodes += 1
         self._target = None
 
