@@ -434,7 +434,8 @@ class WorldModelTask(BaseTask):
         if self._strip is not None and self.strip_path and self.trainer.is_global_zero:
             path = Path(self.trainer.default_root_dir) / self.strip_path
             save_frame_strip(path, *self._strip, context=self.context,
-                             title=f"{type(self.backbone).name}: imagined (bottom) vs true (top)")
+                             title=f"{type(self.backbone).name}: true (upper) and imagined (lower) frames of "
+                                   f"{len(self._strip[0])} test sequences")
 
     def _evaluate(self, stage: str, batch: Batch) -> None:
         terms = self.loss_terms(batch)
@@ -447,7 +448,8 @@ class WorldModelTask(BaseTask):
             self._imag_seconds += time.perf_counter() - start
             self._imag_frames += imagined["frames"].shape[0] * imagined["frames"].shape[1]
             if self._strip is None:
-                self._strip = (images[0].detach().cpu(), imagined["frames"][0].detach().cpu())
+                shown = min(len(images), 3)
+                self._strip = (images[:shown].detach().cpu(), imagined["frames"][:shown].detach().cpu())
         scores = imagination_scores(imagined["frames"], imagined["reward"], images[:, self.context:],
                                     batch["reward"][:, self.context:], self.tail_frames)
         metrics = self.eval_metrics[stage]
@@ -589,25 +591,35 @@ def copy_last_frame_scores(batch: Batch, context: int, tail: int) -> dict[str, T
 
 def save_frame_strip(path: str | Path, true_frames: Tensor, imagined: Tensor, context: int, title: str = "",
                      max_frames: int = 24) -> Path:
-    """PNG: true frames (top row; context marked) above imagined frames (bottom row), sampled evenly.
+    """PNG: for each sequence, its true frames (upper row; context marked) above the imagined ones.
 
-    ``true_frames`` (T, C, H, W) and ``imagined`` (T - context, C, H, W) in [0, 1].
+    ``true_frames`` (N, T, C, H, W) and ``imagined`` (N, T - context, C, H, W) in [0, 1] (a single
+    sequence without the N axis is accepted); time steps are sampled evenly from the last context frame.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = true_frames.shape[0]
+    if true_frames.dim() == 4:
+        true_frames, imagined = true_frames[None], imagined[None]
+    sequences, steps = true_frames.shape[:2]
     picks = np.unique(np.linspace(context - 1, steps - 1, min(max_frames, steps - context + 1)).round().astype(int))
-    fig, axes = plt.subplots(2, len(picks), figsize=(0.8 * len(picks) + 0.6, 2.1), dpi=120, squeeze=False)
-    for j, t in enumerate(picks):
-        axes[0, j].imshow(true_frames[t].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
-        if t >= context:
-            axes[1, j].imshow(imagined[t - context].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
-        axes[0, j].set_title(f"t={t}" + (" (ctx)" if t < context else ""), fontsize=6)
-        for row in (0, 1):
-            axes[row, j].axis("off")
+    fig, axes = plt.subplots(2 * sequences, len(picks), figsize=(0.8 * len(picks) + 0.6, 1.9 * sequences + 0.3),
+                             dpi=120, squeeze=False)
+    for n in range(sequences):
+        for j, t in enumerate(picks):
+            top, bottom = axes[2 * n, j], axes[2 * n + 1, j]
+            top.imshow(true_frames[n, t].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+            if t >= context:
+                bottom.imshow(imagined[n, t - context].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+            if n == 0:
+                top.set_title(f"t={t}" + (" (ctx)" if t < context else ""), fontsize=6)
+            top.axis("off")
+            bottom.axis("off")
+        axes[2 * n, 0].text(-0.15, 0.5, "true", transform=axes[2 * n, 0].transAxes, fontsize=6, ha="right", va="center")
+        axes[2 * n + 1, 0].text(-0.15, 0.5, "imagined", transform=axes[2 * n + 1, 0].transAxes, fontsize=6,
+                                ha="right", va="center")
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()
