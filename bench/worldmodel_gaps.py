@@ -35,25 +35,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbones", default="s4d,gru,transformer")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--max-epochs", type=int, default=None)
-    parser.add_argument("--reuse", action="append", default=[], help="GAP=DIR: an existing compare folder")
+    parser.add_argument("--reuse", action="append", default=[],
+                        help="GAP=DIR: an existing compare folder for that gap (repeatable; adds to the gap's runs)")
     parser.add_argument("--plot-only", action="store_true")
     parser.add_argument("--out", default="runs/wm-gaps")
     opts = parser.parse_args(argv)
     out = Path(opts.out)
     gaps = [int(g) for g in opts.gaps.split(",")]
-    reuse = {int(k): Path(v) for k, v in (r.split("=", 1) for r in opts.reuse)}
-    folders = {}
+    reuse: dict[int, list[Path]] = {}
+    for gap, folder in (r.split("=", 1) for r in opts.reuse):
+        reuse.setdefault(int(gap), []).append(Path(folder))
+    folders: dict[int, list[Path]] = {}
     for gap in gaps:
         data = out / "data" / f"gap{gap}"
         if not data.exists():
             from seqzoo.datasets.worldmodel import synth_worldmodel
 
             synth_worldmodel(str(data), gap=gap, cue_len=CUE_LEN, recall_len=RECALL_LEN)
-        folders[gap] = reuse.get(gap, out / f"gap{gap}")
+        own = out / f"gap{gap}"
+        folders[gap] = reuse.get(gap, []) + ([own] if own.exists() or not (gap in reuse or opts.plot_only) else [])
         if gap in reuse or opts.plot_only:
             continue
         command = [sys.executable, "-m", "seqzoo.cli", "compare", "--config", str(CONFIG), "--backbones",
-                   opts.backbones, "--seeds", opts.seeds, "--out", str(folders[gap]),
+                   opts.backbones, "--seeds", opts.seeds, "--out", str(own),
                    "--data.init_args.path", str(data), "--data.init_args.seq_len", str(gap + CUE_LEN + RECALL_LEN)]
         if opts.max_epochs:
             command += ["--max-epochs", str(opts.max_epochs)]
@@ -64,12 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def collect(folders: dict[int, Path], out: Path) -> list[dict]:
+def collect(folders: dict[int, list[Path]], out: Path) -> list[dict]:
     from seqzoo.datasets.worldmodel import WorldModelDataModule
     from seqzoo.domains.worldmodel import copy_last_frame_scores
 
     rows = []
-    for gap, folder in folders.items():
+    for gap, gap_folders in folders.items():
         length = gap + CUE_LEN + RECALL_LEN
         dm = WorldModelDataModule(str(out / "data" / f"gap{gap}"), image_size=16, action_dim=5, seq_len=length,
                                   batch_size=64)
@@ -81,7 +85,7 @@ def collect(folders: dict[int, Path], out: Path) -> list[dict]:
             count += len(batch["image"])
         rows.append({"gap": gap, "backbone": "copy last context frame", "seed": "",
                      **{f"test/{k}": v / count for k, v in totals.items()}})
-        for log in sorted((folder / "logs").glob("*.json")):
+        for log in sorted(p for folder in gap_folders for p in (folder / "logs").glob("*.json")):
             backbone, seed = log.stem.rsplit("-seed", 1)
             result = json.loads(log.read_text())
             rows.append({"gap": gap, "backbone": backbone, "seed": seed, **result["metrics"],
