@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from seqzoo.datasets.base import BaseDataModule, SplitLoaders, materialise
+from seqzoo.datasets.base import BaseDataModule, SplitLoaders
 from seqzoo.datasets.worldmodel.reader import SPLITS, ActionSpace, Episode, episode_files, read_episode, read_metadata
 from seqzoo.errors import ConfigError, DataError
 
@@ -55,6 +55,7 @@ class WorldModelDataModule(SplitLoaders, BaseDataModule):
     """Episodes in the ``.npz`` format, cut into windows of ``seq_len`` steps."""
 
     dim_names: ClassVar[tuple[str, ...]] = ("image_size", "in_chans", "action_dim", "seq_len")
+    data_name: ClassVar[str] = "world-model episode folder"
 
     def __init__(
         self,
@@ -84,7 +85,7 @@ class WorldModelDataModule(SplitLoaders, BaseDataModule):
             num_workers: data loader workers.
             prepare: written into `path` when it is missing: 'synth:worldmodel' or a `seqzoo data prepare` source.
         """
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, prepare=prepare)
         for name, value in (("image_size", image_size), ("action_dim", action_dim), ("seq_len", seq_len)):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"data.{name} must be a positive integer, got {value!r}")
@@ -95,7 +96,6 @@ class WorldModelDataModule(SplitLoaders, BaseDataModule):
         self.path, self.image_size, self.action_dim, self.seq_len = path, image_size, action_dim, seq_len
         self.stride = stride or seq_len
         self.action_space, self.action_low, self.action_high = action_space, action_low, action_high
-        self.prepare = prepare
         self.episodes: dict[str, list[Episode]] = {}
         self.datasets: dict[str, EpisodeWindows] = {}
 
@@ -103,21 +103,14 @@ class WorldModelDataModule(SplitLoaders, BaseDataModule):
     def dims(self) -> dict[str, int]:
         return {"image_size": self.image_size, "in_chans": 3, "action_dim": self.action_dim, "seq_len": self.seq_len}
 
-    def prepare_data(self) -> None:
-        root = Path(self.path)
-        if root.exists():
-            return
-        if not self.prepare:
-            raise DataError(f"episode folder not found: {root} (set data.prepare, e.g. 'synth:worldmodel', "
-                            "to write it on first use)")
-        materialise(self.prepare, root)
+    def data_ready(self) -> bool:
+        return all((Path(self.path) / split).is_dir() for split in SPLITS)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
+        self.require_data()
         root = Path(self.path)
-        if not root.exists():
-            self.prepare_data()
         self._check_metadata(root)
         for split in SPLITS:
             files = episode_files(root / split)
