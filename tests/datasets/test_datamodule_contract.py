@@ -23,6 +23,7 @@ from seqzoo.datasets.pain import PainDataModule
 from seqzoo.datasets.rul import RULDataModule
 from seqzoo.datasets.separation import SeparationDataModule
 from seqzoo.datasets.vision import VisionDataModule
+from seqzoo.datasets.worldmodel import WorldModelDataModule
 
 # The least each data module needs besides its path; a new domain adds its module here.
 CASES = {
@@ -32,6 +33,7 @@ CASES = {
     SeparationDataModule: {},
     HandwritingDataModule: {"alphabet": "abc", "fold": "chars_indep_0"},
     VisionDataModule: {"n_classes": 10, "image_size": 8, "in_chans": 1},
+    WorldModelDataModule: {"image_size": 16, "action_dim": 5, "seq_len": 64},
 }
 
 
@@ -91,7 +93,8 @@ def test_dims_are_metadata_and_never_touch_the_filesystem(cls, tmp_path, monkeyp
     (ForecastingDataModule, "synth:forecasting", {"lookback": 24, "horizon": 12}),
     (RULDataModule, "synth:rul-laser", {"format": "laser", "lookback": 8}),
     (VisionDataModule, "synth:vision", {"n_classes": 4, "image_size": 16, "in_chans": 3}),
-], ids=["forecasting", "rul", "vision"])
+    (WorldModelDataModule, "synth:worldmodel", {"image_size": 16, "action_dim": 5, "seq_len": 64}),
+], ids=["forecasting", "rul", "vision", "worldmodel"])
 def test_prepare_data_writes_once_and_setup_only_reads(cls, prepare, kwargs, tmp_path):
     path = tmp_path / "d" / ("ett_synthetic.csv" if cls is ForecastingDataModule else "")
     dm = cls(str(path), prepare=prepare, **kwargs)
