@@ -44,7 +44,8 @@ class DiagnosticsNet(nn.Module):
         super().__init__()
         d = backbone.d_model
         self.embed = nn.Embedding(vocab_size, d)
-        nn.init.normal_(self.embed.weight, std=0.02)
+        # N(0, 1) (torch's default): token identity is then as loud as the sinusoidal positions
+        # (entries in [-1, 1]) after the first norm, instead of drowned by them.
         self.positions = PositionalEmbedding(positions, max_len, d)
         self.dropout = nn.Dropout(embed_dropout)
         self.backbone = backbone

@@ -30,6 +30,7 @@ DOMAINS = {  # config, data overrides that keep the data small
     "separation": ("configs/separation/synthetic.yaml", {"batch_size": 2, "eval_batch_size": 2}),
     "handwriting": ("configs/handwriting/words.yaml", {"batch_size": 2}),
     "vision": ("configs/vision/digits.yaml", {"batch_size": 4}),
+    "diagnostics": ("configs/diagnostics/mqar.yaml", {"batch_size": 4, "n_train": 16, "n_val": 8, "n_test": 8}),
 }
 
 
@@ -44,7 +45,8 @@ def domain_data(tmp_path_factory):
             config = load_yaml(ROOT / path)
             rewrite_backbone_names(config)
             data = config["data"]["init_args"]
-            data["path"] = str(tmp_path_factory.mktemp(domain) / Path(data["path"]).name)
+            if "path" in data:  # generated-in-memory data (diagnostics) has no folder
+                data["path"] = str(tmp_path_factory.mktemp(domain) / Path(data["path"]).name)
             data.update(overrides)
             cache[domain] = (config, build_datamodule(config))
         return cache[domain]
