@@ -75,7 +75,7 @@ def test_learns_a_tiny_mqar_beyond_the_best_constant_and_the_untrained_model():
     assert result["test/loss"] < baseline["test/loss"]
 
 
-@pytest.mark.parametrize("name", ["transformer", "mamba"])
+@pytest.mark.parametrize("name", ["transformer"])
 def test_export_has_a_free_batch_and_length_and_matches_onnxruntime(name, tmp_path):
     pytest.importorskip("onnxruntime")
     dm = MQARDataModule(vocab_size=16, seq_len=12, n_pairs=2)
