@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from seqzoo.datasets.base import BaseDataModule, SplitLoaders
+from seqzoo.datasets.base import BaseDataModule
 from seqzoo.datasets.diagnostics.synthetic import (
     IGNORE,
     SPLITS,
@@ -46,7 +46,7 @@ class TokenSequences(Dataset):
         return {"tokens": self.inputs[i], "targets": self.targets[i]}
 
 
-class DiagnosticsDataModule(SplitLoaders, BaseDataModule):
+class DiagnosticsDataModule(BaseDataModule):
     """Shared part: split sizes, the data seed, loaders. Subclasses build ``self.probe``."""
 
     dim_names: ClassVar[tuple[str, ...]] = ("vocab_size", "n_classes", "seq_len")
@@ -59,7 +59,10 @@ class DiagnosticsDataModule(SplitLoaders, BaseDataModule):
         self.sizes = {"train": n_train, "val": n_val, "test": n_test}
         self.seed = seed
         self.probe: Probe
-        self.datasets: dict[str, TokenSequences] = {}
+
+    def data_ready(self) -> bool:
+        """Always: nothing is read from disk, ``setup`` generates the splits from the seed."""
+        return True
 
     @property
     def dims(self) -> dict[str, int]:
