@@ -2,6 +2,7 @@
 
     seqzoo fit|validate|test|predict --config CONFIG [--model.backbone NAME] [--any.key value]
     seqzoo compare --config CONFIG --backbones a,b,c|all --seeds 0,1,2 [--max-epochs N] --out DIR
+    seqzoo sweep --config CONFIG --knob data.n_pairs --values 2,4,8 --backbones a,b|all --out DIR
     seqzoo reproduce etth1 --out DIR [--tables a,b] [--horizons 96,336] [--seeds 2021]
     seqzoo export --ckpt CKPT --out model.onnx [--streaming]
     seqzoo backbones
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     verb, rest = argv[0], argv[1:]
     commands = {"compare": _compare, "reproduce": _reproduce, "export": export_main, "backbones": backbones_main,
-                "data": data_main, "pipeline": _pipeline}
+                "data": data_main, "pipeline": _pipeline,
+                "sweep": lambda rest: __import__("seqzoo.sweep", fromlist=["main"]).main(rest)}
     try:
         if verb in LIGHTNING_VERBS:
             run_lightning(verb, rest)

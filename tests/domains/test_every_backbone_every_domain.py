@@ -31,6 +31,7 @@ DOMAINS = {  # config, data overrides that keep the data small
     "handwriting": ("configs/handwriting/words.yaml", {"batch_size": 2}),
     "vision": ("configs/vision/digits.yaml", {"batch_size": 4}),
     "worldmodel": ("configs/worldmodel/memory_cue.yaml", {"batch_size": 2}),
+    "diagnostics": ("configs/diagnostics/mqar.yaml", {"batch_size": 4, "n_train": 16, "n_val": 8, "n_test": 8}),
 }
 
 
@@ -45,7 +46,8 @@ def domain_data(tmp_path_factory):
             config = load_yaml(ROOT / path)
             rewrite_backbone_names(config)
             data = config["data"]["init_args"]
-            data["path"] = str(tmp_path_factory.mktemp(domain) / Path(data["path"]).name)
+            if "path" in data:  # generated-in-memory data (diagnostics) has no folder
+                data["path"] = str(tmp_path_factory.mktemp(domain) / Path(data["path"]).name)
             data.update(overrides)
             cache[domain] = (config, build_datamodule(config))
         return cache[domain]

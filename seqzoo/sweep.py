@@ -1,0 +1,227 @@
+"""``seqzoo sweep``: vary one config knob, run ``compare`` at each value, draw the curves.
+
+    seqzoo sweep --config configs/diagnostics/mqar.yaml --knob data.n_pairs --values 2,4,8,16 \\
+        --backbones transformer,mamba,gru --seeds 0 --out runs/mqar-pairs
+
+For each value v the command runs :func:`seqzoo.compare.compare` with ``--<knob> v`` added
+to every run (same per-run worker process, same outputs in ``OUT/<knob>=<v>/``), then
+writes across the values:
+
+* ``curves.csv`` -- one row per (value, backbone, seed): status, params, every reported
+  metric, the trivial baseline's main metric at that value;
+* ``curves.md``  -- main metric (mean over seeds) per backbone and value, the baseline row,
+  and each backbone's *breakdown*: the first value at which the metric falls below
+  ``--threshold`` (or "none" if it stays above);
+* ``curves.png`` -- main metric against the knob, one line per backbone, baseline dashed.
+
+Arguments not listed below pass through to every run, as for ``compare``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import shlex
+from pathlib import Path
+from typing import Any
+
+from seqzoo.backbones.base import get_backbone_class, list_backbones
+from seqzoo.compare import _mean_std, check_passthrough, compare, int_list
+from seqzoo.errors import ConfigError
+from seqzoo.runs import load_yaml, task_class_of
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="seqzoo sweep", description=__doc__.split("\n\n")[0],
+                                     epilog="Other --key value arguments pass through to each run.")
+    parser.add_argument("--config", "-c", required=True, help="experiment config (YAML)")
+    parser.add_argument("--knob", required=True, help="config key to vary, e.g. data.n_pairs or data.seq_len")
+    parser.add_argument("--values", required=True, help="comma-separated values of the knob, e.g. 2,4,8,16")
+    parser.add_argument("--backbones", default="all", help="comma-separated registry names, or 'all'")
+    parser.add_argument("--seeds", default="0", help="comma-separated integer seeds")
+    parser.add_argument("--max-epochs", type=int, default=None, help="override trainer.max_epochs")
+    parser.add_argument("--threshold", type=float, default=0.9,
+                        help="a backbone breaks down at the first value where its main metric is below this")
+    parser.add_argument("--out", required=True, help="output folder")
+    opts, passthrough = parser.parse_known_args(argv)
+    check_passthrough("sweep", passthrough)
+    knob = opts.knob.strip().removeprefix("--")
+    if not knob.startswith(("trainer.", "model.", "data.")) or knob.count(".") < 1:
+        raise ConfigError(f"--knob must be a config key starting with trainer., model. or data., got {opts.knob!r}")
+    if any(a.removeprefix("--") == knob or a.startswith(f"--{knob}=") for a in passthrough):
+        raise ConfigError(f"--knob {knob} is also given as a pass-through argument; give its values with --values")
+    values = [v.strip() for v in opts.values.split(",") if v.strip()]
+    if not values:
+        raise ConfigError("--values is empty")
+    seeds = int_list(opts.seeds, "--seeds")
+    names = list_backbones() if opts.backbones.strip() == "all" else [n.strip() for n in opts.backbones.split(",") if n.strip()]
+    for name in names:
+        get_backbone_class(name)  # unknown names fail before anything runs
+    command = "seqzoo sweep " + " ".join(shlex.quote(a) for a in argv)
+    sweep(opts.config, knob, values, names, seeds, Path(opts.out), max_epochs=opts.max_epochs,
+          passthrough=passthrough, threshold=opts.threshold, command=command)
+    return 0
+
+
+def sweep(
+    config_path: str,
+    knob: str,
+    values: list[str],
+    names: list[str],
+    seeds: list[int],
+    out: Path,
+    *,
+    max_epochs: int | None = None,
+    passthrough: list[str] = (),
+    threshold: float = 0.9,
+    command: str = "",
+) -> list[dict[str, Any]]:
+    """Run ``compare`` at each knob value; write curves.csv/.md/.png; return the rows."""
+    task_cls = task_class_of(load_yaml(config_path))
+    if not task_cls.report_metrics:
+        raise ConfigError(f"{task_cls.__name__} reports no test metrics to draw")
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    baselines: dict[str, float] = {}
+    label = knob.rsplit(".", 1)[-1]
+    for i, value in enumerate(values, 1):
+        print(f"== {knob} = {value} ({i}/{len(values)}) ==", flush=True)
+        run_out = out / f"{label}={value}"
+        results = compare(config_path, names, seeds, run_out, max_epochs=max_epochs,
+                          passthrough=[*passthrough, f"--{knob}", value], command=f"{command}  [{knob}={value}]")
+        for row in results:
+            rows.append({"value": value, **row})
+        baseline = _read_baseline(run_out, task_cls)
+        if baseline is not None:
+            baselines[value] = baseline
+    write_curves(out, rows, task_cls, knob, values, baselines, threshold, command)
+    print((out / "curves.md").read_text())
+    return rows
+
+
+def _read_baseline(run_out: Path, task_cls) -> float | None:
+    """The baseline's main metric from a compare results.md (its baseline row)."""
+    key = task_cls.report_metrics[0]
+    lines = (run_out / "results.md").read_text().splitlines()
+    header = next((line for line in lines if line.startswith("| backbone")), None)
+    row = next((line for line in lines if "(baseline)" in line), None)
+    if header is None or row is None:
+        return None
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    try:
+        return float(cells[columns.index(key)])
+    except (ValueError, IndexError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------
+# outputs
+# ---------------------------------------------------------------------------------------
+
+
+def curve_table(rows: list[dict], task_cls, values: list[str]) -> dict[str, dict[str, tuple[float, float]]]:
+    """{backbone: {value: (mean, std) of the main metric over successful seeds}}."""
+    key = task_cls.report_metrics[0]
+    table: dict[str, dict[str, list[float]]] = {}
+    for row in rows:
+        table.setdefault(row["backbone"], {})
+        if row["status"] == "ok" and key in row.get("metrics", {}):
+            table[row["backbone"]].setdefault(row["value"], []).append(float(row["metrics"][key]))
+    return {name: {v: _mean_std(per[v]) for v in values if v in per} for name, per in table.items()}
+
+
+def breakdown(curve: dict[str, tuple[float, float]], values: list[str], threshold: float, maximise: bool) -> str:
+    """The first knob value whose mean is worse than ``threshold`` ("none" if never)."""
+    for value in values:
+        if value not in curve:
+            continue
+        mean = curve[value][0]
+        if (mean < threshold) if maximise else (mean > threshold):
+            return value
+    return "none" if curve else "–"
+
+
+def write_curves(out: Path, rows, task_cls, knob: str, values: list[str], baselines: dict[str, float],
+                 threshold: float, command: str) -> None:
+    metrics = list(task_cls.report_metrics)
+    fields = ["knob", "value", "backbone", "family", "seed", "status", "reason", "params", *metrics,
+              "baseline_" + metrics[0], "fit_seconds"]
+    with open(out / "curves.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            flat = {k: row.get(k, "") for k in ("value", "backbone", "family", "seed", "status", "reason", "params",
+                                                "fit_seconds")}
+            flat["knob"] = knob
+            for m in metrics:
+                flat[m] = (row.get("metrics") or {}).get(m, "")
+            flat["baseline_" + metrics[0]] = baselines.get(row["value"], "")
+            writer.writerow(flat)
+    maximise = (task_cls.report_modes[:1] or ("min",))[0] == "max"
+    table = curve_table(rows, task_cls, values)
+    key = metrics[0]
+    lines = [f"# {task_cls.__name__}: {key} against {knob}", ""]
+    if command:
+        lines += [f"Command: `{command}`", ""]
+    lines += [f"Mean over seeds; breakdown = first {knob.rsplit('.', 1)[-1]} with {key} "
+              f"{'below' if maximise else 'above'} {threshold:g}.", ""]
+    head = ["backbone", "params", *values, "breakdown"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    params = {r["backbone"]: r.get("params") for r in rows if r["status"] == "ok" and r.get("params")}
+    for name, curve in table.items():
+        reasons = {r.get("reason", "") for r in rows if r["backbone"] == name and r["status"] != "ok"}
+        cells = [name, f"{params[name]:,}" if name in params else ""]
+        cells += [_fmt(curve[v]) if v in curve else ("n/a" if reasons else "–") for v in values]
+        cells.append(breakdown(curve, values, threshold, maximise) if curve else f"n/a ({'; '.join(sorted(reasons))})")
+        lines.append("| " + " | ".join(cells) + " |")
+    if baselines:
+        lines.append("| *best constant / trivial baseline* | – | "
+                     + " | ".join(f"{baselines[v]:.3f}" if v in baselines else "" for v in values) + " | – |")
+    (out / "curves.md").write_text("\n".join(lines) + "\n")
+    plot_curves(table, baselines, values, knob, key, out / "curves.png", title=task_cls.__name__)
+
+
+def _fmt(mean_std: tuple[float, float]) -> str:
+    mean, std = mean_std
+    return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.2f}"
+
+
+def plot_curves(table, baselines, values, knob, key, path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    numeric = all(_is_number(v) for v in values)
+    xs = {v: (float(v) if numeric else i) for i, v in enumerate(values)}
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    for name, curve in table.items():
+        pts = [(xs[v], *curve[v]) for v in values if v in curve]
+        if not pts:
+            continue
+        x, y, std = zip(*pts)
+        ax.errorbar(x, y, yerr=[0 if math.isnan(s) else s for s in std], marker="o", capsize=2, label=name)
+    if baselines:
+        pts = [(xs[v], baselines[v]) for v in values if v in baselines]
+        ax.plot(*zip(*pts), linestyle="--", color="grey", label="trivial baseline")
+    if numeric and len(values) > 2 and min(xs.values()) > 0 and max(xs.values()) / min(xs.values()) >= 8:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(list(xs.values()), values)
+    ax.set_xlabel(knob)
+    ax.set_ylabel(key)
+    ax.set_title(f"{title}: {key} vs {knob.rsplit('.', 1)[-1]}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

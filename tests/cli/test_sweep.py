@@ -1,0 +1,84 @@
+"""seqzoo sweep: curves per backbone with the breakdown point, knob checks, and the
+diagnostic configs build their task with a knob given on the command line."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from seqzoo.cli import main, make_cli
+from seqzoo.domains.diagnostics import DiagnosticsTask
+from seqzoo.errors import ConfigError
+from seqzoo.runs import rewrite_args
+from seqzoo.sweep import breakdown, write_curves
+from seqzoo.sweep import main as sweep_main
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "diagnostics"
+
+
+def _row(value, backbone, seed, acc, status="ok"):
+    metrics = {"test/acc": acc, "test/seq_acc": acc / 2, "test/loss": 1 - acc}
+    return {"value": value, "backbone": backbone, "family": backbone, "seed": seed, "status": status,
+            "params": 1000, "metrics": metrics if status == "ok" else {}, "reason": "" if status == "ok" else "why",
+            "fit_seconds": 1.0}
+
+
+def test_curves_show_mean_per_value_and_where_each_backbone_breaks(tmp_path):
+    values = ["2", "4", "8"]
+    rows = [_row("2", "transformer", 0, 1.0), _row("4", "transformer", 0, 0.99), _row("8", "transformer", 0, 0.95),
+            _row("2", "gru", 0, 0.96), _row("2", "gru", 1, 0.94), _row("4", "gru", 0, 0.5), _row("4", "gru", 1, 0.7),
+            _row("8", "gru", 0, 0.2), _row("2", "s4", 0, 0, status="failed")]
+    write_curves(tmp_path, rows, DiagnosticsTask, "data.n_pairs", values, {"2": 0.1, "4": 0.05, "8": 0.03}, 0.9, "cmd")
+    table = (tmp_path / "curves.md").read_text()
+    assert "| transformer | 1,000 | 1.000 | 0.990 | 0.950 | none |" in table
+    assert "| gru | 1,000 | 0.950 ± 0.01 | 0.600 ± 0.14 | 0.200 | 4 |" in table
+    assert "| s4 |" in table and "n/a (why)" in table
+    assert "0.100 | 0.050 | 0.030" in table
+    with open(tmp_path / "curves.csv") as f:
+        read = list(csv.DictReader(f))
+    assert len(read) == len(rows) and read[0]["knob"] == "data.n_pairs" and read[0]["baseline_test/acc"] == "0.1"
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_breakdown_for_a_metric_that_is_minimised():
+    curve = {"1": (0.1, float("nan")), "2": (0.5, float("nan"))}
+    assert breakdown(curve, ["1", "2"], 0.3, maximise=False) == "2"
+    assert breakdown(curve, ["1", "2"], 0.9, maximise=False) == "none"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--knob", "n_pairs", "--values", "2"], "--knob must be a config key"),
+    (["--knob", "data.n_pairs", "--values", ","], "--values is empty"),
+    (["--knob", "data.n_pairs", "--values", "2", "--data.n_pairs", "3"], "also given as a pass-through"),
+    (["--knob", "data.n_pairs", "--values", "2", "--backbones", "nope"], "unknown backbone 'nope'"),
+])
+def test_bad_sweep_arguments_are_config_errors(argv, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        sweep_main(["--config", str(CONFIGS / "mqar.yaml"), "--out", str(tmp_path), *argv])
+    assert not any(tmp_path.iterdir()), "nothing is written before the arguments are checked"
+
+
+def test_sweep_is_a_seqzoo_verb(capsys):
+    assert main(["sweep", "--config", str(CONFIGS / "mqar.yaml"), "--knob", "x", "--values", "1", "--out", "/tmp/x"]) == 2
+    assert "--knob must be a config key" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config, knob, value, dim", [
+    ("mqar.yaml", "n_pairs", "4", None),
+    ("selective_copy.yaml", "n_copy", "4", None),
+    ("selectivbench.yaml", "gap_max", "10", None),
+    ("state_capacity.yaml", "seq_len", "96", ("seq_len", 96)),
+])
+def test_diagnostic_configs_build_with_a_knob_from_the_command_line(config, knob, value, dim, tmp_path):
+    args, name = rewrite_args(["--config", str(CONFIGS / config), f"--data.{knob}", value, "--model.backbone", "mamba",
+                               "--run_dir", str(tmp_path / "run"), "--trainer.logger", "false"])
+    cli = make_cli(args=args, run=False, config_name=name)
+    assert str(getattr(cli.datamodule.probe, knob)) == value
+    dims = cli.datamodule.dims
+    assert cli.model.net.vocab_size == dims["vocab_size"] and cli.model.net.max_len == dims["seq_len"]
+    if dim:
+        assert cli.datamodule.dims[dim[0]] == dim[1] and cli.model.net.max_len == dim[1]
+    assert type(cli.model.backbone).name == "mamba" and cli.model.backbone.is_causal
+    assert cli.model.net.head.out_features == cli.datamodule.dims["n_classes"]
