@@ -45,6 +45,9 @@ DIM_NAMES: tuple[str, ...] = (
     "rul_cap",
     "n_sources",
     "alphabet",
+    "n_node_features",
+    "n_edge_features",
+    "level",
 )
 
 # ---------------------------------------------------------------------------------------
