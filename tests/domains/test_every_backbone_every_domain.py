@@ -30,6 +30,7 @@ DOMAINS = {  # config, data overrides that keep the data small
     "separation": ("configs/separation/synthetic.yaml", {"batch_size": 2, "eval_batch_size": 2}),
     "handwriting": ("configs/handwriting/words.yaml", {"batch_size": 2}),
     "vision": ("configs/vision/digits.yaml", {"batch_size": 4}),
+    "graph": ("configs/graph/cycle.yaml", {"batch_size": 4, "prepare_args": {"task": "cycle", "n_graphs": 20}}),
 }
 
 

@@ -37,7 +37,7 @@ TASKS = ("pattern", "connectivity", "cycle", "sp_parity")
 @register_synth("graph")
 def synth_graph(out: str, task: str = "pattern", n_graphs: int = 600, min_nodes: int = 20, max_nodes: int = 60,
                 seed: int = 0) -> Path:
-    """Write one synthetic graph task (see the module docstring) to the folder ``out``.
+    """Write a synthetic graph task (pattern, connectivity, cycle or sp_parity) in the seqzoo graph format.
 
     Args:
         out: output folder.
