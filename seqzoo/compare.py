@@ -438,7 +438,7 @@ def measure_inference(model, datamodule, max_batches: int = 12, warmup: int = 2)
         batches = batches * (warmup // max(len(batches), 1) + 2)
     with torch.inference_mode():
         for i, batch in enumerate(batches):
-            batch = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in batch.items()}
+            batch = model.transfer_batch_to_device(batch, model.device, 0)  # dicts, PyG batches...
             _sync(model.device)
             t0 = time.perf_counter()
             model(batch)

@@ -215,7 +215,7 @@ def backbone_spec(backbone, *, length: int = 12, generator: torch.Generator | No
     """Spec for a bare backbone ``x (B, L, d_model) -> (B, L, d_model)``."""
     d = backbone.d_model
     free_length = not type(backbone).export_fixed_length
-    dtype = next(backbone.parameters()).dtype
+    dtype = next(backbone.parameters(), torch.empty(0)).dtype  # parameter-free backbones: float32
 
     def make(b: int, n: int) -> tuple[Tensor, ...]:
         return (torch.randn(b, n, d, generator=generator, dtype=dtype),)

@@ -75,6 +75,9 @@ DIM_NAMES: tuple[str, ...] = (
     "n_sources",
     "alphabet",
     "action_dim",
+    "n_node_features",
+    "n_edge_features",
+    "level",
 )
 
 # ---------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import seqzoo.datasets
 from seqzoo import ConfigError, DataError
 from seqzoo.datasets.base import DIM_NAMES, BaseDataModule
 from seqzoo.datasets.forecasting import ForecastingDataModule
+from seqzoo.datasets.graph import GraphDataModule
 from seqzoo.datasets.handwriting import HandwritingDataModule
 from seqzoo.datasets.pain import PainDataModule
 from seqzoo.datasets.rul import RULDataModule
@@ -34,6 +35,7 @@ CASES = {
     HandwritingDataModule: {"alphabet": "abc", "fold": "chars_indep_0"},
     VisionDataModule: {"n_classes": 10, "image_size": 8, "in_chans": 1},
     WorldModelDataModule: {"image_size": 16, "action_dim": 5, "seq_len": 64},
+    GraphDataModule: {"n_node_features": 3},
 }
 
 

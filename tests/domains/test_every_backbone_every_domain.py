@@ -32,6 +32,7 @@ DOMAINS = {  # config, data overrides that keep the data small
     "vision": ("configs/vision/digits.yaml", {"batch_size": 4}),
     "worldmodel": ("configs/worldmodel/memory_cue.yaml", {"batch_size": 2}),
     "diagnostics": ("configs/diagnostics/mqar.yaml", {"batch_size": 4, "n_train": 16, "n_val": 8, "n_test": 8}),
+    "graph": ("configs/graph/cycle.yaml", {"batch_size": 4, "prepare_args": {"task": "cycle", "n_graphs": 20}}),
 }
 
 
