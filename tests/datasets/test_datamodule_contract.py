@@ -17,6 +17,13 @@ from torch.utils.data import TensorDataset
 import seqzoo.datasets
 from seqzoo import ConfigError, DataError
 from seqzoo.datasets.base import DIM_NAMES, BaseDataModule
+from seqzoo.datasets.diagnostics import (
+    DiagnosticsDataModule,
+    MQARDataModule,
+    PasskeyDataModule,
+    SelectivBenchDataModule,
+    SelectiveCopyDataModule,
+)
 from seqzoo.datasets.forecasting import ForecastingDataModule
 from seqzoo.datasets.graph import GraphDataModule
 from seqzoo.datasets.handwriting import HandwritingDataModule
@@ -39,6 +46,17 @@ CASES = {
 }
 
 
+# Data generated in memory from a seed (no files: nothing to write or find); the shared base
+# of a family of such modules is listed with its concrete ones.
+IN_MEMORY = {
+    MQARDataModule: {"n_train": 8, "n_val": 4, "n_test": 4},
+    SelectiveCopyDataModule: {"n_train": 8, "n_val": 4, "n_test": 4},
+    SelectivBenchDataModule: {"n_train": 8, "n_val": 4, "n_test": 4},
+    PasskeyDataModule: {"n_train": 8, "n_val": 4, "n_test": 4},
+}
+ABSTRACT = {DiagnosticsDataModule}
+
+
 def _data_modules() -> set[type]:
     for info in pkgutil.walk_packages(seqzoo.datasets.__path__, "seqzoo.datasets."):
         importlib.import_module(info.name)
@@ -52,7 +70,7 @@ def _data_modules() -> set[type]:
 
 
 def test_every_data_module_is_covered():
-    missing = sorted(cls.__qualname__ for cls in _data_modules() - set(CASES))
+    missing = sorted(cls.__qualname__ for cls in _data_modules() - set(CASES) - set(IN_MEMORY) - ABSTRACT)
     assert not missing, f"add these data modules to CASES: {missing}"
 
 
@@ -89,6 +107,17 @@ def test_dims_are_metadata_and_never_touch_the_filesystem(cls, tmp_path, monkeyp
     with pytest.raises(DataError, match=f"{dm.data_name} not found"):
         dm.setup()  # setup reads; it never writes what is missing
     assert not (tmp_path / "not-there").exists()
+
+
+@pytest.mark.parametrize("cls", list(IN_MEMORY), ids=lambda c: c.__name__)
+def test_in_memory_data_needs_no_files_and_dims_are_metadata(cls, monkeypatch):
+    dm = cls(**IN_MEMORY[cls])
+    with _NoFilesystem(monkeypatch):
+        dims = dm.dims
+        dm.prepare_data()  # nothing to write
+    assert dims and set(dims) <= set(DIM_NAMES), dims
+    dm.setup()
+    assert [len(dm.datasets[s]) for s in ("train", "val", "test")] == [8, 4, 4]
 
 
 @pytest.mark.parametrize("cls, prepare, kwargs", [
