@@ -35,7 +35,7 @@ from torchmetrics import MetricCollection
 
 from seqzoo.backbones.base import Backbone
 from seqzoo.errors import ConfigError
-from seqzoo.export import ExportSpec
+from seqzoo.export_spec import ExportSpec
 
 Batch = dict[str, Tensor]
 

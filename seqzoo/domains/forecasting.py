@@ -35,7 +35,7 @@ from seqzoo.backbones.informer import Attention, ProbSparseSelfAttention
 from seqzoo.backbones.transformer import CrossAttention
 from seqzoo.domains.base import Batch, BaseTask, PositionalEmbedding
 from seqzoo.errors import ConfigError
-from seqzoo.export import ExportSpec, step_spec
+from seqzoo.export_spec import ExportSpec, step_spec
 
 Head = Literal["linear", "last", "decoder"]
 Embedding = Literal["linear", "conv"]

@@ -31,7 +31,7 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 from seqzoo.backbones.base import Backbone
 from seqzoo.domains.base import Batch, BaseTask, sinusoidal_positions
 from seqzoo.errors import ConfigError
-from seqzoo.export import ExportSpec
+from seqzoo.export_spec import ExportSpec
 
 KERNEL = 5
 

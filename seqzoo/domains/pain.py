@@ -35,7 +35,7 @@ from seqzoo.backbones.base import Backbone
 from seqzoo.backbones.transformer import SelfAttention
 from seqzoo.domains.base import Batch, BaseTask, WindowEncoder, fixed_window_spec
 from seqzoo.errors import ConfigError
-from seqzoo.export import ExportSpec
+from seqzoo.export_spec import ExportSpec
 
 
 def focal_loss(logits: Tensor, target: Tensor, weight: Tensor | None = None, gamma: float = 2.0) -> Tensor:

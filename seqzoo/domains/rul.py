@@ -42,7 +42,7 @@ from seqzoo.backbones.base import Backbone
 from seqzoo.domains.base import Batch, BaseTask, PositionalEmbedding, WindowEncoder, fixed_window_spec
 from seqzoo.domains.forecasting import ForecastingTask, Head
 from seqzoo.errors import ConfigError, SeqzooError
-from seqzoo.export import ExportSpec
+from seqzoo.export_spec import ExportSpec
 
 # ---------------------------------------------------------------------------------------
 # metrics
@@ -440,7 +440,7 @@ class RULTask(BaseTask):
 def load_stage(ckpt: str, task_cls: type, data: str | None = None):
     """(task, data module) of a trained stage; ``data`` replaces the data folder of its config."""
     from seqzoo.datasets.rul import RULDataModule
-    from seqzoo.runs import build_datamodule, build_task, read_checkpoint_record
+    from seqzoo.checkpoints import build_datamodule, build_task, read_checkpoint_record
 
     config, dims, state = read_checkpoint_record(ckpt)
     task = build_task(config, dims)

@@ -36,7 +36,7 @@ from seqzoo.backbones.base import Backbone
 from seqzoo.backbones.blocks import make_norm
 from seqzoo.domains.base import Batch, BaseTask, sinusoidal_positions
 from seqzoo.errors import ConfigError
-from seqzoo.export import ExportSpec
+from seqzoo.export_spec import ExportSpec
 
 
 class SeparationNet(nn.Module):
