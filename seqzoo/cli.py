@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from seqzoo.errors import SeqzooError
+from seqzoo.errors import SeqzooError, TrainingError
 from seqzoo.lightning_cli import make_cli  # noqa: F401  (the parser behind the Lightning verbs)
 
 USAGE = __doc__.split("\n\n")[1]
@@ -47,10 +47,53 @@ def main(argv: list[str] | None = None) -> int:
         return commands[verb](rest) or 0
     except Exception as err:
         cause = user_error(err)
-        if cause is None:
+        if cause is not None:
+            print(f"seqzoo {verb}: error: {cause}", file=sys.stderr)
+            return 1 if isinstance(cause, TrainingError) else 2
+        message = argument_error(err)
+        if message is None:
             raise
-        print(f"seqzoo {verb}: error: {cause}", file=sys.stderr)
+        print(f"seqzoo {verb}: error: {message}\n"
+              f"usage: seqzoo {verb} --config CONFIG [--section.key value ...]  (all keys: seqzoo {verb} --help)",
+              file=sys.stderr)
         return 2
+
+
+def argument_error(err: BaseException) -> str | None:
+    """The first line of a command-line parsing error (jsonargparse's, raised as argparse's), else None."""
+    import argparse as _argparse
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, _argparse.ArgumentError) or type(err).__name__ == "ArgumentError":
+            text = str(err).strip()
+            return _first_error_line(text)
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _first_error_line(text: str) -> str:
+    """jsonargparse lists every way a subclass value could have parsed (and the whole value); keep
+    the section, the class and what failed in it, e.g. ``data (ForecastingDataModule): Option
+    'lookbak' is not accepted``."""
+    import re
+
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return text
+    section = re.match(r'Parser key "([^"]+)":', lines[0])
+    for i, line in enumerate(lines):
+        problem = re.match(r"- Problem with given class_path '([^']+)':", line)
+        if problem:
+            detail = []
+            for follow in lines[i + 1:]:
+                if follow.startswith(("- ", "Given value")):
+                    break
+                detail.append(follow.rstrip(":"))
+            where = f"{section.group(1) if section else 'config'} ({problem.group(1).rsplit('.', 1)[-1]})"
+            return f"{where}: {': '.join(detail)}"
+    return " ".join(lines[:2])
 
 
 def _reproduce(rest: list[str]) -> int:

@@ -14,6 +14,7 @@ import csv
 import json
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ def default_run_dir(config_name: str, backbone: str, seed: Any) -> Path:
 
 
 def write_status(run_dir: Path, status: str, **extra: Any) -> None:
+    """Replace ``status.json`` atomically with ``{"status": status, "time": now, **extra}``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"status": status, "time": time.strftime("%Y-%m-%d %H:%M:%S"), **extra}
     tmp = run_dir / "status.json.partial"
@@ -62,8 +64,64 @@ def write_status(run_dir: Path, status: str, **extra: Any) -> None:
     os.replace(tmp, run_dir / "status.json")
 
 
+def update_status(run_dir: Path, **fields: Any) -> None:
+    """Merge ``fields`` into ``status.json`` (keeping its status)."""
+    record = read_status_file(run_dir) or {"status": "running"}
+    record.update(fields)
+    status = record.pop("status")
+    record.pop("time", None)
+    write_status(run_dir, status, **record)
+
+
+def read_status_file(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / "status.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def run_status(run_dir: Path) -> dict | None:
+    """``status.json`` of a run, with a run whose process is gone marked ``"died"``.
+
+    A status still ``"running"`` whose pid no longer exists on this host (killed, out of memory,
+    machine rebooted) is rewritten as ``"died"``, keeping its last checkpoint, so the next
+    ``seqzoo`` call on the folder and any scheduler reading the file see the truth.
+    """
+    record = read_status_file(run_dir)
+    if not record or record.get("status") != "running":
+        return record
+    pid, host = record.get("pid"), record.get("host")
+    if isinstance(pid, int) and host == socket.gethostname() and not _pid_alive(pid):
+        record = {**record, "status": "died", "died_noticed": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  "error": f"process {pid} on {host} ended without recording an end (killed?)"}
+        if record.get("last_checkpoint"):
+            record["resume"] = "seqzoo fit ... --ckpt_path last"
+        status = record.pop("status")
+        record.pop("time", None)
+        write_status(Path(run_dir), status, **record)
+        record["status"] = status
+    return record
+
+
 class RunRecorder(Callback):
-    """Status file, config-in-checkpoint, and cleanup of runs that failed before saving."""
+    """Status file, config-in-checkpoint, and cleanup of runs that failed before training.
+
+    ``status.json`` holds ``status`` (running, completed, failed, interrupted, died), the verb,
+    ``pid``, ``host``, ``started``, and -- kept up to date by :class:`seqzoo.checkpointing.RunCheckpoints`
+    -- ``last_checkpoint`` (path, epoch, step, time), ``best`` (metric, value, path),
+    ``epoch`` and ``global_step``.
+    """
 
     def __init__(self, run_dir: Path, existed: bool, config_yaml: str, dims: dict | None, verb: str) -> None:
         self.run_dir = Path(run_dir)
@@ -74,12 +132,20 @@ class RunRecorder(Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
-            write_status(self.run_dir, "running", verb=self.verb)
+            previous = read_status_file(self.run_dir) or {}
+            keep = {k: previous[k] for k in ("last_checkpoint", "best") if k in previous}
+            write_status(self.run_dir, "running", verb=self.verb, pid=os.getpid(), host=socket.gethostname(),
+                         started=time.strftime("%Y-%m-%d %H:%M:%S"), world_size=trainer.world_size,
+                         resumed_from=str(trainer.ckpt_path) if trainer.ckpt_path else None, **keep)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and not trainer.interrupted:
-            write_status(self.run_dir, "completed", verb=self.verb, epochs=trainer.current_epoch,
-                         global_step=trainer.global_step)
+            record = read_status_file(self.run_dir) or {}
+            record.pop("time", None)
+            record.pop("status", None)
+            record.update(epochs=trainer.current_epoch, global_step=trainer.global_step,
+                          ended=time.strftime("%Y-%m-%d %H:%M:%S"))
+            write_status(self.run_dir, "completed", **record)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_KEY] = {"config": self.config_yaml, "dims": self.dims}
@@ -88,13 +154,19 @@ class RunRecorder(Callback):
         if not trainer.is_global_zero:
             return
         saved = any((self.run_dir / "checkpoints").glob("*.ckpt"))
-        if not self.existed and not saved and self.verb == "fit":
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+        trained = trainer.global_step > 0
+        if not self.existed and not saved and not trained and self.verb == "fit":
+            shutil.rmtree(self.run_dir, ignore_errors=True)  # failed before it trained: nothing to keep
             return
         interrupted = isinstance(exception, KeyboardInterrupt)
-        write_status(self.run_dir, "interrupted" if interrupted else "failed", verb=self.verb,
-                     error=f"{type(exception).__name__}: {exception}"[:2000],
-                     resume="seqzoo fit ... --ckpt_path last" if saved else None)
+        record = read_status_file(self.run_dir) or {}
+        record.pop("time", None)
+        record.pop("status", None)
+        record.update(verb=self.verb, error=f"{type(exception).__name__}: {exception}"[:2000],
+                      global_step=trainer.global_step, ended=time.strftime("%Y-%m-%d %H:%M:%S"),
+                      resume="seqzoo fit ... --ckpt_path last" if (self.run_dir / "checkpoints" / "last.ckpt").exists()
+                      else None)
+        write_status(self.run_dir, "interrupted" if interrupted else "failed", **record)
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -130,6 +202,29 @@ class RunCSVLogger(CSVLogger):
         if self._experiment is None:
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+def drop_metric_rows_from(path: str | os.PathLike, step: int) -> int:
+    """Drop the rows of a metrics CSV logged at ``step`` or later; returns how many were dropped.
+
+    A run resumed from a checkpoint taken after ``step`` optimiser steps logs those later steps
+    again, so ``metrics.csv`` never holds a step twice."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as f:
+        lines = list(csv.reader(f))
+    if not lines or "step" not in lines[0]:
+        return 0
+    col = lines[0].index("step")
+    keep = [lines[0]] + [row for row in lines[1:] if not (len(row) > col and row[col] and float(row[col]) >= step)]
+    if len(keep) == len(lines):
+        return 0
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows(keep)
+    os.replace(tmp, path)
+    return len(lines) - len(keep)
 
 
 class _AppendingWriter(ExperimentWriter):

@@ -28,6 +28,7 @@ from seqzoo.domains.rul import (
 )
 from seqzoo.domains.rul import main as rul_main
 from seqzoo.export import export_onnx
+from tests.conftest import make_tiny_trainer
 
 STAGES = {"forecast": DegradationForecastTask, "detect": AnomalyDetectionTask, "rul": RULTask}
 
@@ -105,7 +106,7 @@ def laser_stages(laser_data, tmp_path_factory) -> dict[str, Path]:
 
 
 def _test(task, dm) -> dict[str, float]:
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = make_tiny_trainer()
     return trainer.test(task, dm, verbose=False)[0]
 
 
@@ -143,8 +144,7 @@ def test_cmapss_rul_at_the_last_cycle_beats_the_mean(tmp_path):
                        channels=["s2", "s3", "s4", "s7", "s11", "s12", "s15", "s17", "s20", "s21"])
     task = RULTask(build_backbone("lstm", d_model=16, n_layers=1), **dm.dims,
                    optimizer=lambda p: torch.optim.AdamW(p, lr=0.005))
-    L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False).fit(task, dm)
+    make_tiny_trainer(max_epochs=3).fit(task, dm)
     got, (_, baseline) = _test(task, dm), task.baseline(dm)
     assert len(dm.datasets["test"]) == 12, "one window per test unit"
     assert got["test/rmse"] < 0.75 * baseline["test/rmse"] and got["test/score"] < baseline["test/score"]
