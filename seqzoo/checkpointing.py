@@ -40,7 +40,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Checkpoint
 
 from seqzoo.errors import TrainingError
 from seqzoo.runs import drop_metric_rows_from, update_status
@@ -69,8 +69,11 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-class RunCheckpoints(Callback):
+class RunCheckpoints(Checkpoint):
     """``last.ckpt`` every epoch, every N steps / M minutes and at the end; a non-finite loss stops training.
+
+    A ``Checkpoint`` callback, so Lightning runs its epoch-end hook after the other callbacks' and
+    after ``ModelCheckpoint`` has chosen ``best.ckpt`` (whose choice is then part of the state).
 
     Args:
         dirpath: the run's ``checkpoints/`` folder.

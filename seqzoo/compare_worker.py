@@ -60,7 +60,8 @@ def run_worker(spec: dict) -> None:
     trainer.fit(model, datamodule)
     fit_seconds = time.perf_counter() - t0
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    checkpoint = best or (trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else "")
+    last = Path(spec["run_dir"]) / "checkpoints" / "last.ckpt"
+    checkpoint = best or (str(last) if last.is_file() else "")
     tested = trainer.test(model, datamodule, ckpt_path=best or None, verbose=False)
     metrics = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
     infer_samples, infer_tokens = measure_inference(model.to(device), datamodule)

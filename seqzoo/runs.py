@@ -171,7 +171,10 @@ class RunRecorder(Callback):
 
 class PredictionWriter(BasePredictionWriter):
     """``seqzoo predict`` writes its outputs to ``<run dir>/predictions.pt``: a dict with the
-    concatenated predictions (``"predictions"``) and the number of batches."""
+    concatenated predictions (``"predictions"``, in the data's order) and the number of batches.
+
+    Under DDP every rank predicts its share of the windows; rank 0 gathers them, puts them back
+    in the data's order (by the sample indices Lightning tracks) and writes one file."""
 
     def __init__(self, run_dir: str | os.PathLike) -> None:
         super().__init__(write_interval="epoch")
@@ -181,13 +184,30 @@ class PredictionWriter(BasePredictionWriter):
         import torch
 
         outputs = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
-        tensors = [p for p in outputs if isinstance(p, torch.Tensor)]
-        record = {"predictions": torch.cat(tensors) if tensors else outputs, "batches": len(outputs)}
+        indices = batch_indices[0] if batch_indices and isinstance(batch_indices[0], list) and batch_indices[0] \
+            and isinstance(batch_indices[0][0], list) else batch_indices
+        if trainer.world_size > 1:
+            shards: list = [None] * trainer.world_size
+            torch.distributed.all_gather_object(shards, ([_cpu(p) for p in outputs], list(indices or [])))
+            if not trainer.is_global_zero:
+                return
+            rows = [(i, pred[j]) for preds, idx in shards for pred, batch in zip(preds, idx)
+                    for j, i in enumerate(batch)]
+            rows.sort(key=lambda r: r[0])
+            record = {"predictions": torch.stack([r[1] for r in rows]) if rows else [],
+                      "batches": sum(len(p) for p, _ in shards)}
+        else:
+            tensors = [p for p in outputs if isinstance(p, torch.Tensor)]
+            record = {"predictions": torch.cat(tensors) if tensors else outputs, "batches": len(outputs)}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".partial")
         torch.save(record, tmp)
         os.replace(tmp, self.path)
         print(f"wrote {self.path}")
+
+
+def _cpu(value):
+    return value.detach().cpu() if hasattr(value, "detach") else value
 
 
 class RunCSVLogger(CSVLogger):
