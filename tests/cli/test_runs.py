@@ -177,3 +177,21 @@ def test_non_finite_training_stops_naming_the_step_and_fails_the_run(ett_csv, wr
     if (run / "checkpoints" / "last.ckpt").exists():
         state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
         assert all(torch.isfinite(v).all() for v in state.values()), "last.ckpt holds the last finite state"
+
+
+def test_readers_reject_values_that_would_overflow_and_repeated_column_names(ett_csv, tmp_path):
+    from seqzoo.datasets.forecasting import load_forecasting_csv
+    from seqzoo.errors import DataError
+
+    lines = ett_csv.read_text().splitlines()
+    header = lines[0].split(",")
+    huge = tmp_path / "huge.csv"
+    row = lines[5].split(",")
+    row[2] = "1e308"  # finite in float64, inf in float32 and in the scaler's variance
+    huge.write_text("\n".join([lines[0], *lines[1:5], ",".join(row), *lines[6:]]) + "\n")
+    with pytest.raises(DataError, match=rf"huge.csv, line 6, column '{header[2]}': value 1e\+308 is beyond the float32"):
+        load_forecasting_csv(huge)
+    repeated = tmp_path / "repeated.csv"
+    repeated.write_text("\n".join([",".join([*header[:2], header[1], *header[3:]]), *lines[1:]]) + "\n")
+    with pytest.raises(DataError, match=rf"repeated.csv, line 1: column name\(s\) '{header[1]}' appear more than once"):
+        load_forecasting_csv(repeated)
