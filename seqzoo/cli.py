@@ -4,6 +4,7 @@
     seqzoo compare --config CONFIG --backbones a,b,c|all --seeds 0,1,2 [--max-epochs N] --out DIR
     seqzoo reproduce etth1 --out DIR [--tables a,b] [--horizons 96,336] [--seeds 2021]
     seqzoo export --ckpt CKPT --out model.onnx [--streaming]
+    seqzoo status [RUN_DIR ...]   (default: every run under runs/)
     seqzoo backbones
     seqzoo data synth <domain> --out DIR [options] | prepare <source> --out DIR | list
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from seqzoo.errors import SeqzooError, TrainingError
 from seqzoo.lightning_cli import make_cli  # noqa: F401  (the parser behind the Lightning verbs)
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     verb, rest = argv[0], argv[1:]
     commands = {"compare": _compare, "reproduce": _reproduce, "export": export_main, "backbones": backbones_main,
-                "data": data_main}
+                "data": data_main, "status": status_main}
     try:
         if verb in LIGHTNING_VERBS:
             run_lightning(verb, rest)
@@ -149,6 +151,37 @@ def export_main(args: list[str]) -> int:
 
     for report in export_checkpoint(opts.ckpt, opts.out, streaming=opts.streaming, atol=opts.atol):
         print(report.summary())
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# status
+# ---------------------------------------------------------------------------------------
+
+
+def status_main(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="seqzoo status", description="State of runs (a run whose process is gone "
+                                     "on this host is marked died).")
+    parser.add_argument("run_dirs", nargs="*", help="run folders (default: every run under runs/)")
+    opts = parser.parse_args(args)
+    from seqzoo.runs import RUNS_ROOT, run_status
+
+    dirs = [Path(d) for d in opts.run_dirs] or sorted(p.parent for p in Path(RUNS_ROOT).rglob("status.json"))
+    if not dirs:
+        print(f"no runs under {RUNS_ROOT}/")
+        return 0
+    for run_dir in dirs:
+        record = run_status(run_dir)
+        if record is None:
+            print(f"{run_dir}: no status.json", file=sys.stderr)
+            continue
+        last = (record.get("last_checkpoint") or {})
+        best = record.get("best") or {}
+        print(f"{run_dir}: {record['status']} ({record.get('verb', '?')}, pid {record.get('pid')} on "
+              f"{record.get('host')}, step {record.get('global_step', '?')})"
+              + (f"; last {last.get('path')} (step {last.get('global_step')})" if last else "")
+              + (f"; best {best.get('metric')} = {best.get('value'):.4g}" if best.get("value") is not None else "")
+              + (f"; error: {record['error']}" if record.get("error") else ""))
     return 0
 
 

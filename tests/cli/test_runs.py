@@ -153,13 +153,16 @@ def test_bad_ckpt_paths_are_one_line_errors_naming_the_file(trained_gru, tmp_pat
     assert "holds a VisionTask, this run trains a ForecastingTask" in _one_line_error(capsys)
 
 
-def test_last_ckpt_is_the_final_state_and_status_names_best_and_last(trained_gru):
+def test_last_ckpt_is_the_final_state_and_status_names_best_and_last(trained_gru, capsys):
     _, run = trained_gru
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "completed" and status["pid"] and status["host"] and status["started"]
     assert Path(status["last_checkpoint"]["path"]) == (run / "checkpoints" / "last.ckpt").resolve()
     assert status["best"]["metric"] == "val/loss" or status["best"]["metric"].startswith("val/")
     assert Path(status["best"]["path"]).is_file() and status["best"]["value"] > 0
+    main(["status", str(run)])
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{run}: completed (fit, pid ") and "last " in line and "best val/" in line
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)  # loadable weights-only
     assert last["global_step"] == status["global_step"] == 2, "last.ckpt holds the model after the last step"
 
