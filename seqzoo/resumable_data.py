@@ -142,12 +142,15 @@ def install(datamodule: Any, trainer: Any, seed: int) -> None:
     The data module's own ``*_dataloader`` methods still build the loaders; they are wrapped on
     this instance only, and ask the trainer for the world size and rank when Lightning calls them.
     """
+    from lightning.pytorch import LightningDataModule
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
     if getattr(datamodule, "_seqzoo_loaders_installed", False):
         return
     for hook in _LOADER_HOOKS:
-        original = getattr(datamodule, hook, None)
-        if original is None:
-            continue
+        if not is_overridden(hook, datamodule, LightningDataModule):
+            continue  # a split the module does not have stays absent
+        original = getattr(datamodule, hook)
 
         def wrapped(original=original, hook=hook):
             loader = original()

@@ -132,8 +132,8 @@ class RunRecorder(Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
-            previous = read_status_file(self.run_dir) or {}
-            keep = {k: previous[k] for k in ("last_checkpoint", "best") if k in previous}
+            previous = (read_status_file(self.run_dir) or {}) if trainer.ckpt_path else {}
+            keep = {k: previous[k] for k in ("last_checkpoint", "best") if k in previous}  # resumed: still true
             write_status(self.run_dir, "running", verb=self.verb, pid=os.getpid(), host=socket.gethostname(),
                          started=time.strftime("%Y-%m-%d %H:%M:%S"), world_size=trainer.world_size,
                          resumed_from=str(trainer.ckpt_path) if trainer.ckpt_path else None, **keep)
