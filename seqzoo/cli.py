@@ -5,6 +5,7 @@
     seqzoo sweep --config CONFIG --knob data.n_pairs --values 2,4,8 --backbones a,b|all --out DIR
     seqzoo reproduce etth1 --out DIR [--tables a,b] [--horizons 96,336] [--seeds 2021]
     seqzoo export --ckpt CKPT --out model.onnx [--streaming]
+    seqzoo status [RUN_DIR ...]   (default: every run under runs/)
     seqzoo backbones
     seqzoo data synth <domain> --out DIR [options] | prepare <source> --out DIR | list
     seqzoo pipeline laser --forecast CKPT --detect CKPT --rul CKPT [--data DIR] [--json OUT]
@@ -17,12 +18,11 @@ and wrong types are rejected before training, naming the key. The data module's
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from pathlib import Path
-from typing import Any
 
-from seqzoo.errors import SeqzooError
+from seqzoo.errors import SeqzooError, TrainingError
+from seqzoo.lightning_cli import make_cli  # noqa: F401  (the parser behind the Lightning verbs)
 
 USAGE = __doc__.split("\n\n")[1]
 LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     verb, rest = argv[0], argv[1:]
     commands = {"compare": _compare, "reproduce": _reproduce, "export": export_main, "backbones": backbones_main,
-                "data": data_main, "pipeline": _pipeline,
+                "data": data_main, "pipeline": _pipeline, "status": status_main,
                 "sweep": lambda rest: __import__("seqzoo.sweep", fromlist=["main"]).main(rest)}
     try:
         if verb in LIGHTNING_VERBS:
@@ -52,10 +52,53 @@ def main(argv: list[str] | None = None) -> int:
         return commands[verb](rest) or 0
     except Exception as err:
         cause = user_error(err)
-        if cause is None:
+        if cause is not None:
+            print(f"seqzoo {verb}: error: {cause}", file=sys.stderr)
+            return 1 if isinstance(cause, TrainingError) else 2
+        message = argument_error(err)
+        if message is None:
             raise
-        print(f"seqzoo {verb}: error: {cause}", file=sys.stderr)
+        print(f"seqzoo {verb}: error: {message}\n"
+              f"usage: seqzoo {verb} --config CONFIG [--section.key value ...]  (all keys: seqzoo {verb} --help)",
+              file=sys.stderr)
         return 2
+
+
+def argument_error(err: BaseException) -> str | None:
+    """The first line of a command-line parsing error (jsonargparse's, raised as argparse's), else None."""
+    import argparse as _argparse
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, _argparse.ArgumentError) or type(err).__name__ == "ArgumentError":
+            text = str(err).strip()
+            return _first_error_line(text)
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _first_error_line(text: str) -> str:
+    """jsonargparse lists every way a subclass value could have parsed (and the whole value); keep
+    the section, the class and what failed in it, e.g. ``data (ForecastingDataModule): Option
+    'lookbak' is not accepted``."""
+    import re
+
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return text
+    section = re.match(r'Parser key "([^"]+)":', lines[0])
+    for i, line in enumerate(lines):
+        problem = re.match(r"- Problem with given class_path '([^']+)':", line)
+        if problem:
+            detail = []
+            for follow in lines[i + 1:]:
+                if follow.startswith(("- ", "Given value")):
+                    break
+                detail.append(follow.rstrip(":"))
+            where = f"{section.group(1) if section else 'config'} ({problem.group(1).rsplit('.', 1)[-1]})"
+            return f"{where}: {': '.join(detail)}"
+    return " ".join(lines[:2])
 
 
 def _reproduce(rest: list[str]) -> int:
@@ -93,119 +136,10 @@ def _compare(rest: list[str]) -> int:
 
 
 def run_lightning(verb: str, args: list[str]) -> None:
-    from seqzoo.runs import rewrite_args
+    from seqzoo.run_config import rewrite_args
 
     args, config_name = rewrite_args(args)
     make_cli(args=[verb, *args], config_name=config_name)
-
-
-@functools.cache
-def quiet_lightning() -> None:
-    """Drop Lightning's advertising tip and a deprecation warning from its own internals."""
-    import logging
-    import warnings
-
-    class _NoTip(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return "litlogger" not in str(record.msg)
-
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTip())
-    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
-
-
-def make_cli(args: list[str] | dict, config_name: str = "default", run: bool = True, **kwargs: Any):
-    """The LightningCLI of seqzoo (also used by ``compare``'s runs)."""
-    from lightning.pytorch.cli import LightningCLI
-
-    from seqzoo.datasets.base import DIM_NAMES, BaseDataModule
-    from seqzoo.domains.base import BaseTask
-    from seqzoo.runs import (
-        PredictionWriter,
-        RunRecorder,
-        backbone_name_of,
-        default_run_dir,
-        import_class,
-    )
-
-    class SeqzooCLI(LightningCLI):
-        def add_arguments_to_parser(self, parser) -> None:
-            parser.add_argument(
-                "--run_dir",
-                type=str | None,
-                default=None,
-                help="Run folder (default: runs/<config name>/<backbone>/seed<k>)",
-            )
-            for name in DIM_NAMES:
-                parser.link_arguments(
-                    "data", f"model.init_args.{name}", compute_fn=functools.partial(_dim, name), apply_on="instantiate"
-                )
-
-        def before_instantiate_classes(self) -> None:
-            cfg = self.config[self.subcommand] if self.subcommand else self.config
-            backbone = backbone_name_of(cfg.model.init_args.backbone.class_path)
-            run_dir = Path(cfg.run_dir or default_run_dir(config_name, backbone, cfg.seed_everything))
-            cfg.run_dir = str(run_dir)
-            self.run_dir, self.run_dir_existed = run_dir, run_dir.exists()
-            trainer = cfg.trainer
-            trainer.default_root_dir = str(run_dir)
-            if trainer.logger in (None, True):
-                trainer.logger = [
-                    {"class_path": "seqzoo.runs.RunCSVLogger",
-                     "init_args": {"save_dir": str(run_dir), "name": "", "version": ""}},
-                    {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                     "init_args": {"save_dir": str(run_dir), "name": "tensorboard", "version": ""}},
-                ]
-            callbacks = list(trainer.callbacks or [])
-            has_checkpoint = any("ModelCheckpoint" in str(getattr(c, "class_path", c)) for c in callbacks)
-            if self.subcommand in (None, "fit") and trainer.enable_checkpointing is not False and not has_checkpoint:
-                task_cls = import_class(cfg.model.class_path)
-                callbacks.append({
-                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                    "init_args": {
-                        "dirpath": str(run_dir / "checkpoints"),
-                        "filename": "best",
-                        "monitor": task_cls.monitor,
-                        "mode": task_cls.monitor_mode,
-                        "save_top_k": 1,
-                        "save_last": True,
-                        "enable_version_counter": False,
-                    },
-                })
-                trainer.callbacks = callbacks
-            self._config_yaml = self._parser(self.subcommand).dump(cfg)
-
-        def instantiate_trainer(self, **kw: Any):
-            trainer = super().instantiate_trainer(**kw)
-            dims = getattr(self.datamodule, "dims", None)
-            trainer.callbacks.append(
-                RunRecorder(self.run_dir, self.run_dir_existed, self._config_yaml, dims, self.subcommand or "fit")
-            )
-            if self.subcommand == "predict":
-                trainer.callbacks.append(PredictionWriter(self.run_dir))
-            return trainer
-
-    quiet_lightning()
-    kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-    kwargs.setdefault("parser_kwargs", {"prog": "seqzoo"})
-    argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when given args beside sys.argv
-    try:
-        return SeqzooCLI(
-            BaseTask,
-            BaseDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            auto_configure_optimizers=False,
-            args=args,
-            run=run,
-            **kwargs,
-        )
-    finally:
-        sys.argv = argv
-
-
-def _dim(name: str, datamodule) -> Any:
-    """Link source: one size from the data module (None when it has no such size)."""
-    return datamodule.dims.get(name)
 
 
 # ---------------------------------------------------------------------------------------
@@ -226,6 +160,37 @@ def export_main(args: list[str]) -> int:
 
     for report in export_checkpoint(opts.ckpt, opts.out, streaming=opts.streaming, atol=opts.atol):
         print(report.summary())
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# status
+# ---------------------------------------------------------------------------------------
+
+
+def status_main(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="seqzoo status", description="State of runs (a run whose process is gone "
+                                     "on this host is marked died).")
+    parser.add_argument("run_dirs", nargs="*", help="run folders (default: every run under runs/)")
+    opts = parser.parse_args(args)
+    from seqzoo.runs import RUNS_ROOT, run_status
+
+    dirs = [Path(d) for d in opts.run_dirs] or sorted(p.parent for p in Path(RUNS_ROOT).rglob("status.json"))
+    if not dirs:
+        print(f"no runs under {RUNS_ROOT}/")
+        return 0
+    for run_dir in dirs:
+        record = run_status(run_dir)
+        if record is None:
+            print(f"{run_dir}: no status.json", file=sys.stderr)
+            continue
+        last = (record.get("last_checkpoint") or {})
+        best = record.get("best") or {}
+        print(f"{run_dir}: {record['status']} ({record.get('verb', '?')}, pid {record.get('pid')} on "
+              f"{record.get('host')}, step {record.get('global_step', '?')})"
+              + (f"; last {last.get('path')} (step {last.get('global_step')})" if last else "")
+              + (f"; best {best.get('metric')} = {best.get('value'):.4g}" if best.get("value") is not None else "")
+              + (f"; error: {record['error']}" if record.get("error") else ""))
     return 0
 
 

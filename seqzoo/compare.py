@@ -21,23 +21,22 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import itertools
 import json
 import math
 import os
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from seqzoo.backbones.base import SHARED_KEYWORDS, get_backbone_class, list_backbones, variant_label
+from seqzoo.cli_args import check_passthrough, int_list
 from seqzoo.errors import ConfigError
-from seqzoo.runs import (
-    _backbone_holder,
+from seqzoo.run_config import (
+    backbone_holder,
     class_path,
     load_yaml,
     rewrite_args,
@@ -72,25 +71,6 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def check_passthrough(command: str, args: list[str]) -> None:
-    """Arguments a command does not know must be run settings (``--trainer./--model./--data.``)."""
-    bad = [a for a in args if a.startswith("--") and not a.startswith(("--trainer.", "--model.", "--data."))]
-    if bad:
-        raise ConfigError(f"unknown {command} option(s) {bad}; pass-through keys start with --trainer., --model. "
-                          "or --data.")
-
-
-def int_list(text: str, flag: str) -> list[int]:
-    """Comma-separated integers of a command-line option, e.g. ``--seeds 0,1,2``."""
-    try:
-        values = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"{flag} must be comma-separated integers, got {text!r}") from None
-    if not values:
-        raise ConfigError(f"{flag} is empty")
-    return values
-
-
 def compare(
     config_path: str,
     names: list[str],
@@ -104,7 +84,7 @@ def compare(
     config = load_yaml(config_path)
     rewrite_backbone_names(config)
     task_cls = task_class_of(config)
-    holder = _backbone_holder(config)
+    holder = backbone_holder(config)
     if holder is None:
         raise ConfigError(f"{config_path}: no model.init_args.backbone to vary")
     base = holder["backbone"]
@@ -130,9 +110,9 @@ def compare(
         # the config's own family keeps all its keywords (a paper config's heads, factor...);
         # other families get the shared ones and their own defaults
         own = isinstance(base, dict) and base.get("class_path") == class_path(cls)
-        _backbone_holder(run_config)["backbone"] = {"class_path": class_path(cls),
+        backbone_holder(run_config)["backbone"] = {"class_path": class_path(cls),
                                                     "init_args": dict(base_args if own else shared)}
-        labels[name] = variant_label(name, _backbone_holder(run_config)["backbone"]["init_args"])
+        labels[name] = variant_label(name, backbone_holder(run_config)["backbone"]["init_args"])
         config_file = out / "configs" / f"{name}.yaml"
         config_file.write_text(yaml.safe_dump(run_config, sort_keys=False))
         jobs += [(name, cls, seed, config_file) for seed in seeds]
@@ -160,7 +140,7 @@ def _run_job(name: str, cls, seed: int, config_file: Path, out: Path, max_epochs
             "run_dir": str(run_dir), "result": str(result_file)}
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log_file, "w") as log:
-        proc = subprocess.run([sys.executable, "-m", "seqzoo.compare", json.dumps(spec)], stdout=log,
+        proc = subprocess.run([sys.executable, "-m", "seqzoo.compare_worker", json.dumps(spec)], stdout=log,
                               stderr=subprocess.STDOUT, env=env)
     base = {"backbone": name, "family": cls.family, "seed": seed}
     if proc.returncode != 0 or not result_file.exists():
@@ -176,7 +156,7 @@ def _short_metrics(row: dict) -> str:
 def _baseline(config_path: str, passthrough: list[str]) -> tuple[str, dict[str, float]] | None:
     """The task's trivial baseline on the config's data, through the CLI's own parser with the
     runs' overrides (no logger, no checkpoints: nothing is written)."""
-    from seqzoo.cli import make_cli
+    from seqzoo.lightning_cli import make_cli
 
     args, name = rewrite_args(["--config", config_path, *passthrough, "--trainer.logger", "false",
                                "--trainer.enable_checkpointing", "false"])
@@ -207,7 +187,7 @@ def write_results(out: Path, rows: list[dict], task_cls, baseline, config_path: 
         (out / "best_checkpoint.txt").unlink(missing_ok=True)
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (NaN where there are too few values)."""
     if not values:
         return float("nan"), float("nan")
@@ -240,9 +220,9 @@ def summarise(rows: list[dict], task_cls) -> list[dict]:
         for key in task_cls.report_metrics:
             vals = [r["metrics"][key] for r in ok if key in r.get("metrics", {})]
             if vals:
-                entry[key] = _mean_std(vals)
+                entry[key] = mean_std(vals)
         for key in ("train_samples_per_s", "infer_samples_per_s", "peak_mem_mb"):
-            entry[key] = _mean_std([float(r[key]) for r in ok])
+            entry[key] = mean_std([float(r[key]) for r in ok])
         entry["params"] = ok[0]["params"]
         entry["device"] = ok[0]["device"]
         summary.append(entry)
@@ -347,118 +327,3 @@ def best_run(rows: list[dict], task_cls) -> dict | None:
     sign = _sign(task_cls)
     ok = [r for r in rows if r["status"] == "ok" and key in r.get("metrics", {}) and r.get("checkpoint")]
     return min(ok, key=lambda r: sign * r["metrics"][key]) if ok else None
-
-
-# ---------------------------------------------------------------------------------------
-# one run (a child process)
-# ---------------------------------------------------------------------------------------
-
-
-def run_worker(spec: dict) -> None:
-    import resource
-
-    import torch
-    from lightning.pytorch.callbacks import Callback
-
-    from seqzoo.backbones.base import count_parameters
-    from seqzoo.cli import make_cli
-
-    class ThroughputMeter(Callback):
-        """Time of forward + backward + optimiser step per training batch (no data loading)."""
-
-        def __init__(self, warmup: int = 3) -> None:
-            self.warmup, self.seen, self.samples, self.tokens, self.seconds = warmup, 0, 0, 0, 0.0
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            _sync(pl_module.device)
-            self._t0 = time.perf_counter()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            _sync(pl_module.device)
-            self.seen += 1
-            if self.seen > self.warmup:
-                self.seconds += time.perf_counter() - self._t0
-                n = pl_module.batch_size_of(batch)
-                self.samples += n
-                self.tokens += n * pl_module.tokens_per_sample(batch)
-
-    args = ["--config", spec["config"], "--seed_everything", str(spec["seed"]), "--run_dir", spec["run_dir"],
-            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-    if spec.get("max_epochs"):
-        args += ["--trainer.max_epochs", str(spec["max_epochs"])]
-    args += list(spec.get("extra", []))
-    cli = make_cli(args=args, run=False, config_name=Path(spec["config"]).stem)
-    trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
-    device = trainer.strategy.root_device  # fit and test hand the model back on the CPU
-    meter = ThroughputMeter()
-    trainer.callbacks.append(meter)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
-    trainer.fit(model, datamodule)
-    fit_seconds = time.perf_counter() - t0
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    checkpoint = best or (trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else "")
-    tested = trainer.test(model, datamodule, ckpt_path=best or None, verbose=False)
-    metrics = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
-    infer_samples, infer_tokens = measure_inference(model.to(device), datamodule)
-    if device.type == "cuda":
-        peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
-        device_name = torch.cuda.get_device_name(device)
-    else:
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        device_name = f"CPU ({os.cpu_count()} cores)"
-    result = {
-        "params": count_parameters(model.net if hasattr(model, "net") else model),
-        "metrics": metrics,
-        "train_samples_per_s": meter.samples / meter.seconds if meter.seconds else float("nan"),
-        "train_tokens_per_s": meter.tokens / meter.seconds if meter.seconds else float("nan"),
-        "infer_samples_per_s": infer_samples,
-        "infer_tokens_per_s": infer_tokens,
-        "peak_mem_mb": peak_mb,
-        "device": device_name,
-        "epochs": trainer.current_epoch,
-        "fit_seconds": fit_seconds,
-        "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else "",
-    }
-    tmp = Path(spec["result"] + ".partial")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, spec["result"])
-
-
-def measure_inference(model, datamodule, max_batches: int = 12, warmup: int = 2) -> tuple[float, float]:
-    """Samples/s and tokens/s of ``model(batch)`` in eval mode over test batches."""
-    import torch
-
-    model.eval()
-    samples = tokens = 0
-    seconds = 0.0
-    batches = list(itertools.islice(datamodule.test_dataloader(), max_batches + warmup))
-    if len(batches) <= warmup:  # a small test set (one window per unit): time its batches again after warm-up
-        batches = batches * (warmup // max(len(batches), 1) + 2)
-    with torch.inference_mode():
-        for i, batch in enumerate(batches):
-            batch = model.transfer_batch_to_device(batch, model.device, 0)  # dicts, PyG batches...
-            _sync(model.device)
-            t0 = time.perf_counter()
-            model(batch)
-            _sync(model.device)
-            if i >= warmup:
-                seconds += time.perf_counter() - t0
-                n = model.batch_size_of(batch)
-                samples += n
-                tokens += n * model.tokens_per_sample(batch)
-    if not seconds:
-        return float("nan"), float("nan")
-    return samples / seconds, tokens / seconds
-
-
-def _sync(device) -> None:
-    import torch
-
-    if getattr(device, "type", "") == "cuda":
-        torch.cuda.synchronize(device)
-
-
-if __name__ == "__main__":
-    run_worker(json.loads(sys.argv[1]))

@@ -27,3 +27,7 @@ class UnknownBackboneError(ConfigError, KeyError):
 
 class ExportError(SeqzooError, RuntimeError):
     """ONNX export failed a check (specialised length, parity with onnxruntime)."""
+
+
+class TrainingError(SeqzooError, RuntimeError):
+    """Training cannot go on (a non-finite loss); the message names the step and likely causes."""

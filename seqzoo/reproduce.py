@@ -106,7 +106,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-epochs", type=int, default=None, help="override the protocol's epochs (quick looks)")
     parser.add_argument("--out", required=True, help="output folder")
     opts, passthrough = parser.parse_known_args(argv)
-    from seqzoo.compare import check_passthrough, int_list
+    from seqzoo.cli_args import check_passthrough, int_list
 
     check_passthrough("reproduce", passthrough)
 
@@ -126,7 +126,7 @@ def select_tables(known: dict[str, Table], tables: str, horizons: str) -> dict[s
         raise ConfigError(f"unknown table(s) {unknown}; known: {', '.join(known)}")
     wanted = None
     if horizons.strip() != "all":
-        from seqzoo.compare import int_list
+        from seqzoo.cli_args import int_list
 
         wanted = set(int_list(horizons, "--horizons"))
     chosen = {}
@@ -143,7 +143,7 @@ def select_tables(known: dict[str, Table], tables: str, horizons: str) -> dict[s
 
 def reproduce(name: str, tables: dict[str, Table], seeds: list[int], out: Path, *, max_epochs: int | None = None,
               passthrough: list[str] = (), command: str = "") -> list[dict]:
-    from seqzoo.compare import _mean_std, compare
+    from seqzoo.compare import compare, mean_std
 
     results = []
     for table_name, table in tables.items():
@@ -154,8 +154,8 @@ def reproduce(name: str, tables: dict[str, Table], seeds: list[int], out: Path, 
                 args += ["--trainer.max_epochs", str(max_epochs)]  # last, so it beats a table's own epochs
             runs = compare(str(CONFIGS / table.config), [table.backbone], seeds, out / table_name / f"h{row.horizon}",
                            passthrough=args)
-            mse, mse_std = _mean_std([r["metrics"]["test/mse"] for r in runs if r["status"] == "ok"])
-            mae, mae_std = _mean_std([r["metrics"]["test/mae"] for r in runs if r["status"] == "ok"])
+            mse, mse_std = mean_std([r["metrics"]["test/mse"] for r in runs if r["status"] == "ok"])
+            mae, mae_std = mean_std([r["metrics"]["test/mae"] for r in runs if r["status"] == "ok"])
             results.append({"table": table_name, "backbone": table.backbone, "horizon": row.horizon,
                             "n": sum(r["status"] == "ok" for r in runs), "runs": len(runs), "mse": mse,
                             "mse_std": mse_std, "mae": mae, "mae_std": mae_std, "paper_mse": row.paper[0],

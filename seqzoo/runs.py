@@ -1,7 +1,5 @@
-"""Run bookkeeping shared by the CLI verbs, ``compare`` and ``export``.
+"""Run bookkeeping shared by the CLI verbs and ``compare``.
 
-* Backbone registry names in configs and on the command line (``backbone: mamba``,
-  ``--model.backbone mamba``) become class paths before jsonargparse sees them.
 * Each run lives in ``runs/<config name>/<backbone>/seed<k>/``: resolved config,
   CSV metrics, TensorBoard logs, checkpoints in a pinned ``checkpoints/`` folder
   (so ``--ckpt_path last`` resumes), and ``status.json``.
@@ -12,127 +10,40 @@
 
 from __future__ import annotations
 
-import copy
 import csv
-import importlib
-import inspect
 import json
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import yaml
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
-from seqzoo.backbones.base import Backbone, get_backbone_class
-from seqzoo.errors import ConfigError
-
-RUNS_ROOT = "runs"
-CHECKPOINT_KEY = "seqzoo"
-
-
-# ---------------------------------------------------------------------------------------
-# registry names -> class paths
-# ---------------------------------------------------------------------------------------
-
-
-def class_path(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def resolve_backbone_value(value: str) -> str:
-    """A registry name becomes its class path; class paths, JSON and YAML pass through."""
-    v = value.strip()
-    if not v or "." in v or v[0] in "{[" or ":" in v:
-        return value
-    return class_path(get_backbone_class(v))
-
-
-def _backbone_holder(config: dict) -> dict | None:
-    model = config.get("model")
-    if not isinstance(model, dict):
-        return None
-    init = model.get("init_args")
-    if isinstance(init, dict) and "backbone" in init:
-        return init
-    return model if "backbone" in model else None
-
-
-def rewrite_backbone_names(config: dict) -> bool:
-    """Rewrite a registry name at ``model[.init_args].backbone`` in place; True if changed."""
-    holder = _backbone_holder(config)
-    if holder is None:
-        return False
-    value = holder["backbone"]
-    if isinstance(value, str):
-        new = resolve_backbone_value(value)
-        if new != value:
-            holder["backbone"] = {"class_path": new}
-            return True
-    elif isinstance(value, dict) and isinstance(value.get("class_path"), str):
-        new = resolve_backbone_value(value["class_path"])
-        if new != value["class_path"]:
-            value["class_path"] = new
-            return True
-    return False
-
-
-_BACKBONE_FLAGS = (
-    "--model.backbone",
-    "--model.init_args.backbone",
-    "--model.backbone.class_path",
-    "--model.init_args.backbone.class_path",
+# Re-exported from their own low modules (older imports of ``seqzoo.runs`` keep working).
+from seqzoo.checkpoints import (  # noqa: F401
+    CHECKPOINT_KEY,
+    build_datamodule,
+    build_task,
+    read_checkpoint_record,
+)
+from seqzoo.run_config import (  # noqa: F401
+    backbone_holder,
+    backbone_name_of,
+    class_path,
+    import_class,
+    load_yaml,
+    resolve_backbone_value,
+    rewrite_args,
+    rewrite_backbone_names,
+    task_class_of,
 )
 
-
-def load_yaml(path: str | os.PathLike) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{p}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: a config must be a YAML mapping (model:, data:, trainer: ...)")
-    return data
-
-
-def rewrite_args(args: list[str]) -> tuple[list[str], str]:
-    """Rewrite registry names in ``--config`` files and backbone flags.
-
-    Returns the new argument list and the config name (stem of the last config file).
-    A config that needs rewriting is passed on as YAML text.
-    """
-    out: list[str] = []
-    config_name = "default"
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        key, eq, inline = arg.partition("=")
-        takes_value = key in ("--config", "-c") or key in _BACKBONE_FLAGS
-        if takes_value and not eq and i + 1 >= len(args):
-            raise ConfigError(f"{key} needs a value")
-        if takes_value:
-            value = inline if eq else args[i + 1]
-            i += 1 if eq else 2
-            if key in ("--config", "-c"):
-                config = load_yaml(value)
-                config_name = Path(value).stem
-                if rewrite_backbone_names(config):
-                    value = yaml.safe_dump(config, sort_keys=False)
-            else:
-                value = resolve_backbone_value(value)
-            out += [key, value]
-            continue
-        out.append(arg)
-        i += 1
-    return out, config_name
+RUNS_ROOT = "runs"
 
 
 # ---------------------------------------------------------------------------------------
@@ -140,24 +51,12 @@ def rewrite_args(args: list[str]) -> tuple[list[str], str]:
 # ---------------------------------------------------------------------------------------
 
 
-def import_class(path: str) -> type:
-    module, _, name = path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        raise ConfigError(f"cannot import class {path!r}") from None
-
-
-def backbone_name_of(class_path_: str) -> str:
-    cls = import_class(class_path_)
-    return getattr(cls, "name", "") or cls.__name__.lower()
-
-
 def default_run_dir(config_name: str, backbone: str, seed: Any) -> Path:
     return Path(RUNS_ROOT) / config_name / backbone / f"seed{seed}"
 
 
 def write_status(run_dir: Path, status: str, **extra: Any) -> None:
+    """Replace ``status.json`` atomically with ``{"status": status, "time": now, **extra}``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     record = {"status": status, "time": time.strftime("%Y-%m-%d %H:%M:%S"), **extra}
     tmp = run_dir / "status.json.partial"
@@ -165,8 +64,64 @@ def write_status(run_dir: Path, status: str, **extra: Any) -> None:
     os.replace(tmp, run_dir / "status.json")
 
 
+def update_status(run_dir: Path, **fields: Any) -> None:
+    """Merge ``fields`` into ``status.json`` (keeping its status)."""
+    record = read_status_file(run_dir) or {"status": "running"}
+    record.update(fields)
+    status = record.pop("status")
+    record.pop("time", None)
+    write_status(run_dir, status, **record)
+
+
+def read_status_file(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / "status.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def run_status(run_dir: Path) -> dict | None:
+    """``status.json`` of a run, with a run whose process is gone marked ``"died"``.
+
+    A status still ``"running"`` whose pid no longer exists on this host (killed, out of memory,
+    machine rebooted) is rewritten as ``"died"``, keeping its last checkpoint, so the next
+    ``seqzoo`` call on the folder and any scheduler reading the file see the truth.
+    """
+    record = read_status_file(run_dir)
+    if not record or record.get("status") != "running":
+        return record
+    pid, host = record.get("pid"), record.get("host")
+    if isinstance(pid, int) and host == socket.gethostname() and not _pid_alive(pid):
+        record = {**record, "status": "died", "died_noticed": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  "error": f"process {pid} on {host} ended without recording an end (killed?)"}
+        if record.get("last_checkpoint"):
+            record["resume"] = "seqzoo fit ... --ckpt_path last"
+        status = record.pop("status")
+        record.pop("time", None)
+        write_status(Path(run_dir), status, **record)
+        record["status"] = status
+    return record
+
+
 class RunRecorder(Callback):
-    """Status file, config-in-checkpoint, and cleanup of runs that failed before saving."""
+    """Status file, config-in-checkpoint, and cleanup of runs that failed before training.
+
+    ``status.json`` holds ``status`` (running, completed, failed, interrupted, died), the verb,
+    ``pid``, ``host``, ``started``, and -- kept up to date by :class:`seqzoo.checkpointing.RunCheckpoints`
+    -- ``last_checkpoint`` (path, epoch, step, time), ``best`` (metric, value, path),
+    ``epoch`` and ``global_step``.
+    """
 
     def __init__(self, run_dir: Path, existed: bool, config_yaml: str, dims: dict | None, verb: str) -> None:
         self.run_dir = Path(run_dir)
@@ -177,12 +132,20 @@ class RunRecorder(Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
-            write_status(self.run_dir, "running", verb=self.verb)
+            previous = (read_status_file(self.run_dir) or {}) if trainer.ckpt_path else {}
+            keep = {k: previous[k] for k in ("last_checkpoint", "best") if k in previous}  # resumed: still true
+            write_status(self.run_dir, "running", verb=self.verb, pid=os.getpid(), host=socket.gethostname(),
+                         started=time.strftime("%Y-%m-%d %H:%M:%S"), world_size=trainer.world_size,
+                         resumed_from=str(trainer.ckpt_path) if trainer.ckpt_path else None, **keep)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and not trainer.interrupted:
-            write_status(self.run_dir, "completed", verb=self.verb, epochs=trainer.current_epoch,
-                         global_step=trainer.global_step)
+            record = read_status_file(self.run_dir) or {}
+            record.pop("time", None)
+            record.pop("status", None)
+            record.update(epochs=trainer.current_epoch, global_step=trainer.global_step,
+                          ended=time.strftime("%Y-%m-%d %H:%M:%S"))
+            write_status(self.run_dir, "completed", **record)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_KEY] = {"config": self.config_yaml, "dims": self.dims}
@@ -191,18 +154,27 @@ class RunRecorder(Callback):
         if not trainer.is_global_zero:
             return
         saved = any((self.run_dir / "checkpoints").glob("*.ckpt"))
-        if not self.existed and not saved and self.verb == "fit":
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+        trained = trainer.global_step > 0
+        if not self.existed and not saved and not trained and self.verb == "fit":
+            shutil.rmtree(self.run_dir, ignore_errors=True)  # failed before it trained: nothing to keep
             return
         interrupted = isinstance(exception, KeyboardInterrupt)
-        write_status(self.run_dir, "interrupted" if interrupted else "failed", verb=self.verb,
-                     error=f"{type(exception).__name__}: {exception}"[:2000],
-                     resume="seqzoo fit ... --ckpt_path last" if saved else None)
+        record = read_status_file(self.run_dir) or {}
+        record.pop("time", None)
+        record.pop("status", None)
+        record.update(verb=self.verb, error=f"{type(exception).__name__}: {exception}"[:2000],
+                      global_step=trainer.global_step, ended=time.strftime("%Y-%m-%d %H:%M:%S"),
+                      resume="seqzoo fit ... --ckpt_path last" if (self.run_dir / "checkpoints" / "last.ckpt").exists()
+                      else None)
+        write_status(self.run_dir, "interrupted" if interrupted else "failed", **record)
 
 
 class PredictionWriter(BasePredictionWriter):
     """``seqzoo predict`` writes its outputs to ``<run dir>/predictions.pt``: a dict with the
-    concatenated predictions (``"predictions"``) and the number of batches."""
+    concatenated predictions (``"predictions"``, in the data's order) and the number of batches.
+
+    Under DDP every rank predicts its share of the windows; rank 0 gathers them, puts them back
+    in the data's order (by the sample indices Lightning tracks) and writes one file."""
 
     def __init__(self, run_dir: str | os.PathLike) -> None:
         super().__init__(write_interval="epoch")
@@ -212,13 +184,30 @@ class PredictionWriter(BasePredictionWriter):
         import torch
 
         outputs = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
-        tensors = [p for p in outputs if isinstance(p, torch.Tensor)]
-        record = {"predictions": torch.cat(tensors) if tensors else outputs, "batches": len(outputs)}
+        indices = batch_indices[0] if batch_indices and isinstance(batch_indices[0], list) and batch_indices[0] \
+            and isinstance(batch_indices[0][0], list) else batch_indices
+        if trainer.world_size > 1:
+            shards: list = [None] * trainer.world_size
+            torch.distributed.all_gather_object(shards, ([_cpu(p) for p in outputs], list(indices or [])))
+            if not trainer.is_global_zero:
+                return
+            rows = [(i, pred[j]) for preds, idx in shards for pred, batch in zip(preds, idx)
+                    for j, i in enumerate(batch)]
+            rows.sort(key=lambda r: r[0])
+            record = {"predictions": torch.stack([r[1] for r in rows]) if rows else [],
+                      "batches": sum(len(p) for p, _ in shards)}
+        else:
+            tensors = [p for p in outputs if isinstance(p, torch.Tensor)]
+            record = {"predictions": torch.cat(tensors) if tensors else outputs, "batches": len(outputs)}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".partial")
         torch.save(record, tmp)
         os.replace(tmp, self.path)
         print(f"wrote {self.path}")
+
+
+def _cpu(value):
+    return value.detach().cpu() if hasattr(value, "detach") else value
 
 
 class RunCSVLogger(CSVLogger):
@@ -235,6 +224,29 @@ class RunCSVLogger(CSVLogger):
         return self._experiment
 
 
+def drop_metric_rows_from(path: str | os.PathLike, step: int) -> int:
+    """Drop the rows of a metrics CSV logged at ``step`` or later; returns how many were dropped.
+
+    A run resumed from a checkpoint taken after ``step`` optimiser steps logs those later steps
+    again, so ``metrics.csv`` never holds a step twice."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as f:
+        lines = list(csv.reader(f))
+    if not lines or "step" not in lines[0]:
+        return 0
+    col = lines[0].index("step")
+    keep = [lines[0]] + [row for row in lines[1:] if not (len(row) > col and row[col] and float(row[col]) >= step)]
+    if len(keep) == len(lines):
+        return 0
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows(keep)
+    os.replace(tmp, path)
+    return len(lines) - len(keep)
+
+
 class _AppendingWriter(ExperimentWriter):
     def __init__(self, log_dir: str) -> None:
         super().__init__(log_dir)
@@ -245,85 +257,3 @@ class _AppendingWriter(ExperimentWriter):
 
     def _check_log_dir_exists(self) -> None:
         """Keep earlier metrics (the parent deletes them)."""
-
-
-# ---------------------------------------------------------------------------------------
-# rebuilding a task from a saved config
-# ---------------------------------------------------------------------------------------
-
-
-def read_checkpoint_record(ckpt_path: str | os.PathLike) -> tuple[dict, dict, dict]:
-    """(config, dims, state_dict) of a seqzoo checkpoint; the config may also come from
-    the run's ``config.yaml`` beside the checkpoint folder."""
-    import torch
-
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ConfigError(f"{path}: cannot be read as a checkpoint: {err}") from None
-    record = ckpt.get(CHECKPOINT_KEY) or {}
-    config_text = record.get("config")
-    if config_text is None:
-        for candidate in (path.parent / "config.yaml", path.parent.parent / "config.yaml"):
-            if candidate.is_file():
-                config_text = candidate.read_text()
-                break
-    if config_text is None:
-        raise ConfigError(f"{path}: no seqzoo config inside and no config.yaml beside it")
-    config = yaml.safe_load(config_text)
-    dims = record.get("dims") or {}
-    if "state_dict" not in ckpt:
-        raise ConfigError(f"{path}: no state_dict in the checkpoint")
-    return config, dims, ckpt["state_dict"]
-
-
-def build_task(config: dict, dims: dict):
-    """Instantiate the task of a resolved config with the given data sizes (no data read)."""
-    from jsonargparse import ArgumentParser
-
-    from seqzoo.domains.base import BaseTask
-
-    model_cfg = copy.deepcopy(config.get("model"))
-    if not isinstance(model_cfg, dict) or "class_path" not in model_cfg:
-        raise ConfigError("config has no model.class_path")
-    rewrite_backbone_names({"model": model_cfg})
-    task_cls = import_class(model_cfg["class_path"])
-    accepted = inspect.signature(task_cls.__init__).parameters
-    init = model_cfg.setdefault("init_args", {})
-    for key, value in dims.items():
-        if key in accepted:
-            init[key] = value
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(BaseTask, "model", required=True)
-    namespace = parser.parse_object({"model": model_cfg})
-    return parser.instantiate_classes(namespace).model
-
-
-def build_datamodule(config: dict):
-    from jsonargparse import ArgumentParser
-
-    from seqzoo.datasets.base import BaseDataModule
-
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(BaseDataModule, "data", required=True)
-    namespace = parser.parse_object({"data": copy.deepcopy(config.get("data"))})
-    return parser.instantiate_classes(namespace).data
-
-
-def task_class_of(config: dict) -> type:
-    model = config.get("model") or {}
-    if not isinstance(model, dict) or "class_path" not in model:
-        raise ConfigError("config has no model.class_path")
-    return import_class(model["class_path"])
-
-
-def backbone_class_of(config: dict) -> type[Backbone]:
-    holder = _backbone_holder(config)
-    if holder is None:
-        raise ConfigError("config has no model.init_args.backbone")
-    value = holder["backbone"]
-    path = value if isinstance(value, str) else value.get("class_path", "")
-    return import_class(resolve_backbone_value(path))

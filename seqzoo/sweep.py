@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from seqzoo.backbones.base import get_backbone_class, list_backbones
-from seqzoo.compare import _mean_std, check_passthrough, compare, int_list
+from seqzoo.cli_args import check_passthrough, int_list
+from seqzoo.compare import compare, mean_std
 from seqzoo.errors import ConfigError
-from seqzoo.runs import load_yaml, task_class_of
+from seqzoo.run_config import load_yaml, task_class_of
 
 
 def main(argv: list[str]) -> int:
@@ -129,7 +130,7 @@ def curve_table(rows: list[dict], task_cls, values: list[str]) -> dict[str, dict
         table.setdefault(row["backbone"], {})
         if row["status"] == "ok" and key in row.get("metrics", {}):
             table[row["backbone"]].setdefault(row["value"], []).append(float(row["metrics"][key]))
-    return {name: {v: _mean_std(per[v]) for v in values if v in per} for name, per in table.items()}
+    return {name: {v: mean_std(per[v]) for v in values if v in per} for name, per in table.items()}
 
 
 def breakdown(curve: dict[str, tuple[float, float]], values: list[str], threshold: float, maximise: bool) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import yaml
@@ -18,6 +19,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def make_tiny_trainer(**overrides) -> L.Trainer:
+    """A quiet CPU trainer for tests: no logger, no checkpoints, no progress bar or summary.
+
+    Any Trainer argument can be overridden (``max_epochs``, ``limit_train_batches``...)."""
+    settings = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False)
+    settings.update(overrides)
+    return L.Trainer(**settings)
+
+
+@pytest.fixture
+def tiny_trainer():
+    """Factory of quiet CPU trainers: ``tiny_trainer(max_epochs=3)`` (see :func:`make_tiny_trainer`)."""
+    return make_tiny_trainer
 
 
 @pytest.fixture(scope="session")

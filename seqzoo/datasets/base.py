@@ -216,6 +216,7 @@ def read_csv_checked(
         raise DataError(f"{path}: the file is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
         raise DataError(f"{path}: cannot be read as CSV: {err}") from None
+    _check_unique_header(path, read_kwargs)
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -229,12 +230,37 @@ def read_csv_checked(
     return frame
 
 
+def _check_unique_header(path: Path, read_kwargs: dict) -> None:
+    """pandas silently renames a repeated column ``x`` to ``x.1``; a repeated name is a DataError."""
+    if read_kwargs.get("header", "infer") not in ("infer", 0) or read_kwargs.get("sep", ",") != ",":
+        return
+    import csv
+
+    with open(path, newline="", encoding=read_kwargs.get("encoding")) as f:
+        names = [str(c).strip() for c in next(csv.reader(f), [])]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(f"{path}, line 1: column name(s) {', '.join(map(repr, repeated))} appear more than once")
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def check_numeric(frame: pd.DataFrame, columns: Sequence[str], path: str | os.PathLike) -> pd.DataFrame:
-    """Columns as float64; the first non-numeric, NaN or infinite value is a DataError."""
+    """Columns as float64; the first non-numeric, NaN or infinite value is a DataError, and so is a
+    value beyond the float32 range (the models compute in float32, and such a value makes the
+    scaler's mean and variance overflow)."""
     out = {}
     for col in columns:
         raw = frame[col]
         values = pd.to_numeric(raw, errors="coerce").astype("float64")
+        with np.errstate(invalid="ignore"):
+            huge = np.abs(values.to_numpy()) > FLOAT32_MAX
+        if huge.any():
+            i = int(np.argmax(huge))
+            shown = raw.iloc[i] if isinstance(raw.iloc[i], str) else f"{float(raw.iloc[i]):g}"
+            raise DataError(f"{path}, line {i + 2}, column {col!r}: value {shown} is beyond the float32 "
+                            f"range (|x| <= {FLOAT32_MAX:.3g}); it would overflow once scaled")
         bad = ~np.isfinite(values.to_numpy())
         if bad.any():
             i = int(np.argmax(bad))

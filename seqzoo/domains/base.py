@@ -43,7 +43,7 @@ from torchmetrics import MetricCollection
 
 from seqzoo.backbones.base import Backbone
 from seqzoo.errors import ConfigError
-from seqzoo.export import ExportSpec
+from seqzoo.export_spec import ExportSpec
 from seqzoo.layers import PositionalEmbedding
 
 Batch = dict[str, Tensor]

@@ -36,7 +36,7 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 from seqzoo.backbones.base import Backbone
 from seqzoo.domains.base import Batch, BaseTask
 from seqzoo.errors import ConfigError
-from seqzoo.export import ExportSpec, step_spec
+from seqzoo.export_spec import ExportSpec, step_spec
 from seqzoo.layers import (
     AttentionKind,
     EmbeddingKind,

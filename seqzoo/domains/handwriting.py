@@ -30,7 +30,7 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 from seqzoo.backbones.base import Backbone
 from seqzoo.domains.base import Batch, BaseTask
 from seqzoo.errors import ConfigError
-from seqzoo.export import ExportSpec
+from seqzoo.export_spec import ExportSpec
 from seqzoo.layers import sinusoidal_positions
 
 KERNEL = 5

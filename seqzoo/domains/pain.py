@@ -35,7 +35,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, M
 from seqzoo.backbones.base import Backbone
 from seqzoo.domains.base import Batch, BaseTask, WindowEncoder, fixed_window_spec
 from seqzoo.errors import ConfigError
-from seqzoo.export import ExportSpec
+from seqzoo.export_spec import ExportSpec
 from seqzoo.layers import SelfAttention
 
 

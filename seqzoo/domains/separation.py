@@ -35,7 +35,7 @@ from torchmetrics.functional.audio import (
 from seqzoo.backbones.base import Backbone
 from seqzoo.domains.base import Batch, BaseTask
 from seqzoo.errors import ConfigError
-from seqzoo.export import ExportSpec
+from seqzoo.export_spec import ExportSpec
 from seqzoo.layers import make_norm, sinusoidal_positions
 
 

@@ -29,7 +29,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from seqzoo.backbones.base import Backbone
 from seqzoo.domains.base import Batch, BaseTask
 from seqzoo.errors import ConfigError
-from seqzoo.export import ExportSpec
+from seqzoo.export_spec import ExportSpec
 from seqzoo.layers import PositionalEmbedding
 
 Pool = Literal["cls", "mean"]

@@ -38,7 +38,7 @@ from seqzoo.domains.rul import (
     regression_metrics,
 )
 from seqzoo.errors import ConfigError, SeqzooError
-from seqzoo.runs import build_datamodule, build_task, read_checkpoint_record
+from seqzoo.checkpoints import build_datamodule, build_task, read_checkpoint_record
 
 
 def load_stage(ckpt: str, task_cls: type, data: str | None = None):

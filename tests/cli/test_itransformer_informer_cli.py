@@ -12,7 +12,7 @@ import yaml
 
 from seqzoo.cli import main
 from seqzoo.domains.forecasting import ForecastingTask
-from seqzoo.runs import build_datamodule, build_task
+from seqzoo.checkpoints import build_datamodule, build_task
 from tests.conftest import forecasting_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "forecasting"

@@ -8,19 +8,12 @@ import copy
 import math
 from pathlib import Path
 
-import lightning as L
 import pytest
 
 from seqzoo.backbones.base import SHARED_KEYWORDS, get_backbone_class, list_backbones
-from seqzoo.runs import (
-    _backbone_holder,
-    build_datamodule,
-    build_task,
-    class_path,
-    load_yaml,
-    rewrite_backbone_names,
-    task_class_of,
-)
+from seqzoo.checkpoints import build_datamodule, build_task
+from seqzoo.run_config import backbone_holder, class_path, load_yaml, rewrite_backbone_names, task_class_of
+from tests.conftest import make_tiny_trainer
 
 ROOT = Path(__file__).resolve().parents[2]
 DOMAINS = {  # config, data overrides that keep the data small
@@ -63,10 +56,10 @@ def test_trains_a_step_or_is_refused_with_a_reason(domain, backbone, domain_data
     config, dm = domain_data(domain)
     config = copy.deepcopy(config)
     cls = get_backbone_class(backbone)
-    base = _backbone_holder(config)["backbone"]
+    base = backbone_holder(config)["backbone"]
     shared = {k: v for k, v in base.get("init_args", {}).items() if k in SHARED_KEYWORDS}
     shared.update(d_model=16, n_layers=1)
-    _backbone_holder(config)["backbone"] = {"class_path": class_path(cls), "init_args": shared}
+    backbone_holder(config)["backbone"] = {"class_path": class_path(cls), "init_args": shared}
     reason = task_class_of(config).incompatibility(cls) or ("cannot be built causal" if shared.get("causal") and not cls.causal else None)
     if reason is None and cls.fixed_tokens:  # built for one token count: refused without it, naming n_tokens
         reason = "n_tokens"
@@ -78,8 +71,7 @@ def test_trains_a_step_or_is_refused_with_a_reason(domain, backbone, domain_data
         assert backbone in message and (reason in message or refused_causal), message
         return
     task = build_task(config, dm.dims)
-    trainer = L.Trainer(fast_dev_run=1, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False)
+    trainer = make_tiny_trainer(fast_dev_run=1)
     trainer.fit(task, dm)
     losses = {k: float(v) for k, v in trainer.callback_metrics.items() if "loss" in k}
     assert losses and all(math.isfinite(v) for v in losses.values()), losses

@@ -15,6 +15,7 @@ from seqzoo.domains.handwriting import (
     greedy_decode,
 )
 from seqzoo.export import export_onnx
+from tests.conftest import make_tiny_trainer
 
 
 def test_ctc_length_check_names_the_sample():
@@ -67,8 +68,7 @@ def generated_words(tmp_path_factory):
 
 
 def _trainer(epochs: int) -> L.Trainer:
-    return L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, limit_val_batches=0)
+    return make_tiny_trainer(max_epochs=epochs, limit_val_batches=0)
 
 
 @pytest.mark.slow

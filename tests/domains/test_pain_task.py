@@ -22,6 +22,7 @@ from seqzoo.domains.pain import (
     focal_loss,
 )
 from seqzoo.export import export_onnx
+from tests.conftest import make_tiny_trainer
 
 # -- losses and metrics by hand -----------------------------------------------------------
 
@@ -85,8 +86,7 @@ def _fit_and_test(dm, backbone: str, epochs: int, **task_args):
     L.seed_everything(0)
     task = PainTask(build_backbone(backbone, d_model=16, n_layers=1), **dm.dims,
                     optimizer=lambda p: torch.optim.AdamW(p, lr=0.005), **task_args)
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+    trainer = make_tiny_trainer(max_epochs=epochs)
     trainer.fit(task, dm)
     return task, trainer.test(task, dm, verbose=False)[0]
 

@@ -26,6 +26,7 @@ from seqzoo.domains.rul import (
 )
 from seqzoo.export import export_onnx
 from seqzoo.pipelines.laser import load_stage
+from tests.conftest import make_tiny_trainer
 
 STAGES = {"forecast": DegradationForecastTask, "detect": AnomalyDetectionTask, "rul": RULTask}
 
@@ -98,7 +99,7 @@ def laser_stages(laser_data, tmp_path_factory) -> dict[str, Path]:
 
 
 def _test(task, dm) -> dict[str, float]:
-    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = make_tiny_trainer()
     return trainer.test(task, dm, verbose=False)[0]
 
 
@@ -137,8 +138,7 @@ def test_cmapss_rul_at_the_last_cycle_beats_the_mean(tmp_path):
     sizes = {k: dm.dims[k] for k in ("n_channels", "lookback", "rul_cap")}  # what RULTask takes
     task = RULTask(build_backbone("lstm", d_model=16, n_layers=1), **sizes,
                    optimizer=lambda p: torch.optim.AdamW(p, lr=0.005))
-    L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False).fit(task, dm)
+    make_tiny_trainer(max_epochs=3).fit(task, dm)
     got, (_, baseline) = _test(task, dm), task.baseline(dm)
     assert len(dm.datasets["test"]) == 12, "one window per test unit"
     assert got["test/rmse"] < 0.75 * baseline["test/rmse"] and got["test/score"] < baseline["test/score"]

@@ -11,6 +11,7 @@ import torch
 from seqzoo import build_backbone
 from seqzoo.domains.separation import SeparationNet, SeparationTask, pit_si_snr, separation_scores
 from seqzoo.export import export_onnx
+from tests.conftest import make_tiny_trainer
 
 
 def _si_snr_by_hand(estimate: torch.Tensor, target: torch.Tensor) -> float:
@@ -114,8 +115,7 @@ def test_learns_a_positive_si_snr_improvement(synthetic_mixtures):
                           optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3))
     name, baseline = task.baseline(dm)
     assert name == "mixture as estimate" and baseline["test/si_snri"] == pytest.approx(0.0, abs=1e-5)
-    trainer = L.Trainer(max_epochs=8, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0)
+    trainer = make_tiny_trainer(max_epochs=8, limit_val_batches=0)
     trainer.fit(task, dm)
     result = trainer.test(task, dm, verbose=False)[0]
     assert result["test/si_snri"] > 1.0, result

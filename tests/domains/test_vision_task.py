@@ -12,6 +12,7 @@ from seqzoo.cli import main
 from seqzoo.datasets.vision import VisionDataModule, synth_vision
 from seqzoo.domains.vision import VisionNet, VisionTask
 from seqzoo.export import export_onnx
+from tests.conftest import make_tiny_trainer
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +68,7 @@ def test_learns_bars_well_beyond_the_majority_class(bars, name):
     L.seed_everything(0)
     dm = VisionDataModule(str(bars), n_classes=4, image_size=8, batch_size=32)
     task = _task(dm, name)
-    trainer = L.Trainer(max_epochs=12, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+    trainer = make_tiny_trainer(max_epochs=12)
     trainer.fit(task, dm)
     result = trainer.test(task, dm, verbose=False)[0]
     _, baseline = task.baseline(dm)
