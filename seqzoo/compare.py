@@ -155,12 +155,14 @@ def _short_metrics(row: dict) -> str:
 
 def _baseline(config_path: str, passthrough: list[str]) -> tuple[str, dict[str, float]] | None:
     """The task's trivial baseline on the config's data, through the CLI's own parser with the
-    runs' overrides (no logger, no checkpoints: nothing is written)."""
+    runs' overrides (no logger, no checkpoints). Data missing on first use is written once
+    here by ``prepare_data`` (as a Trainer would), before the runs read it."""
     from seqzoo.lightning_cli import make_cli
 
     args, name = rewrite_args(["--config", config_path, *passthrough, "--trainer.logger", "false",
                                "--trainer.enable_checkpointing", "false"])
     cli = make_cli(args=args, run=False, config_name=name)
+    cli.datamodule.prepare_data()
     return cli.model.baseline(cli.datamodule)
 
 
