@@ -11,7 +11,8 @@ What a task declares, for ``compare`` and the CLI:
 * ``needs_streaming`` -- it calls ``backbone.step`` (world-model imagination);
 * ``monitor``/``monitor_mode`` -- the validation metric checkpoints follow;
 * ``report_metrics`` -- test metrics that ``compare`` tabulates (first = main);
-* ``baseline(datamodule)`` -- the trivial baseline's test metrics, if the domain has one.
+* ``baseline(datamodule)`` -- the trivial baseline's test metrics, if the domain has one
+  (a list of (name, metrics) pairs when it has several).
 
 Tasks do not call ``save_hyperparameters``: the resolved config and the data sizes
 go into every checkpoint (``seqzoo.runs.RunRecorder``), and LightningCLI would
@@ -97,8 +98,10 @@ class BaseTask(L.LightningModule):
         raise ConfigError(f"{type(self).__name__} has no one-step (streaming) export")
 
     # -- baseline ---------------------------------------------------------------------
-    def baseline(self, datamodule: L.LightningDataModule) -> tuple[str, dict[str, float]] | None:
-        """(name, test metrics) of the domain's trivial baseline, or None."""
+    def baseline(
+        self, datamodule: L.LightningDataModule
+    ) -> tuple[str, dict[str, float]] | list[tuple[str, dict[str, float]]] | None:
+        """(name, test metrics) of the domain's trivial baseline, a list of such pairs, or None."""
         return None
 
     # -- optimisation -----------------------------------------------------------------
