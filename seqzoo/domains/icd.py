@@ -125,6 +125,11 @@ class IcdNet(nn.Module):
         super().__init__()
         d = backbone.d_model
         self.embed = nn.Embedding(vocab_size, d, padding_idx=0)
+        # N(0, 1/D) so that E[x] * sqrt(D) has unit-variance components (the paper's embeddings are
+        # pretrained word2vec vectors of small norm; N(0, 1) times sqrt(D) would swamp the positions)
+        nn.init.normal_(self.embed.weight, std=d**-0.5)
+        with torch.no_grad():
+            self.embed.weight[0].zero_()
         self.positions = PositionalEmbedding(positions, seq_len, d)
         self.dropout = nn.Dropout(embed_dropout)
         self.backbone = backbone
