@@ -87,8 +87,8 @@ def main() -> None:
         print("RESULT " + json.dumps(one(json.loads(a.one))))
         return
     rows = []
-    for backbone in a.backbones.split(","):
-        for length in map(int, a.lengths.split(",")):
+    for length in map(int, a.lengths.split(",")):
+        for backbone in a.backbones.split(","):
             spec = dict(backbone=backbone, length=length, batch=a.batch, d_model=a.d_model, n_layers=a.n_layers,
                         n_classes=a.n_classes, vocab=a.vocab, repeats=a.repeats, device=a.device)
             proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True,

@@ -6,6 +6,7 @@
     seqzoo export --ckpt CKPT --out model.onnx [--streaming]
     seqzoo backbones
     seqzoo data synth <domain> --out DIR [options] | prepare <source> --out DIR | list
+    seqzoo pipeline laser --forecast CKPT --detect CKPT --rul CKPT [--data DIR] [--json OUT]
 
 The Lightning verbs are LightningCLI (jsonargparse) in subclass mode: unknown keys
 and wrong types are rejected before training, naming the key. The data module's
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     verb, rest = argv[0], argv[1:]
     commands = {"compare": _compare, "reproduce": _reproduce, "export": export_main, "backbones": backbones_main,
-                "data": data_main}
+                "data": data_main, "pipeline": _pipeline}
     try:
         if verb in LIGHTNING_VERBS:
             run_lightning(verb, rest)
@@ -59,6 +60,12 @@ def _reproduce(rest: list[str]) -> int:
     from seqzoo.reproduce import main as reproduce_main
 
     return reproduce_main(rest)
+
+
+def _pipeline(rest: list[str]) -> int:
+    from seqzoo.pipelines import main as pipeline_main
+
+    return pipeline_main(rest)
 
 
 def user_error(err: BaseException) -> SeqzooError | None:

@@ -1,12 +1,39 @@
-"""What every domain's data code shares.
+"""What every domain's data code shares, and the data-module contract.
 
 * registries behind ``seqzoo data synth <domain>`` and ``seqzoo data prepare <source>``;
 * :func:`read_csv_checked`: a CSV reader whose errors name the file, the row and
   the column (a :class:`~seqzoo.errors.DataError`), never a numpy traceback;
 * :func:`atomic_dir`: write a dataset into a temporary folder and move it into
   place only when complete, so a failure leaves nothing half-written;
-* :class:`BaseDataModule`: batch size, workers and ``dims`` -- the sizes (channels,
-  lengths, classes, vocabulary...) that reach the task through the CLI's links.
+* :class:`BaseDataModule`: the contract below, the loaders and the write-once rule.
+
+The data-module contract (every ``seqzoo/datasets/<domain>/datamodule.py``):
+
+``dims`` -- metadata only. The sizes the task is built with (keys from
+  :data:`DIM_NAMES`: channels, lengths, classes, alphabet...), computed from init
+  arguments alone: it never reads or writes a file. The CLI reads it while it
+  instantiates the classes (on every DDP rank, before ``prepare_data``) and links each
+  size to the task's init argument of the same name; the run records it in every
+  checkpoint. A size that is a property of the files (columns, classes, image side) is
+  therefore an init argument that ``setup`` checks against the data (a
+  :class:`~seqzoo.errors.DataError` naming both when they differ). ``dims`` does not
+  depend on anything but the data: a task takes the sizes it needs.
+``prepare_data()`` -- write once. Lightning calls it on one process per node before
+  ``setup``. When :meth:`BaseDataModule.data_ready` is false, the ``prepare`` init
+  argument names what writes the data: ``"synth:<domain>"`` a registered synthetic
+  generator, any other name a ``seqzoo data prepare`` source; the data is written into
+  :meth:`BaseDataModule.prepare_target` (atomically, by the generator). Without
+  ``prepare`` a missing dataset is a DataError that says how to bring one. Data that
+  is there is never rewritten.
+``setup(stage)`` -- read only. Reads the files (a DataError when they are missing:
+  ``setup`` never writes) and fills ``self.datasets`` (``train``, ``val``, ``test``).
+Batches -- :class:`BaseDataModule` provides the loaders: training shuffles and drops
+  a last partial batch when there is more than one batch; validation, test and predict
+  keep every item, in order, with ``eval_batch_size``; ``collate_fn`` pads variable
+  lengths where a domain needs it.
+``train_targets()`` -- the one hook for baselines and class statistics: the training
+  split's targets (the items' ``target_key`` entries, flattened and concatenated).
+  Tasks see data only through ``dims``, batches and this hook.
 
 Readers never download anything; optional packages are imported inside functions.
 """
@@ -25,6 +52,8 @@ from typing import Any, ClassVar
 import lightning as L
 import numpy as np
 import pandas as pd
+import torch
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from seqzoo.errors import ConfigError, DataError
@@ -106,12 +135,22 @@ def get_prepare(source: str) -> Callable[..., Path]:
     return sources[source]
 
 
-def materialise(source: str, out: str | os.PathLike) -> Path:
-    """Write data for a data module's ``prepare`` hook: ``synth:<domain>`` runs that
+def check_prepare_source(source: str) -> None:
+    """A ConfigError unless ``source`` is ``synth:<registered domain>`` or a registered prepare source."""
+    if not isinstance(source, str) or not source:
+        raise ConfigError(f"data.prepare must be 'synth:<domain>' or a data source name, got {source!r}")
+    if source.startswith("synth:"):
+        get_synth(source.split(":", 1)[1])
+    else:
+        get_prepare(source)
+
+
+def materialise(source: str, out: str | os.PathLike, **options: Any) -> Path:
+    """Write data for a data module's ``prepare`` argument: ``synth:<domain>`` runs that
     synthetic generator, any other name the ``seqzoo data prepare`` source of that name."""
     if source.startswith("synth:"):
-        return get_synth(source.split(":", 1)[1])(out=str(out))
-    return get_prepare(source)(out=str(out))
+        return get_synth(source.split(":", 1)[1])(out=str(out), **options)
+    return get_prepare(source)(out=str(out), **options)
 
 
 def _load_modules() -> None:
@@ -214,48 +253,130 @@ def check_numeric(frame: pd.DataFrame, columns: Sequence[str], path: str | os.Pa
 
 
 class BaseDataModule(L.LightningDataModule):
-    """Batch size, workers, and the sizes (``dims``) the task is built with."""
+    """Batch sizes, workers, write-once preparation, loaders and ``dims`` (see the module docstring).
 
-    dim_names: ClassVar[tuple[str, ...]] = ()
+    Subclasses set ``self.path`` and define ``dims``, :meth:`data_ready` and ``setup``
+    (filling ``self.datasets``); they may set ``collate_fn`` and ``target_key``.
+    """
 
-    def __init__(self, batch_size: int = 32, num_workers: int = 0) -> None:
+    collate_fn: ClassVar[Callable | None] = None
+    target_key: ClassVar[str | None] = None
+    data_name: ClassVar[str] = "data"  # what is missing, in errors ("forecasting CSV", ...)
+
+    def __init__(
+        self,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        prepare: str | None = None,
+        eval_batch_size: int | None = None,
+    ) -> None:
+        """
+        Args:
+            batch_size: training batch size (and evaluation batch size unless ``eval_batch_size``).
+            num_workers: DataLoader worker processes.
+            prepare: what writes the data when it is missing: ``"synth:<domain>"`` or a
+                ``seqzoo data prepare`` source name; ``None``: the data must be there.
+            eval_batch_size: batch size of validation, test and predict (default ``batch_size``).
+        """
         super().__init__()
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise ConfigError(f"eval_batch_size must be >= 1, got {eval_batch_size}")
+        if prepare is not None:
+            check_prepare_source(prepare)
         self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
+        self.prepare = prepare
+        self.datasets: dict[str, Any] = {}
 
     @property
-    def dims(self) -> dict[str, int]:
-        """Sizes for the task, keyed by names in :data:`DIM_NAMES`."""
+    def dims(self) -> dict[str, Any]:
+        """Sizes for the task, keyed by names in :data:`DIM_NAMES`; from init arguments only."""
         raise TypeError(f"{type(self).__name__} must define the dims property")
 
+    # -- write once ---------------------------------------------------------------------
+    def data_ready(self) -> bool:
+        """Whether the files ``setup`` reads are in place (a cheap existence check)."""
+        raise TypeError(f"{type(self).__name__} must define data_ready()")
+
+    def prepare_target(self) -> Path:
+        """The folder the ``prepare`` source writes into (default: ``self.path``)."""
+        return Path(self.path)
+
+    def prepare_options(self) -> dict[str, Any]:
+        """Keyword arguments for the ``prepare`` source besides ``out`` (default: none)."""
+        return {}
+
+    def missing_data_hint(self) -> str:
+        """How to bring the data (the end of the error when it is missing)."""
+        return "bring the data, or set data.prepare (see `seqzoo data list`)"
+
+    def prepare_data(self) -> None:
+        """Write the data once, when it is missing and ``prepare`` says how."""
+        if self.data_ready():
+            return
+        if self.prepare is None:
+            raise DataError(f"{self.data_name} not found: {self.path} -- {self.missing_data_hint()}")
+        materialise(self.prepare, self.prepare_target(), **self.prepare_options())
+        if not self.data_ready():
+            raise DataError(f"data source {self.prepare!r} wrote {self.prepare_target()} but not the data "
+                            f"{type(self).__name__} reads at {self.path}")
+
+    def require_data(self) -> None:
+        """For ``setup``: a DataError when the data is missing (setup never writes)."""
+        if self.data_ready():
+            return
+        if self.prepare is not None:
+            raise DataError(f"{self.data_name} not found: {self.path} -- it is written by prepare_data() from "
+                            f"{self.prepare!r}; a Trainer calls it before setup, call it yourself outside one")
+        raise DataError(f"{self.data_name} not found: {self.path} -- {self.missing_data_hint()}")
+
+    # -- batches --------------------------------------------------------------------------
     def loader_kwargs(self) -> dict[str, Any]:
         return dict(
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            collate_fn=type(self).collate_fn,
         )
+
+    def split_dataset(self, split: str):
+        if split not in self.datasets:
+            self.setup({"train": "fit", "val": "validate"}.get(split, "test"))
+        if split not in self.datasets:
+            raise TypeError(f"{type(self).__name__}.setup did not fill datasets[{split!r}]")
+        return self.datasets[split]
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.split_dataset("train")
+        drop = len(dataset) > self.batch_size
+        return DataLoader(dataset, shuffle=True, drop_last=drop, **self.loader_kwargs())
+
+    def eval_dataloader(self, split: str) -> DataLoader:
+        kwargs = {**self.loader_kwargs(), "batch_size": self.eval_batch_size}
+        return DataLoader(self.split_dataset(split), shuffle=False, drop_last=False, **kwargs)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.eval_dataloader("test")
+
+    # -- the baseline hook --------------------------------------------------------------
+    def train_targets(self) -> Tensor:
+        """The training split's targets, flattened and concatenated (one value per item for
+        scalar targets): what trivial baselines and class weights are computed from."""
+        if self.target_key is None:
+            raise TypeError(f"{type(self).__name__} has no training targets (no target_key)")
+        dataset = self.split_dataset("train")
+        return torch.cat([torch.as_tensor(dataset[i][self.target_key]).reshape(-1) for i in range(len(dataset))])
 
 
 class SplitLoaders:
-    """Loaders over ``self.datasets`` (``train``, ``val``, ``test``) for a BaseDataModule.
-
-    Training shuffles and drops a last partial batch when there is more than one batch;
-    validation and test keep every sample in order.
-    """
-
-    datasets: dict
-
-    def train_dataloader(self) -> DataLoader:
-        drop = len(self.datasets["train"]) > self.batch_size
-        return DataLoader(self.datasets["train"], shuffle=True, drop_last=drop, **self.loader_kwargs())
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.datasets["val"], shuffle=False, **self.loader_kwargs())
-
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(self.datasets["test"], shuffle=False, drop_last=False, **self.loader_kwargs())
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+    """Kept for data modules written before the loaders moved into :class:`BaseDataModule`
+    (a no-op mixin: ``class M(SplitLoaders, BaseDataModule)`` still works)."""

@@ -12,7 +12,15 @@ What a task declares, for ``compare`` and the CLI:
 * ``monitor``/``monitor_mode`` -- the validation metric checkpoints follow;
 * ``report_metrics`` -- test metrics that ``compare`` tabulates (first = main);
 * ``baseline(datamodule)`` -- the trivial baseline's test metrics, if the domain has one
-  (a list of (name, metrics) pairs when it has several).
+  (a list of (name, metrics) pairs when it has several); it reads the data only through
+  batches and ``datamodule.train_targets()``.
+
+Metrics, one idiom: a task returns its validation/test metrics, unprefixed, from
+``make_metrics()`` (a torchmetrics ``MetricCollection``) and calls ``set_metrics()``
+once its network is built; that clones them per stage into ``val_metrics`` (``val/``)
+and ``test_metrics`` (``test/``). The steps ``update`` them; the default epoch ends log
+and reset them (``log_collection``). Sizes reach a task as init arguments of the names
+in ``seqzoo.datasets.base.DIM_NAMES`` (the CLI links them from ``datamodule.dims``).
 
 Tasks do not call ``save_hyperparameters``: the resolved config and the data sizes
 go into every checkpoint (``seqzoo.runs.RunRecorder``), and LightningCLI would
@@ -128,6 +136,25 @@ class BaseTask(L.LightningModule):
         if no_decay:
             groups.append({"params": no_decay, "weight_decay": 0.0})
         return [g for g in groups if len(list(g["params"]))]
+
+    # -- metrics ------------------------------------------------------------------------
+    def make_metrics(self) -> MetricCollection:
+        """The validation and test metrics, unprefixed (see the module docstring)."""
+        raise TypeError(f"{type(self).__name__} does not define make_metrics()")
+
+    def set_metrics(self) -> None:
+        """``val_metrics`` and ``test_metrics``: :meth:`make_metrics` cloned with the stage prefixes."""
+        metrics = self.make_metrics()
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def on_validation_epoch_end(self) -> None:
+        if isinstance(getattr(self, "val_metrics", None), MetricCollection):
+            self.log_collection(self.val_metrics, prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        if isinstance(getattr(self, "test_metrics", None), MetricCollection):
+            self.log_collection(self.test_metrics)
 
     # -- logging ----------------------------------------------------------------------
     def log_metrics(self, stage: str, values: dict[str, Any], batch_size: int, prog_bar: Iterable[str] = ()) -> None:

@@ -17,7 +17,6 @@ frames (padding masked).
 
 from __future__ import annotations
 
-from collections import Counter
 
 import lightning as L
 import torch
@@ -150,9 +149,10 @@ class HandwritingCTCTask(_HandwritingTask):
     ) -> None:
         super().__init__(backbone, n_classes, n_channels, alphabet, optimizer, lr_scheduler)
         self.net = CTCRecognitionNet(backbone, n_channels, n_classes, downsample, positions)
-        metrics = MetricCollection({"cer": CharErrorRate(), "wer": WordErrorRate()})
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
+        self.set_metrics()
+
+    def make_metrics(self) -> MetricCollection:
+        return MetricCollection({"cer": CharErrorRate(), "wer": WordErrorRate()})
 
     def ctc_loss(self, batch: Batch, log_probs: Tensor | None = None, frames: Tensor | None = None) -> Tensor:
         """CTC loss of the batch; ``log_probs`` (``self(batch)``) and ``frames`` (output lengths)
@@ -173,14 +173,8 @@ class HandwritingCTCTask(_HandwritingTask):
         self.log_metrics("val", {"loss": self.ctc_loss(batch, log_probs, frames)}, batch_size=batch["x"].shape[0])
         self.val_metrics.update(*self._texts(batch, log_probs, frames))
 
-    def on_validation_epoch_end(self) -> None:
-        self.log_collection(self.val_metrics, prog_bar=True)
-
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self.test_metrics.update(*self._texts(batch))
-
-    def on_test_epoch_end(self) -> None:
-        self.log_collection(self.test_metrics)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[str]:
         return self._texts(batch)[0]
@@ -227,8 +221,10 @@ class HandwritingCharTask(_HandwritingTask):
     ) -> None:
         super().__init__(backbone, n_classes, n_channels, alphabet, optimizer, lr_scheduler)
         self.net = CharacterNet(backbone, n_channels, n_classes, downsample, positions)
-        self.val_accuracy = MulticlassAccuracy(n_classes, average="micro")
-        self.test_accuracy = MulticlassAccuracy(n_classes, average="micro")
+        self.set_metrics()
+
+    def make_metrics(self) -> MetricCollection:
+        return MetricCollection({"accuracy": MulticlassAccuracy(self.n_classes, average="micro")})
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         logits = self(batch)
@@ -238,30 +234,20 @@ class HandwritingCharTask(_HandwritingTask):
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         logits, labels = self(batch), character_labels(batch)
-        self.val_accuracy.update(logits, labels)
+        self.val_metrics.update(logits, labels)
         self.log_metrics("val", {"loss": F.cross_entropy(logits, labels)}, batch_size=logits.shape[0])
 
-    def on_validation_epoch_end(self) -> None:
-        self.log("val/accuracy", self.val_accuracy.compute(), prog_bar=True, sync_dist=True)
-        self.val_accuracy.reset()
-
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self.test_accuracy.update(self(batch), character_labels(batch))
-
-    def on_test_epoch_end(self) -> None:
-        self.log("test/accuracy", self.test_accuracy.compute(), sync_dist=True)
-        self.test_accuracy.reset()
+        self.test_metrics.update(self(batch), character_labels(batch))
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[str]:
         return [self.alphabet[i] for i in self(batch).argmax(-1).tolist()]
 
     def baseline(self, datamodule: L.LightningDataModule) -> tuple[str, dict[str, float]]:
         """Always the most frequent training character."""
-        datamodule.setup("fit")
-        counts = Counter(int(t[0]) for t in datamodule.datasets["train"].targets)
-        majority = counts.most_common(1)[0][0]
-        test = [int(t[0]) for t in datamodule.datasets["test"].targets]
-        return "majority class", {"test/accuracy": sum(t == majority for t in test) / len(test)}
+        majority = int(torch.bincount(datamodule.train_targets()).argmax())
+        test = torch.cat([batch["targets"][:, 0] for batch in datamodule.test_dataloader()])
+        return "majority class", {"test/accuracy": float((test == majority).double().mean())}
 
 
 # ---------------------------------------------------------------------------------------

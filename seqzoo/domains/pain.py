@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
+from torchmetrics.wrappers import ClasswiseWrapper
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassMatthewsCorrCoef
 
 from seqzoo.backbones.base import Backbone
@@ -174,9 +175,12 @@ class PainTask(BaseTask):
                            embed_dropout=embed_dropout, **lsfan)
         self.n_classes, self.loss_kind, self.focal_gamma = n_classes, loss, focal_gamma
         self.register_buffer("class_weights", torch.ones(n_classes))
-        self.val_metrics = classification_metrics(n_classes).clone(prefix="val/")
-        self.test_metrics = classification_metrics(n_classes).clone(prefix="test/")
-        self.test_f1_per_class = MulticlassF1Score(n_classes, average="none")
+        self.set_metrics()
+
+    def make_metrics(self) -> MetricCollection:
+        """:func:`classification_metrics` and the F1 of each class (``f1_class<k>``)."""
+        per_class = ClasswiseWrapper(MulticlassF1Score(self.n_classes, average="none"), prefix="f1_class")
+        return MetricCollection({**classification_metrics(self.n_classes), "f1_class": per_class})
 
     def forward(self, batch: Batch) -> Tensor:
         return self.net(batch["x"])
@@ -185,11 +189,7 @@ class PainTask(BaseTask):
         """Class weights from the training windows (kept in the checkpoint)."""
         if self.loss_kind == "ce":
             return
-        datamodule = self.trainer.datamodule
-        if not hasattr(datamodule, "train_class_counts"):
-            raise ConfigError(f"loss {self.loss_kind!r} needs class counts: use a data module with "
-                              "train_class_counts() (PainDataModule) or loss: ce")
-        counts = torch.as_tensor(datamodule.train_class_counts())
+        counts = torch.bincount(self.trainer.datamodule.train_targets().long(), minlength=self.n_classes)
         self.class_weights.copy_(balanced_class_weights(counts).to(self.class_weights))
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -208,27 +208,15 @@ class PainTask(BaseTask):
         self.val_metrics.update(logits, batch["label"])
         self.log_metrics("val", {"loss": self.loss(logits, batch["label"])}, batch_size=batch["x"].shape[0])
 
-    def on_validation_epoch_end(self) -> None:
-        self.log_collection(self.val_metrics, prog_bar=True)
-
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        logits = self(batch)
-        self.test_metrics.update(logits, batch["label"])
-        self.test_f1_per_class.update(logits, batch["label"])
-
-    def on_test_epoch_end(self) -> None:
-        values = dict(self.test_metrics.compute())
-        values |= {f"test/f1_class{k}": v for k, v in enumerate(self.test_f1_per_class.compute())}
-        self.log_dict(values, sync_dist=True)
-        self.test_metrics.reset()
-        self.test_f1_per_class.reset()
+        self.test_metrics.update(self(batch), batch["label"])
 
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self(batch).argmax(dim=-1)
 
     def baseline(self, datamodule: L.LightningDataModule) -> tuple[str, dict[str, float]]:
         """Predict the training windows' majority class for every test window."""
-        majority = int(torch.as_tensor(datamodule.train_class_counts()).argmax())
+        majority = int(torch.bincount(datamodule.train_targets().long(), minlength=self.n_classes).argmax())
         metrics = classification_metrics(self.n_classes).clone(prefix="test/")
         for batch in datamodule.test_dataloader():
             metrics.update(torch.full_like(batch["label"], majority), batch["label"])

@@ -14,23 +14,16 @@ communication", JLT 2022), with any backbone, and RUL on C-MAPSS:
    S = sum_i (exp(-d_i / 13) - 1 if d_i < 0 else exp(d_i / 10) - 1), d = pred - true,
    at the last cycle of each test unit.
 
-``python -m seqzoo.domains.rul pipeline --forecast CKPT --detect CKPT --rul CKPT``
-chains the three trained stages over every device history (see
-:func:`run_pipeline`): forecast, anomaly flag on the observed + forecast sequence,
-RUL estimate.
+``seqzoo pipeline laser --forecast CKPT --detect CKPT --rul CKPT`` chains the three
+trained stages over every device history (:mod:`seqzoo.pipelines.laser`): forecast,
+anomaly flag on the observed + forecast sequence, RUL estimate.
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
-import json
-import math
-import sys
 from typing import Literal
 
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -40,18 +33,13 @@ from torchmetrics.classification import BinaryAccuracy, BinaryF1Score, BinaryPre
 
 from seqzoo.backbones.base import Backbone
 from seqzoo.domains.base import Batch, BaseTask, PositionalEmbedding, WindowEncoder, fixed_window_spec
-from seqzoo.domains.forecasting import ForecastingTask, Head
-from seqzoo.errors import ConfigError, SeqzooError
+from seqzoo.domains.forecasting import ForecastingTask
+from seqzoo.errors import ConfigError
 from seqzoo.export import ExportSpec
 
 # ---------------------------------------------------------------------------------------
 # metrics
 # ---------------------------------------------------------------------------------------
-
-
-def cap_rul(remaining: Tensor | float, cap: float = 125.0) -> Tensor:
-    """Piecewise-linear RUL target: min(cap, remaining life)."""
-    return torch.clamp(torch.as_tensor(remaining, dtype=torch.float64), max=cap)
 
 
 def cmapss_score(pred: Tensor, true: Tensor, time_unit: float = 1.0) -> Tensor:
@@ -78,6 +66,18 @@ class CMAPSSScore(Metric):
 
     def compute(self) -> Tensor:
         return self.total
+
+
+def regression_metrics(**extra: Metric) -> MetricCollection:
+    """RMSE and MAE (and ``extra``) accumulated in float64, the RUL domain's one RMSE."""
+    metrics = {"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError(), **extra}
+    return MetricCollection(metrics).set_dtype(torch.float64)
+
+
+def detection_metrics() -> MetricCollection:
+    """Accuracy, precision, recall and F1 of binary flags (0 where precision/recall/F1 are 0/0)."""
+    return MetricCollection({"acc": BinaryAccuracy(), "precision": BinaryPrecision(), "recall": BinaryRecall(),
+                             "f1": BinaryF1Score()})
 
 
 def best_threshold(scores: Tensor, labels: Tensor, criterion: Literal["f1", "accuracy"] = "f1") -> float:
@@ -112,38 +112,22 @@ def best_threshold(scores: Tensor, labels: Tensor, criterion: Literal["f1", "acc
 
 
 class DegradationForecastTask(ForecastingTask):
-    """Window of monitored values (B, L, C) -> next values of the degradation targets (B, H, C_out)."""
+    """Window of monitored values (B, L, C) -> next values of the degradation targets (B, H, C_out).
+
+    The forecasting task (the same init arguments, see
+    :class:`~seqzoo.domains.forecasting.ForecastingTask`) with RMSE and MAE as its metrics.
+    """
 
     monitor = "val/rmse"
     report_metrics = ("test/rmse", "test/mae")
     report_modes = ("min", "min")
 
-    def __init__(
-        self,
-        backbone: Backbone,
-        n_channels: int,
-        n_targets: int,
-        lookback: int,
-        horizon: int,
-        revin: bool = True,
-        head: Head = "linear",
-        positions: Literal["sinusoidal", "learned", "none"] = "sinusoidal",
-        embed_dropout: float = 0.0,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
-        lr_scheduler: LRSchedulerCallable | None = None,
-    ) -> None:
-        super().__init__(backbone, n_channels=n_channels, n_targets=n_targets, lookback=lookback, horizon=horizon,
-                         revin=revin, head=head, positions=positions, embed_dropout=embed_dropout,
-                         optimizer=optimizer, lr_scheduler=lr_scheduler)
-
     def make_metrics(self) -> MetricCollection:
-        return MetricCollection({"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError()})
+        return regression_metrics()
 
     def baseline(self, datamodule: L.LightningDataModule) -> tuple[str, dict[str, float]]:
-        """The forecasting baseline. Its RMSE is the float64 square root of the MSE (the float32
-        RMSE metric rounds differently), so the baseline's numbers are the ones reported before."""
-        values = self.repeat_last_scores(datamodule, ForecastingTask.make_metrics(self).clone(prefix="test/"))
-        return "repeat last value", {"test/rmse": math.sqrt(values["test/mse"]), "test/mae": values["test/mae"]}
+        """Repeat the last observed value of each target over the horizon."""
+        return "repeat last value", self.repeat_last_scores(datamodule, self.make_metrics().clone(prefix="test/"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -206,7 +190,11 @@ class AnomalyDetector(nn.Module):
 
 
 class AnomalyDetectionTask(BaseTask):
-    """Reconstruction-based degradation detection; the threshold is fitted on validation windows."""
+    """Reconstruction-based degradation detection; the threshold is fitted on validation windows.
+
+    The autoencoder reads and reconstructs the ``n_targets`` degradation channels (the data
+    module's targets, e.g. the laser current), ``lookback`` steps at a time.
+    """
 
     monitor = "val/f1"
     monitor_mode = "max"
@@ -216,7 +204,7 @@ class AnomalyDetectionTask(BaseTask):
     def __init__(
         self,
         backbone: Backbone,
-        n_channels: int,
+        n_targets: int,
         lookback: int,
         n_down: int = 2,
         bottleneck: int = 2,
@@ -229,16 +217,16 @@ class AnomalyDetectionTask(BaseTask):
         super().__init__(backbone, optimizer=optimizer, lr_scheduler=lr_scheduler)
         if threshold_criterion not in ("f1", "accuracy"):
             raise ConfigError(f"threshold_criterion must be 'f1' or 'accuracy', got {threshold_criterion!r}")
-        self.net = ConvAutoencoder(backbone, n_channels, lookback, n_down=n_down, bottleneck=bottleneck,
+        self.net = ConvAutoencoder(backbone, n_targets, lookback, n_down=n_down, bottleneck=bottleneck,
                                    kernel_size=kernel_size, positions=positions)
         self.threshold_criterion = threshold_criterion
         self.register_buffer("threshold", torch.tensor(float("inf")))
         self._val_scores: list[Tensor] = []
         self._val_labels: list[Tensor] = []
-        metrics = MetricCollection({"acc": BinaryAccuracy(), "precision": BinaryPrecision(),
-                                    "recall": BinaryRecall(), "f1": BinaryF1Score()})
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
+        self.set_metrics()
+
+    def make_metrics(self) -> MetricCollection:
+        return detection_metrics()
 
     def forward(self, batch: Batch) -> Tensor:
         """Reconstruction error per window."""
@@ -276,9 +264,6 @@ class AnomalyDetectionTask(BaseTask):
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self.test_metrics.update(self.flags(self(batch)), batch["label"])
-
-    def on_test_epoch_end(self) -> None:
-        self.log_collection(self.test_metrics)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         error = self(batch)
@@ -388,10 +373,11 @@ class RULTask(BaseTask):
                           embed_dropout=embed_dropout)
         if score_time_unit <= 0:
             raise ConfigError(f"score_time_unit must be positive, got {score_time_unit}")
-        self.rul_cap = float(rul_cap)
-        self.val_metrics = MetricCollection({"rmse": MeanSquaredError(squared=False)}, prefix="val/")
-        self.test_metrics = MetricCollection({"rmse": MeanSquaredError(squared=False), "score": CMAPSSScore(score_time_unit),
-                                              "mae": MeanAbsoluteError()}, prefix="test/")
+        self.rul_cap, self.score_time_unit = float(rul_cap), score_time_unit
+        self.set_metrics()
+
+    def make_metrics(self) -> MetricCollection:
+        return regression_metrics(score=CMAPSSScore(self.score_time_unit))
 
     def forward(self, batch: Batch) -> Tensor:
         """RUL estimates in the data's time unit, clamped to [0, cap]."""
@@ -405,22 +391,15 @@ class RULTask(BaseTask):
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self.val_metrics.update(self(batch), batch["rul"] * self.rul_cap)
 
-    def on_validation_epoch_end(self) -> None:
-        self.log_collection(self.val_metrics, prog_bar=True)
-
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self.test_metrics.update(self(batch), batch["rul"] * self.rul_cap)
-
-    def on_test_epoch_end(self) -> None:
-        self.log_collection(self.test_metrics)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self(batch)
 
     def baseline(self, datamodule: L.LightningDataModule) -> tuple[str, dict[str, float]]:
         """Predict the mean capped RUL of the training windows for every test window."""
-        datamodule.setup("test")
-        mean = float(np.mean(datamodule.train_labels())) * self.rul_cap
+        mean = float(datamodule.train_targets().double().mean()) * self.rul_cap
         metrics = self.test_metrics.clone()
         for batch in datamodule.test_dataloader():
             true = batch["rul"] * self.rul_cap
@@ -430,198 +409,3 @@ class RULTask(BaseTask):
     def export_spec(self) -> ExportSpec:
         net = self.net.eval().cpu()
         return fixed_window_spec(RULFraction(net).eval(), net.lookback, net.n_channels, ["rul_fraction"])
-
-
-# ---------------------------------------------------------------------------------------
-# the three stages chained
-# ---------------------------------------------------------------------------------------
-
-
-def load_stage(ckpt: str, task_cls: type, data: str | None = None):
-    """(task, data module) of a trained stage; ``data`` replaces the data folder of its config."""
-    from seqzoo.datasets.rul import RULDataModule
-    from seqzoo.runs import build_datamodule, build_task, read_checkpoint_record
-
-    config, dims, state = read_checkpoint_record(ckpt)
-    task = build_task(config, dims)
-    if not isinstance(task, task_cls):
-        raise ConfigError(f"{ckpt}: holds a {type(task).__name__}, expected a {task_cls.__name__}")
-    task.load_state_dict(state)
-    task.eval()
-    data_cfg = copy.deepcopy(config.get("data") or {})
-    if data is not None:
-        data_cfg.setdefault("init_args", {})["path"] = data
-    datamodule = build_datamodule({"data": data_cfg})
-    if not isinstance(datamodule, RULDataModule):
-        raise ConfigError(f"{ckpt}: was trained on {type(datamodule).__name__}, expected RULDataModule")
-    datamodule._load()
-    return task, datamodule
-
-
-def run_pipeline(forecast_ckpt: str, detect_ckpt: str, rul_ckpt: str, data: str | None = None,
-                 split: str = "test", stride: int = 1) -> dict:
-    """Run forecast -> anomaly detection -> RUL over every device history of ``split``.
-
-    At each evaluation point e (every ``stride`` rows, and the last row) of a history:
-    the forecaster reads the last L_f rows and predicts the next H target values; the
-    detector reads the last L_d - H observed target values followed by the H forecast
-    ones (the *predicted* sequence, as in the paper) and flags it; the RUL model reads
-    the last L_r rows. Scores against the truth where it is known: forecast RMSE (scaled
-    units), anomaly accuracy/precision/recall/F1 (label of row e + H), RUL RMSE/MAE
-    (label of row e), also over the points flagged anomalous.
-    """
-    from seqzoo.datasets.rul import window_at
-
-    forecaster, fdm = load_stage(forecast_ckpt, DegradationForecastTask, data)
-    detector, ddm = load_stage(detect_ckpt, AnomalyDetectionTask, data)
-    rul_model, rdm = load_stage(rul_ckpt, RULTask, data)
-    _check_compatible(fdm, ddm, rdm, split)
-    H, n_targets = fdm.horizon, len(fdm.targets)
-    observed = ddm.lookback - H
-    if observed < 0:
-        raise ConfigError(f"the detector's lookback ({ddm.lookback}) is shorter than the forecast horizon ({H})")
-    totals = {"forecast_se": 0.0, "forecast_n": 0, "flag": [], "label": [], "rul_pred": [], "rul_true": [],
-              "rul_flagged": []}
-    devices = []
-    for k, unit in enumerate(fdm.units[split]):
-        feats_f = torch.as_tensor(unit.features)
-        rul_unit, anomaly = rdm.units[split][k], ddm.units[split][k].anomaly  # labels of each stage's own data
-        feats_r = torch.as_tensor(rul_unit.features)
-        T = len(unit.time)
-        first = max(fdm.lookback, observed) - 1
-        if T - 1 < first:
-            devices.append({"device": unit.unit_id, "rows": T, "skipped": f"history shorter than {first + 1} rows"})
-            continue
-        points = sorted(set(range(first, T, stride)) | {T - 1})
-        with torch.no_grad():
-            forecast = forecaster.net(torch.stack([window_at(feats_f, e, fdm.lookback) for e in points]))
-            targets = feats_f[:, -n_targets:]
-            detect_in = torch.stack([
-                torch.cat([window_at(targets, e, observed), fc], dim=0)[-ddm.lookback :] if observed else fc
-                for e, fc in zip(points, forecast)])
-            error = detector.net.error(detect_in)
-            flag = detector.flags(error)
-            rul = rul_model(dict(x=torch.stack([window_at(feats_r, e, rdm.lookback) for e in points])))
-        for j, e in enumerate(points):
-            if e + H < T:
-                totals["forecast_se"] += float((forecast[j] - targets[e + 1 : e + 1 + H]).pow(2).sum())
-                totals["forecast_n"] += H * n_targets
-                if anomaly[e + H] >= 0:
-                    totals["flag"].append(int(flag[j]))
-                    totals["label"].append(int(anomaly[e + H]))
-            if not np.isnan(rul_unit.rul[e]):
-                totals["rul_pred"].append(float(rul[j]))
-                totals["rul_true"].append(float(rul_unit.rul[e]))
-                totals["rul_flagged"].append(bool(flag[j]))
-        last = fdm.unscale(forecast[-1].numpy(), fdm.targets)
-        devices.append({
-            "device": unit.unit_id, "rows": T, "time": float(unit.time[-1]),
-            "forecast": {name: [float(v) for v in last[:, i]] for i, name in enumerate(fdm.targets)},
-            "anomaly_error": float(error[-1]), "anomaly_flag": bool(flag[-1]),
-            "rul_estimate": float(rul[-1]),
-            "rul_true": None if np.isnan(rul_unit.rul[-1]) else float(rul_unit.rul[-1]),
-        })
-    return {"split": split, "horizon": H, "threshold": float(detector.threshold), "rul_cap": rdm.rul_cap,
-            "summary": _summarise(totals), "devices": devices}
-
-
-def _check_compatible(fdm, ddm, rdm, split: str) -> None:
-    """The three stages must read the same units with the same scaling of the targets."""
-    problems = []
-    if fdm.targets != ddm.targets:
-        problems.append(f"forecast targets {fdm.targets} != detector channels {ddm.targets}")
-    ids = [[u.unit_id for u in dm.units[split]] for dm in (fdm, ddm, rdm)]
-    if not ids[0] == ids[1] == ids[2]:
-        problems.append("the stages' data modules list different units (different data folders or formats)")
-    elif not problems:
-        n = len(fdm.targets)
-        for uf, ud in zip(fdm.units[split], ddm.units[split]):
-            if not np.allclose(uf.features[:, -n:], ud.features[:, -n:], atol=1e-6):
-                problems.append(f"unit {uf.unit_id}: the forecaster and the detector scale the targets differently "
-                                "(train them on the same data with the same channels and scaler)")
-                break
-    if problems:
-        raise ConfigError("the three stages do not fit together: " + "; ".join(problems))
-
-
-def _summarise(totals: dict) -> dict:
-    out: dict[str, float | int | None] = {}
-    n = totals["forecast_n"]
-    out["forecast_rmse"] = math.sqrt(totals["forecast_se"] / n) if n else None
-    flag, label = np.asarray(totals["flag"]), np.asarray(totals["label"])
-    out["anomaly_points"] = len(label)
-    if len(label):
-        tp, fp = int(((flag == 1) & (label == 1)).sum()), int(((flag == 1) & (label == 0)).sum())
-        fn = int(((flag == 0) & (label == 1)).sum())
-        out["anomaly_accuracy"] = float((flag == label).mean())
-        out["anomaly_precision"] = tp / (tp + fp) if tp + fp else 0.0
-        out["anomaly_recall"] = tp / (tp + fn) if tp + fn else 0.0
-        out["anomaly_f1"] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
-    pred, true = np.asarray(totals["rul_pred"]), np.asarray(totals["rul_true"])
-    flagged = np.asarray(totals["rul_flagged"], dtype=bool)
-    out["rul_points"] = len(true)
-    if len(true):
-        out["rul_rmse"] = float(np.sqrt(np.mean((pred - true) ** 2)))
-        out["rul_mae"] = float(np.mean(np.abs(pred - true)))
-    out["rul_points_flagged"] = int(flagged.sum())
-    if flagged.any():
-        out["rul_rmse_flagged"] = float(np.sqrt(np.mean((pred[flagged] - true[flagged]) ** 2)))
-    return out
-
-
-def format_report(report: dict) -> str:
-    """The pipeline report as a table per device and a summary."""
-    lines = [f"three-stage pipeline on the {report['split']} devices (horizon {report['horizon']}, "
-             f"anomaly threshold {report['threshold']:.4g}, RUL cap {report['rul_cap']:g})", ""]
-    head = ["device", "rows", "last time", "forecast (end of horizon)", "anomaly error", "flag", "RUL est.", "RUL true"]
-    rows = []
-    for d in report["devices"]:
-        if "skipped" in d:
-            rows.append([d["device"], str(d["rows"]), "", d["skipped"], "", "", "", ""])
-            continue
-        forecast = ", ".join(f"{k} {v[-1]:.4g}" for k, v in d["forecast"].items())
-        rows.append([d["device"], str(d["rows"]), f"{d['time']:g}", forecast, f"{d['anomaly_error']:.4g}",
-                     "ANOMALY" if d["anomaly_flag"] else "normal", f"{d['rul_estimate']:.1f}",
-                     "unknown" if d["rul_true"] is None else f"{d['rul_true']:.1f}"])
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    for row in [head, ["-" * w for w in widths], *rows]:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-    lines += ["", "summary (all evaluation points):"]
-    lines += [f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}" for k, v in report["summary"].items()]
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m seqzoo.domains.rul",
-                                     description="Laser predictive maintenance: chain the three trained stages.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("pipeline", help="forecast, anomaly flag and RUL for every device history")
-    p.add_argument("--forecast", required=True, help="checkpoint of a DegradationForecastTask")
-    p.add_argument("--detect", required=True, help="checkpoint of an AnomalyDetectionTask")
-    p.add_argument("--rul", required=True, help="checkpoint of a RULTask")
-    p.add_argument("--data", default=None, help="data folder (default: the one in the checkpoints' configs)")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--stride", type=int, default=1, help="rows between evaluation points")
-    p.add_argument("--json", default=None, help="also write the full report here")
-    opts = parser.parse_args(argv)
-    try:
-        if opts.stride < 1:
-            raise ConfigError(f"--stride must be >= 1, got {opts.stride}")
-        report = run_pipeline(opts.forecast, opts.detect, opts.rul, data=opts.data, split=opts.split,
-                              stride=opts.stride)
-    except SeqzooError as err:
-        print(f"seqzoo rul pipeline: error: {err}", file=sys.stderr)
-        return 2
-    print(format_report(report))
-    if opts.json:
-        with open(opts.json, "w") as f:
-            json.dump(report, f, indent=2)
-    return 0
-
-
-if __name__ == "__main__":
-    # Run the package module's main, so the task classes it checks are the ones checkpoints rebuild
-    # (under `python -m` this file is also loaded as __main__, with classes of its own).
-    from seqzoo.domains.rul import main as package_main
-
-    sys.exit(package_main())

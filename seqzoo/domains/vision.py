@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from timm.layers import PatchEmbed, trunc_normal_
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from seqzoo.backbones.base import Backbone
@@ -81,6 +81,13 @@ class VisionNet(nn.Module):
         return self.head(h[:, -1] if self.pool == "cls" else h.mean(dim=1))
 
 
+class MeanCrossEntropy(MeanMetric):
+    """The mean cross-entropy of logits (B, K) against labels (B,) over all samples."""
+
+    def update(self, logits: Tensor, labels: Tensor) -> None:
+        super().update(F.cross_entropy(logits, labels, reduction="none"))
+
+
 class VisionTask(BaseTask):
     """Top-1 image classification over patch tokens."""
 
@@ -110,10 +117,8 @@ class VisionTask(BaseTask):
         self.net = VisionNet(backbone, n_classes, image_size, in_chans, patch_size=patch_size, pool=pool,
                              positions=positions, embed_dropout=embed_dropout)
         self.train_acc = MulticlassAccuracy(n_classes, top_k=1, average="micro")
-        self.eval_metrics = nn.ModuleDict({
-            stage: nn.ModuleDict({"acc": MulticlassAccuracy(n_classes, top_k=1, average="micro"), "loss": MeanMetric()})
-            for stage in ("val", "test")
-        })
+        self.n_classes = n_classes
+        self.set_metrics()
         self._test_images, self._test_seconds = 0, 0.0
 
     def forward(self, batch: Batch) -> Tensor:
@@ -129,11 +134,13 @@ class VisionTask(BaseTask):
         self.log_metrics("train", {"loss": loss, "acc": self.train_acc}, batch_size=len(logits), prog_bar=["loss"])
         return loss
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._update("val", self(batch), batch["label"])
+    def make_metrics(self) -> MetricCollection:
+        """Top-1 accuracy and the mean cross-entropy (no label smoothing) of logits against labels."""
+        return MetricCollection({"acc": MulticlassAccuracy(self.n_classes, top_k=1, average="micro"),
+                                 "loss": MeanCrossEntropy()})
 
-    def on_validation_epoch_end(self) -> None:
-        self.log_dict(self._compute("val"), prog_bar=True, sync_dist=True)
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self.val_metrics.update(self(batch), batch["label"])
 
     def on_test_epoch_start(self) -> None:
         self._test_images, self._test_seconds = 0, 0.0
@@ -145,10 +152,11 @@ class VisionTask(BaseTask):
         _synchronize(self.device)
         self._test_seconds += time.perf_counter() - start
         self._test_images += len(logits)
-        self._update("test", logits, batch["label"])
+        self.test_metrics.update(logits, batch["label"])
 
     def on_test_epoch_end(self) -> None:
-        values = self._compute("test")
+        values = dict(self.test_metrics.compute())
+        self.test_metrics.reset()
         if self._test_seconds > 0:
             values["test/images_per_s"] = torch.tensor(self._test_images / self._test_seconds)
         self.log_dict(values, sync_dist=True)
@@ -156,24 +164,11 @@ class VisionTask(BaseTask):
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self(batch).argmax(dim=-1)
 
-    def _update(self, stage: str, logits: Tensor, labels: Tensor) -> None:
-        metrics = self.eval_metrics[stage]
-        metrics["acc"].update(logits, labels)
-        metrics["loss"].update(F.cross_entropy(logits, labels, reduction="none"))
-
-    def _compute(self, stage: str) -> dict[str, Tensor]:
-        values = {f"{stage}/{name}": metric.compute() for name, metric in self.eval_metrics[stage].items()}
-        for metric in self.eval_metrics[stage].values():
-            metric.reset()
-        return values
-
     # -- baseline and export ----------------------------------------------------------
     def baseline(self, datamodule: L.LightningDataModule) -> tuple[str, dict[str, float]]:
         """Always predict the training split's most frequent class."""
-        datamodule.setup("test")
-        train = torch.as_tensor(datamodule.splits["train"].labels)
-        counts = torch.bincount(train, minlength=self.net.head.out_features).double()
-        test = torch.as_tensor(datamodule.splits["test"].labels)
+        counts = torch.bincount(datamodule.train_targets().long(), minlength=self.net.head.out_features).double()
+        test = torch.cat([batch["label"] for batch in datamodule.test_dataloader()])
         prior = counts / counts.sum()
         accuracy = float((test == counts.argmax()).double().mean())
         log_loss = float(-torch.log(prior[test].clamp_min(1e-12)).mean())

@@ -54,10 +54,12 @@ def test_target_moved_last(tmp_path):
     csv = tmp_path / "t.csv"
     pd.DataFrame({"date": pd.date_range("2020", periods=300, freq="h").astype(str), "OT": np.arange(300.0),
                   "a": np.ones(300)}).to_csv(csv, index=False)
-    dm = ForecastingDataModule(str(csv), lookback=10, horizon=5, features="MS", scale=False)
+    dm = ForecastingDataModule(str(csv), n_variates=2, lookback=10, horizon=5, features="MS", scale=False)
     dm.setup()
     assert dm.columns == ["a", "OT"]
     assert float(dm.datasets["train"][0]["y"][0, 0]) == 10.0
+    with pytest.raises(DataError, match=r"t.csv: has 2 variate columns \(a, OT\), but data.n_variates is 7"):
+        ForecastingDataModule(str(csv), lookback=10, horizon=5).setup()
 
 
 def _write(tmp_path, text: str):
@@ -86,8 +88,11 @@ def test_malformed_files_name_file_row_column(tmp_path, text, match):
 
 
 def test_missing_file_and_short_split(tmp_path, ett_csv):
-    with pytest.raises(DataError, match="forecasting CSV not found: .*nope.csv"):
-        ForecastingDataModule(str(tmp_path / "nope.csv")).dims
+    missing = ForecastingDataModule(str(tmp_path / "nope.csv"))
+    assert missing.dims["n_channels"] == 7, "dims are metadata: no file needed"
+    for step in (missing.prepare_data, missing.setup):
+        with pytest.raises(DataError, match="forecasting CSV not found: .*nope.csv -- .*seqzoo data synth forecasting"):
+            step()
     dm = ForecastingDataModule(str(ett_csv), lookback=96, horizon=200)
     with pytest.raises(DataError, match="the val split has .* rows, fewer than lookback \\+ horizon = 296"):
         dm.setup()
@@ -117,5 +122,10 @@ def test_prepare_pvlib_weather(tmp_path):
 def test_auto_prepare_when_file_missing(tmp_path):
     pytest.importorskip("pvlib")
     path = tmp_path / "weather" / "weather.csv"
-    dm = ForecastingDataModule(str(path), prepare="pvlib-tmy3", lookback=24, horizon=24)
-    assert dm.dims["n_channels"] == 13 and path.exists()
+    dm = ForecastingDataModule(str(path), n_variates=13, prepare="pvlib-tmy3", lookback=24, horizon=24)
+    assert dm.dims["n_channels"] == 13 and not path.exists(), "dims never write"
+    with pytest.raises(DataError, match="written by prepare_data"):
+        dm.setup()
+    dm.prepare_data()
+    dm.setup()
+    assert path.exists() and dm.columns[-1] == "OT" and len(dm.columns) == 13

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seqzoo import DataError
+from seqzoo import ConfigError, DataError
 from seqzoo.datasets.handwriting import (
     HandwritingDataModule,
     read_onhw_chars,
@@ -52,7 +52,8 @@ def test_chars_reader_and_data_module(tmp_path):
     fold = write_chars(tmp_path / "onhw2_lower_dep_0")
     data = read_onhw_chars(fold)
     assert len(data["train"][0]) == 12 and data["test"][1] == ["a", "b", "c", "a"]
-    dm = HandwritingDataModule(str(tmp_path), fold="onhw2_lower_dep_0", val_fraction=0.25, batch_size=4)
+    dm = HandwritingDataModule(str(tmp_path), "abc", fold="onhw2_lower_dep_0", val_fraction=0.25,
+                               batch_size=4)
     assert dm.dims == {"n_channels": 13, "n_classes": 3, "alphabet": "abc"}
     dm.setup()
     assert [len(dm.datasets[s]) for s in ("train", "val", "test")] == [9, 3, 4]
@@ -64,7 +65,7 @@ def test_chars_reader_and_data_module(tmp_path):
 
 def test_normalisation_uses_training_statistics_only(tmp_path):
     fold = write_chars(tmp_path / "f")
-    dm = HandwritingDataModule(str(fold), val_fraction=0.0)
+    dm = HandwritingDataModule(str(fold), "abc", val_fraction=0.0)
     dm.setup()
     train = np.concatenate([s.numpy() for s in dm.datasets["train"].sequences])
     np.testing.assert_allclose(train.mean(0), 0, atol=1e-5)
@@ -105,15 +106,15 @@ def test_chars_reader_errors(tmp_path):
 
     fold = write_chars(tmp_path / "f", labels="ab")
     np.save(fold / "y_test.npy", np.array(["a", "z", "b", "a"]))
-    with pytest.raises(DataError, match=r"characters never seen in training: \['z'\]"):
-        HandwritingDataModule(str(fold)).dims
+    with pytest.raises(DataError, match=r"test labels use characters \['z'\] that are not in data.alphabet 'ab'"):
+        HandwritingDataModule(str(fold), "ab").setup()
 
 
 def test_words_reader_and_errors(tmp_path):
     fold = write_words(tmp_path / "w" / "0")
     data = read_onhw_words(fold)
     assert data["test"][1] == ["ab", "ba", "cab"]
-    dm = HandwritingDataModule(str(tmp_path / "w"), fold="0", val_fraction=0.0, batch_size=3)
+    dm = HandwritingDataModule(str(tmp_path / "w"), "abc", fold="0", val_fraction=0.0, batch_size=3)
     assert dm.dims["alphabet"] == "abc"
     dm.setup()
     batch = next(iter(dm.test_dataloader()))
@@ -127,9 +128,11 @@ def test_words_reader_and_errors(tmp_path):
     with pytest.raises(DataError, match="all_val_gt.pkl: cannot be read as a pickle"):
         read_onhw_words(fold)
     with pytest.raises(DataError, match="not an OnHW fold"):
-        HandwritingDataModule(str(tmp_path), fold="w").dims
-    with pytest.raises(DataError, match="OnHW fold not found.*seqzoo data synth handwriting"):
-        HandwritingDataModule(str(tmp_path / "missing")).dims
+        HandwritingDataModule(str(tmp_path), "abc", fold="w").setup()
+    with pytest.raises(DataError, match="OnHW data not found: .* the fold .*missing is missing.*seqzoo data synth handwriting"):
+        HandwritingDataModule(str(tmp_path / "missing"), "abc").setup()
+    with pytest.raises(ConfigError, match="distinct characters"):
+        HandwritingDataModule(str(tmp_path), "abca")
 
 
 def test_generator_writes_both_formats_with_dependent_and_independent_folds(tmp_path):

@@ -39,7 +39,7 @@ def test_windows_stay_inside_exercise_segments_with_majority_labels():
 def test_loso_folds_hold_out_one_subject_and_are_disjoint(pain_dir):
     ids = [f"S{k:02d}" for k in range(1, 6)]
     for fold in range(5):
-        dm = PainDataModule(str(pain_dir), fold=fold, loso_val_subjects=1)
+        dm = PainDataModule(str(pain_dir), n_channels=16, fold=fold, loso_val_subjects=1)
         dm.setup()
         s = dm.subjects
         assert s["test"] == [ids[fold]] and s["val"] == [ids[(fold + 1) % 5]]
@@ -50,26 +50,26 @@ def test_loso_folds_hold_out_one_subject_and_are_disjoint(pain_dir):
 
 
 def test_fixed_split_from_subjects_csv_and_from_lists(pain_dir):
-    dm = PainDataModule(str(pain_dir), split="fixed")
+    dm = PainDataModule(str(pain_dir), n_channels=16, split="fixed")
     table = pd.read_csv(pain_dir / "subjects.csv")
     assert dm.subject_split([f"S{k:02d}" for k in range(1, 6)]) == {
         s: table.loc[table["split"] == s, "subject_id"].tolist() for s in ("train", "val", "test")}
-    dm = PainDataModule(str(pain_dir), split="fixed", train_subjects=["S01", "S02"], val_subjects=["S03"],
+    dm = PainDataModule(str(pain_dir), n_channels=16, split="fixed", train_subjects=["S01", "S02"], val_subjects=["S03"],
                         test_subjects=["S05"])
     dm.setup()
     assert len(dm.datasets["test"]) > 0 and set(dm.datasets["test"].subjects) == {"S05"}
     with pytest.raises(ConfigError, match="subject 'S02' is in both the train and the test split"):
-        PainDataModule(str(pain_dir), split="fixed", train_subjects=["S01", "S02"], val_subjects=["S03"],
-                       test_subjects=["S02"]).dims
+        PainDataModule(str(pain_dir), n_channels=16, split="fixed", train_subjects=["S01", "S02"], val_subjects=["S03"],
+                       test_subjects=["S02"]).setup()
     with pytest.raises(DataError, match=r"test subject\(s\) \['S09'\] have no subject_<id>.csv"):
-        PainDataModule(str(pain_dir), split="fixed", train_subjects=["S01"], val_subjects=["S03"],
-                       test_subjects=["S09"]).dims
+        PainDataModule(str(pain_dir), n_channels=16, split="fixed", train_subjects=["S01"], val_subjects=["S03"],
+                       test_subjects=["S09"]).setup()
     with pytest.raises(ConfigError, match="data.fold 7 is out of range: 5 subjects"):
-        PainDataModule(str(pain_dir), fold=7).dims
+        PainDataModule(str(pain_dir), n_channels=16, fold=7).setup()
 
 
 def test_scaler_fitted_on_training_subjects_only(pain_dir):
-    dm = PainDataModule(str(pain_dir), fold=0)
+    dm = PainDataModule(str(pain_dir), n_channels=16, fold=0)
     dm.setup()
     frames = [pd.read_csv(pain_dir / f"subject_{s}.csv") for s in dm.subjects["train"]]
     rows = pd.concat(frames)[dm.channels].to_numpy()
@@ -80,8 +80,8 @@ def test_synthetic_set_is_imbalanced_with_protective_episodes(pain_dir):
     frame = pd.read_csv(pain_dir / "subject_S01.csv")
     assert {"exercise", "protective", "angle_1", "energy_1", "emg_1"} <= set(frame.columns)
     assert 0.1 < frame["protective"].mean() < 0.5
-    dm = PainDataModule(str(pain_dir), fold=0)
-    counts = dm.train_class_counts()
+    dm = PainDataModule(str(pain_dir), n_channels=16, fold=0)
+    counts = np.bincount(dm.train_targets().numpy())
     assert counts[0] > counts[1] > 0
     # guarding raises the sEMG envelope: the cue a model can learn
     emg = frame.filter(like="emg_").mean(axis=1)
@@ -110,17 +110,33 @@ def test_malformed_subject_files_name_file_and_row(tmp_path, make, match):
         _subject(root, sid)
     make(root)
     if "subjects.csv" in match:
-        dm = PainDataModule(str(root), split="fixed")
+        dm = PainDataModule(str(root), n_channels=2, split="fixed")
     else:
-        dm = PainDataModule(str(root), split="fixed", train_subjects=["A"], val_subjects=["B"], test_subjects=["C"])
+        dm = PainDataModule(str(root), n_channels=2, split="fixed", train_subjects=["A"], val_subjects=["B"],
+                            test_subjects=["C"])
     with pytest.raises(DataError, match=match):
-        dm.dims
+        dm.setup()
 
 
 def test_no_subject_files_points_to_synth(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match=r"no subject_<id>.csv files -- .*seqzoo data synth pain"):
-        PainDataModule(str(tmp_path / "empty")).dims
+        PainDataModule(str(tmp_path / "empty"), n_channels=2).setup()
+    with pytest.raises(ConfigError, match="set data.n_channels"):
+        PainDataModule(str(tmp_path / "empty"))
+    with pytest.raises(ConfigError, match="data.synth was removed: .*data.prepare: synth:pain"):
+        PainDataModule(str(tmp_path / "empty"), n_channels=2, synth=True)
+
+
+def test_channel_and_class_counts_are_checked_against_the_files(tmp_path):
+    root = tmp_path / "p"
+    for sid in "ABC":
+        _subject(root, sid, labels=[0] * 6 + [2] * 6)
+    split = dict(split="fixed", train_subjects=["A"], val_subjects=["B"], test_subjects=["C"])
+    with pytest.raises(DataError, match=r"subject_A.csv: has 2 channel columns, but data.n_channels is 3"):
+        PainDataModule(str(root), n_channels=3, n_classes=3, **split).setup()
+    with pytest.raises(DataError, match=r"label 2 does not fit data.n_classes = 2"):
+        PainDataModule(str(root), n_channels=2, **split).setup()
 
 
 def test_basicmotions_prepared_in_the_subject_layout(basicmotions_dir):
@@ -128,7 +144,8 @@ def test_basicmotions_prepared_in_the_subject_layout(basicmotions_dir):
     assert len(list(root.glob("subject_*.csv"))) == 80
     classes = pd.read_csv(root / "classes.csv")
     assert classes["activity"].tolist() == ["badminton", "running", "standing", "walking"]
-    dm = PainDataModule(str(root), split="fixed", label_column="activity", sample_rate=10, window_seconds=10,
+    dm = PainDataModule(str(root), n_channels=6, n_classes=4, split="fixed", label_column="activity", sample_rate=10,
+                        window_seconds=10,
                         stride_seconds=10)
     assert dm.dims == {"n_channels": 6, "seq_len": 100, "n_classes": 4}
     dm.setup()

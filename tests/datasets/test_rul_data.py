@@ -11,7 +11,7 @@ import pytest
 
 from seqzoo import ConfigError, DataError
 from seqzoo.datasets import get_synth
-from seqzoo.datasets.rul import RULDataModule, read_cmapss, read_laser, rul_labels
+from seqzoo.datasets.rul import CMAPSS_INFORMATIVE, RULDataModule, read_cmapss, read_laser, rul_labels
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_laser_splits_are_device_disjoint_and_follow_devices_csv(laser_dir):
         assert sorted(u.unit_id for u in dm.units[split]) == sorted(index.loc[index["split"] == split, "device_id"])
     ids = [{u.unit_id for u in dm.units[s]} for s in ("train", "val", "test")]
     assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
-    assert dm.dims == {"n_channels": 3, "lookback": 8, "rul_cap": 300}
+    assert dm.dims == {"n_channels": 3, "n_targets": 1, "lookback": 8, "horizon": 1, "rul_cap": 300}
 
 
 def test_cmapss_validation_units_come_from_the_train_file_by_unit(cmapss_dir):
@@ -118,9 +118,10 @@ def test_cmapss_scaler_fitted_on_training_units_only(cmapss_dir):
     assert feats.min() == pytest.approx(0.0, abs=1e-6) and feats.max() == pytest.approx(1.0, abs=1e-6)
 
 
-def test_cmapss_drops_constant_channels_and_tests_at_the_last_cycle(cmapss_dir):
+def test_cmapss_default_channels_are_the_informative_sensors_and_tests_at_the_last_cycle(cmapss_dir):
     dm = RULDataModule(str(cmapss_dir), format="cmapss", lookback=40, rul_cap=125)
-    assert not {"op3", "s1", "s5", "s10", "s16", "s18", "s19"} & set(dm.channels), "constant on train"
+    assert dm.channels == list(CMAPSS_INFORMATIVE) and dm.dims["n_channels"] == 14
+    assert not {"op3", "s1", "s5", "s10", "s16", "s18", "s19"} & set(dm.channels), "constant in FD001"
     dm.setup()
     test = dm.datasets["test"]
     assert len(test) == 5 and [e for _, e in test.ends] == [len(u.time) - 1 for u in dm.units["test"]]
@@ -135,29 +136,39 @@ def test_cmapss_drops_constant_channels_and_tests_at_the_last_cycle(cmapss_dir):
 def test_stage_windows(laser_dir):
     fc = RULDataModule(str(laser_dir), format="laser", stage="forecast", lookback=8, horizon=3)
     fc.setup()
-    assert fc.dims == {"n_channels": 3, "n_targets": 1, "lookback": 8, "horizon": 3}
+    assert fc.dims == {"n_channels": 3, "n_targets": 1, "lookback": 8, "horizon": 3, "rul_cap": 125}
     ds = fc.datasets["train"]
     item, later = ds[0], ds[3]
     assert item["x"].shape == (8, 3) and item["y"].shape == (3, 1)
     np.testing.assert_allclose(item["y"][:, 0], later["x"][-3:, -1])  # y continues the current channel
     det = RULDataModule(str(laser_dir), format="laser", stage="detect", lookback=8, rul_cap=300)
     det.setup()
-    assert det.dims == {"n_channels": 1, "lookback": 8}
-    assert det.train_labels().max() == 0, "the autoencoder trains on normal windows only"
+    assert det.dims == {"n_channels": 3, "n_targets": 1, "lookback": 8, "horizon": 1, "rul_cap": 300}
+    assert det.datasets["train"][0]["x"].shape == (8, 1), "the detector reads the n_targets target channels"
+    assert det.train_targets().max() == 0, "the autoencoder trains on normal windows only"
     val_labels = [int(det.datasets["val"][i]["label"]) for i in range(len(det.datasets["val"]))]
     assert 0 < np.mean(val_labels) < 1
 
 
-def test_missing_data_points_to_synth_and_synth_flag_writes_it(tmp_path):
+def test_missing_data_points_to_synth_and_prepare_writes_it_once(tmp_path):
     with pytest.raises(DataError, match=r"missing train_FD001.txt.*seqzoo data synth rul-cmapss"):
-        RULDataModule(str(tmp_path / "none"), format="cmapss").dims
-    dm = RULDataModule(str(tmp_path / "made"), format="laser", stage="rul", lookback=8, synth=True)
-    assert dm.dims["n_channels"] == 3 and (tmp_path / "made" / "devices.csv").exists()
+        RULDataModule(str(tmp_path / "none"), format="cmapss").prepare_data()
+    dm = RULDataModule(str(tmp_path / "made"), format="laser", stage="rul", lookback=8, prepare="synth:rul-laser")
+    assert dm.dims["n_channels"] == 3 and not (tmp_path / "made").exists(), "dims never write"
+    dm.prepare_data()
+    assert (tmp_path / "made" / "devices.csv").exists()
+    dm.setup()
+    assert len(dm.datasets["train"]) > 0
+    fd3 = RULDataModule(str(tmp_path / "fd3"), format="cmapss", subset="FD003", prepare="synth:rul-cmapss")
+    fd3.prepare_data()
+    assert (tmp_path / "fd3" / "train_FD003.txt").exists(), "the subset reaches the generator"
+    with pytest.raises(ConfigError, match=r"data.synth was removed: .*data.prepare: synth:rul-laser"):
+        RULDataModule(str(tmp_path / "made"), format="laser", synth=True)
 
 
 def test_bad_options_are_config_errors(laser_dir):
     with pytest.raises(ConfigError, match="unknown channel"):
-        RULDataModule(str(laser_dir), format="laser", channels=["nope"]).dims
+        RULDataModule(str(laser_dir), format="laser", channels=["nope"])
     with pytest.raises(ConfigError, match="stage must be"):
         RULDataModule(str(laser_dir), stage="train")
 

@@ -90,7 +90,8 @@ def test_wsj0_reader_errors_name_the_file(tmp_path):
     with pytest.raises(DataError, match="utt0.wav: cannot be read as audio"):
         index_wsj0_mix(root, "tt")
 
-    with pytest.raises(DataError, match="separation data not found.*seqzoo data prepare speech-mix"):
+    with pytest.raises(DataError, match="separation data not found: .*missing -- put WSJ0-2mix.*"
+                                        "seqzoo data prepare speech-mix"):
         SeparationDataModule(str(tmp_path / "missing")).setup("test")
 
 

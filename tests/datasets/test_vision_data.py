@@ -47,7 +47,7 @@ def test_digits_are_written_as_an_image_folder_with_a_fixed_stratified_split(dig
 
 
 def test_data_module_dims_normalisation_and_batches(digits):
-    dm = VisionDataModule(str(digits), batch_size=32)
+    dm = VisionDataModule(str(digits), n_classes=10, image_size=8, in_chans=1, batch_size=32)
     assert dm.dims == {"n_classes": 10, "image_size": 8, "in_chans": 1}
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
@@ -59,13 +59,13 @@ def test_data_module_dims_normalisation_and_batches(digits):
 
 
 def test_synthetic_bars_are_cifar_batches_and_val_is_carved_from_train(bars):
-    dm = VisionDataModule(str(bars), val_fraction=0.25)
+    dm = VisionDataModule(str(bars), n_classes=4, image_size=8, val_fraction=0.25)
     assert dm.dims == {"n_classes": 4, "image_size": 8, "in_chans": 3}
     dm.setup()
     sizes = {k: len(v) for k, v in dm.splits.items()}
     assert sizes == {"train": 88, "val": 32, "test": 40}
     assert np.bincount(dm.splits["val"].labels).tolist() == [8, 8, 8, 8], "stratified: 30 per class, a quarter each"
-    again = VisionDataModule(str(bars), val_fraction=0.25)
+    again = VisionDataModule(str(bars), n_classes=4, image_size=8, val_fraction=0.25)
     again.setup()
     np.testing.assert_array_equal(again.splits["val"].images, dm.splits["val"].images), "fixed seed"
 
@@ -161,6 +161,18 @@ def test_nested_cifar_folder_and_missing_data_message(tmp_path, bars):
     (nested / "cifar-10-batches-py").mkdir(parents=True)
     for f in bars.iterdir():
         (nested / "cifar-10-batches-py" / f.name).write_bytes(f.read_bytes())
-    assert VisionDataModule(str(nested)).dims["n_classes"] == 4
+    dm = VisionDataModule(str(nested), n_classes=4, image_size=8)
+    dm.setup()
+    assert dm.class_names == ["horizontal", "vertical", "diagonal", "antidiagonal"]
     with pytest.raises(DataError, match="image dataset not found.*seqzoo data prepare sklearn-digits"):
-        VisionDataModule(str(tmp_path / "missing")).dims
+        VisionDataModule(str(tmp_path / "missing"), n_classes=4, image_size=8).setup()
+
+
+def test_declared_sizes_are_checked_and_images_resized_to_image_size(bars):
+    with pytest.raises(DataError, match=r"has 4 classes .*but data.n_classes is 10; set data.n_classes: 4"):
+        VisionDataModule(str(bars), n_classes=10, image_size=8).setup()
+    with pytest.raises(DataError, match=r"images have 3 channel\(s\), but data.in_chans is 1"):
+        VisionDataModule(str(bars), n_classes=4, image_size=8, in_chans=1).setup()
+    dm = VisionDataModule(str(bars), n_classes=4, image_size=4)
+    dm.setup()
+    assert dm.datasets["train"][0]["image"].shape == (3, 4, 4)

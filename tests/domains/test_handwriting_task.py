@@ -74,7 +74,7 @@ def _trainer(epochs: int) -> L.Trainer:
 @pytest.mark.slow
 def test_ctc_learns_words_far_below_an_untrained_models_cer(generated_words):
     L.seed_everything(0)
-    dm = HandwritingDataModule(str(generated_words), fold="words_dep/0", batch_size=8)
+    dm = HandwritingDataModule(str(generated_words), "abcdef", fold="words_dep/0", batch_size=8)
     task = HandwritingCTCTask(build_backbone("transformer", d_model=48, n_layers=2), **dm.dims,
                               optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3))
     name, untrained = task.baseline(dm)
@@ -88,7 +88,7 @@ def test_ctc_learns_words_far_below_an_untrained_models_cer(generated_words):
 @pytest.mark.slow
 def test_character_classification_beats_the_majority_class(generated_words):
     L.seed_everything(0)
-    dm = HandwritingDataModule(str(generated_words), fold="chars_indep_0", batch_size=8)
+    dm = HandwritingDataModule(str(generated_words), "abcdef", fold="chars_indep_0", batch_size=8)
     task = HandwritingCharTask(build_backbone("gru", d_model=32, n_layers=1), **dm.dims,
                                optimizer=lambda p: torch.optim.AdamW(p, lr=4e-3))
     name, majority = task.baseline(dm)
@@ -106,7 +106,7 @@ def test_real_pen_digits_train_well_above_chance(tmp_path):
 
     root = prepare_keel_penbased(str(tmp_path / "pen"), n_folds=1, max_per_split=600)
     L.seed_everything(0)
-    dm = HandwritingDataModule(str(root), fold="fold0", batch_size=32)
+    dm = HandwritingDataModule(str(root), "0123456789", fold="fold0", batch_size=32)
     task = HandwritingCharTask(build_backbone("gru", d_model=32, n_layers=1), **dm.dims,
                                optimizer=lambda p: torch.optim.AdamW(p, lr=4e-3))
     trainer = _trainer(6)

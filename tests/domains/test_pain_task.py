@@ -94,7 +94,7 @@ def _fit_and_test(dm, backbone: str, epochs: int, **task_args):
 @pytest.mark.slow
 def test_loso_on_synthetic_pain_beats_the_majority_class_on_mcc(tmp_path):
     data = get_synth("pain")(out=str(tmp_path / "pain"), n_subjects=5, minutes=1.0, seed=5)
-    dm = PainDataModule(str(data), fold=2, batch_size=16)
+    dm = PainDataModule(str(data), n_channels=16, fold=2, batch_size=16)
     task, got = _fit_and_test(dm, "gru", epochs=4, head="paper", lsfan_filters=8, lsfan_heads=2)
     _, baseline = task.baseline(dm)
     assert baseline["test/mcc"] == 0.0
@@ -107,7 +107,8 @@ def test_loso_on_synthetic_pain_beats_the_majority_class_on_mcc(tmp_path):
 
 @pytest.mark.slow
 def test_real_basicmotions_trains_well_above_chance(basicmotions_dir, tmp_path):
-    dm = PainDataModule(str(basicmotions_dir), split="fixed", label_column="activity", sample_rate=10,
+    dm = PainDataModule(str(basicmotions_dir), n_channels=6, n_classes=4, split="fixed", label_column="activity",
+                        sample_rate=10,
                         window_seconds=10, stride_seconds=10, batch_size=8)
     task, got = _fit_and_test(dm, "transformer", epochs=12, head="generic", loss="ce")
     assert got["test/acc"] >= 0.7, got  # chance: 0.25 (4 balanced activities)

@@ -22,12 +22,10 @@ from seqzoo.domains.rul import (
     DegradationForecastTask,
     RULTask,
     best_threshold,
-    cap_rul,
     cmapss_score,
-    load_stage,
 )
-from seqzoo.domains.rul import main as rul_main
 from seqzoo.export import export_onnx
+from seqzoo.pipelines.laser import load_stage
 
 STAGES = {"forecast": DegradationForecastTask, "detect": AnomalyDetectionTask, "rul": RULTask}
 
@@ -46,11 +44,6 @@ def test_cmapss_score_is_asymmetric_and_summed():
     metric.update(pred[:2], true[:2])
     metric.update(pred[2:], true[2:])
     assert float(metric.compute()) == pytest.approx(float(cmapss_score(pred, true)))
-
-
-def test_rul_cap():
-    assert cap_rul(torch.tensor([200.0, 125.0, 3.0])).tolist() == [125.0, 125.0, 3.0]
-    assert float(cap_rul(90.0, cap=50)) == 50.0
 
 
 def test_best_threshold_maximises_f1_or_accuracy():
@@ -141,7 +134,8 @@ def test_cmapss_rul_at_the_last_cycle_beats_the_mean(tmp_path):
     L.seed_everything(0)
     dm = RULDataModule(str(data), format="cmapss", lookback=20, batch_size=32,
                        channels=["s2", "s3", "s4", "s7", "s11", "s12", "s15", "s17", "s20", "s21"])
-    task = RULTask(build_backbone("lstm", d_model=16, n_layers=1), **dm.dims,
+    sizes = {k: dm.dims[k] for k in ("n_channels", "lookback", "rul_cap")}  # what RULTask takes
+    task = RULTask(build_backbone("lstm", d_model=16, n_layers=1), **sizes,
                    optimizer=lambda p: torch.optim.AdamW(p, lr=0.005))
     L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
               enable_model_summary=False).fit(task, dm)
@@ -153,9 +147,9 @@ def test_cmapss_rul_at_the_last_cycle_beats_the_mean(tmp_path):
 @pytest.mark.slow
 def test_pipeline_end_to_end_reports_forecast_anomaly_and_rul(laser_stages, tmp_path, capsys):
     out = tmp_path / "report.json"
-    args = ["pipeline", "--forecast", str(laser_stages["forecast"]), "--detect", str(laser_stages["detect"]),
-            "--rul", str(laser_stages["rul"]), "--stride", "2", "--json", str(out)]
-    assert rul_main(args) == 0
+    args = ["pipeline", "laser", "--forecast", str(laser_stages["forecast"]), "--detect",
+            str(laser_stages["detect"]), "--rul", str(laser_stages["rul"]), "--stride", "2", "--json", str(out)]
+    assert main(args) == 0
     printed = capsys.readouterr().out
     for key in ("forecast_rmse", "anomaly_accuracy", "rul_rmse", "ANOMALY", "normal"):
         assert key in printed, key
@@ -173,9 +167,9 @@ def test_pipeline_end_to_end_reports_forecast_anomaly_and_rul(laser_stages, tmp_
 
 @pytest.mark.slow
 def test_pipeline_rejects_a_checkpoint_of_the_wrong_stage(laser_stages, capsys):
-    args = ["pipeline", "--forecast", str(laser_stages["forecast"]), "--detect", str(laser_stages["forecast"]),
-            "--rul", str(laser_stages["rul"])]
-    assert rul_main(args) == 2
+    args = ["pipeline", "laser", "--forecast", str(laser_stages["forecast"]), "--detect",
+            str(laser_stages["forecast"]), "--rul", str(laser_stages["rul"])]
+    assert main(args) == 2
     assert "holds a DegradationForecastTask, expected a AnomalyDetectionTask" in capsys.readouterr().err
 
 

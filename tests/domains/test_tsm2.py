@@ -81,7 +81,7 @@ def test_shipped_config_runs(ett_csv, tmp_path, monkeypatch):
     """configs/forecasting/weather_tsm2.yaml as shipped, pointed at a small synthetic CSV."""
     monkeypatch.chdir(tmp_path)
     config = yaml.safe_load((ROOT / "configs/forecasting/weather_tsm2.yaml").read_text())
-    config["data"]["init_args"].update(path=str(ett_csv), prepare=None, lookback=48, horizon=12)
+    config["data"]["init_args"].update(path=str(ett_csv), n_variates=7, prepare=None, lookback=48, horizon=12)
     config["trainer"].update(max_epochs=1, limit_train_batches=3, limit_val_batches=2, enable_progress_bar=False)
     path = tmp_path / "weather_tsm2.yaml"
     path.write_text(yaml.safe_dump(config))

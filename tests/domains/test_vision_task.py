@@ -52,9 +52,9 @@ def _task(dm, name="vir", n_layers=2, **kw):
 
 
 def test_majority_baseline(bars):
-    dm = VisionDataModule(str(bars), batch_size=32)
+    dm = VisionDataModule(str(bars), n_classes=4, image_size=8, batch_size=32)
     name, metrics = _task(dm).baseline(dm)
-    labels = dm.splits["test"].labels
+    labels = dm.splits["test"].labels  # read by the baseline's setup
     counts = torch.bincount(torch.as_tensor(dm.splits["train"].labels))
     assert name == "majority class"
     assert metrics["test/acc"] == pytest.approx(float((labels == int(counts.argmax())).mean()))
@@ -65,7 +65,7 @@ def test_majority_baseline(bars):
 @pytest.mark.parametrize("name", ["vir", "aaren"])
 def test_learns_bars_well_beyond_the_majority_class(bars, name):
     L.seed_everything(0)
-    dm = VisionDataModule(str(bars), batch_size=32)
+    dm = VisionDataModule(str(bars), n_classes=4, image_size=8, batch_size=32)
     task = _task(dm, name)
     trainer = L.Trainer(max_epochs=12, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False)
@@ -78,7 +78,7 @@ def test_learns_bars_well_beyond_the_majority_class(bars, name):
 
 @pytest.mark.slow
 def test_export_parity_with_a_free_batch(bars, tmp_path):
-    dm = VisionDataModule(str(bars))
+    dm = VisionDataModule(str(bars), n_classes=4, image_size=8)
     report = export_onnx(_task(dm, "vir", n_layers=1).export_spec(), tmp_path / "vision.onnx")
     assert report.max_abs_diff <= 1e-4
     assert [s[0][0] for s in report.checked_shapes] == [2, 5]

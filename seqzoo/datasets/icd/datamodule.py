@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from seqzoo.datasets.base import BaseDataModule, SplitLoaders, get_synth
+from seqzoo.datasets.base import BaseDataModule
 from seqzoo.datasets.icd.reader import PAD_ID, Notes, Vocabulary, encode_split, read_caml, split_path
 from seqzoo.errors import ConfigError, DataError
 
@@ -58,7 +58,7 @@ def collate_notes(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
             "index": torch.stack([x["index"] for x in items])}
 
 
-class IcdDataModule(SplitLoaders, BaseDataModule):
+class IcdDataModule(BaseDataModule):
     """Discharge summaries in the CAML layout (``{train,dev,test}_<version>.csv``).
 
     Args:
@@ -69,13 +69,17 @@ class IcdDataModule(SplitLoaders, BaseDataModule):
         min_df: a word enters the vocabulary when it is in at least this many training notes.
         max_len: notes longer than this many words are truncated (the count is logged).
         label_file: label set file (one code per line); default ``TOP_<version>_CODES.csv`` if present.
-        batch_size: notes per batch.
+        batch_size: notes per training batch.
         num_workers: DataLoader workers.
+        eval_batch_size: notes per validation/test batch (default batch_size).
         prepare: data source written to ``path`` when it is missing (``synth:icd``); MIMIC is never fetched.
         synth_options: keyword arguments of ``seqzoo data synth icd`` (n_train, max_len, seed...) for ``prepare``.
     """
 
     dim_names: ClassVar[tuple[str, ...]] = ("vocab_size", "n_classes", "seq_len")
+    collate_fn = staticmethod(collate_notes)
+    target_key = "targets"
+    data_name = "ICD notes"
 
     def __init__(
         self,
@@ -90,8 +94,13 @@ class IcdDataModule(SplitLoaders, BaseDataModule):
         num_workers: int = 0,
         prepare: str | None = None,
         synth_options: dict[str, Any] | None = None,
+        eval_batch_size: int | None = None,
     ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
+        if prepare is not None and prepare != "synth:icd":
+            raise ConfigError(f"prepare must be 'synth:icd' (MIMIC-III is never fetched: run `seqzoo data prepare "
+                              f"mimic3 --mimic_dir ...` on your copy), got {prepare!r}")
+        super().__init__(batch_size=batch_size, num_workers=num_workers, prepare=prepare,
+                         eval_batch_size=eval_batch_size)
         if n_classes < 1:
             raise ConfigError(f"n_classes must be >= 1, got {n_classes}")
         if vocab_size < 3:
@@ -102,7 +111,7 @@ class IcdDataModule(SplitLoaders, BaseDataModule):
             raise ConfigError(f"max_len must be >= 1, got {max_len}")
         self.path, self.version, self.n_classes = path, str(version), n_classes
         self.vocab_size, self.min_df, self.max_len = vocab_size, min_df, max_len
-        self.label_file, self.prepare = label_file, prepare
+        self.label_file = label_file
         self.synth_options = dict(synth_options or {})
         self.notes: dict[str, Notes] = {}
         self.labels: list[str] = []
@@ -113,27 +122,21 @@ class IcdDataModule(SplitLoaders, BaseDataModule):
     def dims(self) -> dict[str, int]:
         return {"vocab_size": self.vocab_size, "n_classes": self.n_classes, "seq_len": self.max_len}
 
-    def prepare_data(self) -> None:
-        root = Path(self.path)
-        if split_path(root, "train", self.version).exists():
-            return
-        if self.prepare:
-            if self.prepare != "synth:icd":
-                raise ConfigError(f"prepare must be 'synth:icd' (MIMIC-III is never fetched), got {self.prepare!r}")
-            get_synth("icd")(out=str(root), **self.synth_options)
-            if not split_path(root, "train", self.version).exists():
-                raise DataError(f"data source {self.prepare!r} wrote {root} but no "
-                                f"{split_path(root, 'train', self.version).name} -- check data.version")
-            return
-        raise DataError(f"ICD notes not found: {split_path(root, 'train', self.version)} -- put CAML-format "
-                        f"train/dev/test_{self.version}.csv there (`seqzoo data prepare mimic3 --mimic_dir ... "
-                        f"--out {root}` from your MIMIC-III copy) or write synthetic notes with "
-                        f"`seqzoo data synth icd --out {root}`")
+    def data_ready(self) -> bool:
+        return all(split_path(self.path, name, self.version).is_file() for name in ("train", "val", "test"))
+
+    def prepare_options(self) -> dict[str, Any]:
+        return dict(self.synth_options)
+
+    def missing_data_hint(self) -> str:
+        return (f"put CAML-format train/dev/test_{self.version}.csv there (`seqzoo data prepare mimic3 --mimic_dir "
+                f"DIR --out {self.path}` from your MIMIC-III copy) or write synthetic notes with "
+                f"`seqzoo data synth icd --out {self.path}` (or set data.prepare: synth:icd)")
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        self.prepare_data()
+        self.require_data()
         self.notes, self.labels = read_caml(self.path, self.version, self.label_file)
         if len(self.labels) != self.n_classes:
             raise ConfigError(f"{self.path}: the data has {len(self.labels)} codes but data.n_classes is "
@@ -147,22 +150,6 @@ class IcdDataModule(SplitLoaders, BaseDataModule):
         total = sum(len(x) for x in self.datasets["train"].ids)
         log.info("ICD vocabulary: %d of %d rows used; %.2f%% of training tokens are UNK",
                  len(self.vocab), self.vocab_size, 100.0 * unk / max(total, 1))
-
-    def _loader(self, name: str, shuffle: bool):
-        from torch.utils.data import DataLoader
-
-        drop = shuffle and len(self.datasets[name]) > self.batch_size
-        return DataLoader(self.datasets[name], shuffle=shuffle, drop_last=drop, collate_fn=collate_notes,
-                          **self.loader_kwargs())
-
-    def train_dataloader(self):
-        return self._loader("train", True)
-
-    def val_dataloader(self):
-        return self._loader("val", False)
-
-    def test_dataloader(self):
-        return self._loader("test", False)
 
     # -- hooks for the task (see the module docstring) ----------------------------------
     def train_label_counts(self) -> np.ndarray:

@@ -1,24 +1,4 @@
-"""Image classification data in the two public layouts vision papers use.
-
-* **ImageFolder** (torchvision's layout): ``root/{train,val,test}/<class>/<image>``, or a
-  single pool ``root/<class>/<image>`` that is split here. Class indices follow the sorted
-  class folder names of the training split.
-* **CIFAR-style pickled batches**: ``data_batch_*`` (or ``train``) and ``test_batch`` (or
-  ``test``), each a pickle of ``{b"data": uint8 (N, C*H*W) channels-first rows,
-  b"labels" | b"fine_labels": [N ints]}``, plus ``batches.meta`` (or ``meta``) with the
-  label names. A ``val_batch`` is used when present. ``cifar-10-batches-py/`` inside
-  ``root`` is found too. The image shape is (3, 32, 32) for 3,072 values, else read from
-  the meta's ``image_shape`` or inferred as a square grey or RGB image.
-
-Splits: a validation split missing on disk is carved from train, stratified by class with
-a fixed seed; a single ImageFolder pool is split 70/10/20 the same way. Images are scaled
-to [0, 1] and normalised per channel with the training split's mean and std.
-
-``seqzoo data prepare sklearn-digits`` writes the real 1,797 8x8 handwritten digits that
-ship with scikit-learn into ImageFolder PNGs with a fixed stratified 70/10/20 split;
-``seqzoo data synth vision`` writes oriented-bar images (the class is the bar's
-orientation; position, colour and noise vary) as CIFAR-style batches.
-"""
+"""The ImageFolder and CIFAR-batch layouts: readers, writers, stratified splits, resizing."""
 
 from __future__ import annotations
 
@@ -26,22 +6,14 @@ import json
 import math
 import pickle
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from seqzoo.datasets.base import (
-    BaseDataModule,
-    SplitLoaders,
-    atomic_dir,
-    materialise,
-    register_prepare,
-    register_synth,
-    require_path,
-)
+from seqzoo.datasets.base import atomic_dir, require_path
 from seqzoo.errors import ConfigError, DataError
+
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -61,117 +33,6 @@ class ImageSet:
         return len(self.labels)
 
 
-class ImageDataset(Dataset):
-    """``{"image": float (C, H, W) normalised, "label": int}`` items."""
-
-    def __init__(self, data: ImageSet, mean: np.ndarray, std: np.ndarray) -> None:
-        self.images = torch.as_tensor(data.images)
-        self.labels = torch.as_tensor(data.labels)
-        self.mean = torch.as_tensor(mean, dtype=torch.float32)[:, None, None]
-        self.std = torch.as_tensor(std, dtype=torch.float32)[:, None, None]
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        image = self.images[i].to(torch.float32) / 255.0
-        return {"image": (image - self.mean) / self.std, "label": self.labels[i]}
-
-
-class VisionDataModule(SplitLoaders, BaseDataModule):
-    """Train/val/test images from an ImageFolder tree or CIFAR-style batches."""
-
-    dim_names: ClassVar[tuple[str, ...]] = ("n_classes", "image_size", "in_chans")
-
-    def __init__(
-        self,
-        path: str,
-        format: Format = "auto",
-        image_size: int | None = None,
-        val_fraction: float = 0.1,
-        split_seed: int = 0,
-        normalize: bool = True,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        prepare: str | None = None,
-    ) -> None:
-        super().__init__(batch_size=batch_size, num_workers=num_workers)
-        if format not in ("auto", "imagefolder", "cifar"):
-            raise ConfigError(f"format must be 'auto', 'imagefolder' or 'cifar', got {format!r}")
-        if not 0.0 < val_fraction < 1.0:
-            raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
-        if image_size is not None and image_size < 1:
-            raise ConfigError(f"image_size must be a positive integer, got {image_size}")
-        self.path, self.format, self.image_size = path, format, image_size
-        self.val_fraction, self.split_seed, self.normalize = val_fraction, split_seed, normalize
-        self.prepare = prepare
-        self.class_names: list[str] = []
-        self.splits: dict[str, ImageSet] = {}
-        self.mean = self.std = None
-        self.datasets: dict[str, ImageDataset] = {}
-
-    @property
-    def dims(self) -> dict[str, int]:
-        self._load()
-        _, channels, height, width = self.splits["train"].images.shape
-        return {"n_classes": len(self.class_names), "image_size": height, "in_chans": channels}
-
-    def prepare_data(self) -> None:
-        self._ensure_data()
-
-    def setup(self, stage: str | None = None) -> None:
-        self._load()
-        if self.datasets:
-            return
-        if self.normalize:
-            train = self.splits["train"].images.astype(np.float64) / 255.0
-            self.mean = train.mean(axis=(0, 2, 3))
-            self.std = np.maximum(train.std(axis=(0, 2, 3)), 1e-6)
-        else:
-            channels = self.splits["train"].images.shape[1]
-            self.mean, self.std = np.zeros(channels), np.ones(channels)
-        self.datasets = {name: ImageDataset(data, self.mean, self.std) for name, data in self.splits.items()}
-
-    # -- reading ----------------------------------------------------------------------
-    def _ensure_data(self) -> Path:
-        root = Path(self.path)
-        if root.exists():
-            return root
-        if self.prepare:
-            materialise(self.prepare, root)
-            return require_path(root, "image dataset", f"data source {self.prepare!r} did not write it")
-        raise DataError(
-            f"image dataset not found: {root} -- put an ImageFolder tree (train/<class>/*.png ...) or CIFAR-style "
-            "batches there, or write one with `seqzoo data prepare sklearn-digits --out DIR` or "
-            "`seqzoo data synth vision --out DIR`"
-        )
-
-    def _load(self) -> None:
-        if self.splits:
-            return
-        root = self._ensure_data()
-        kind = detect_format(root) if self.format == "auto" else self.format
-        if kind == "cifar":
-            splits, names = read_cifar_batches(root)
-        else:
-            splits, names = read_image_folder(root, image_size=self.image_size)
-        if self.image_size is not None and kind == "cifar":
-            splits = {k: ImageSet(resize_images(v.images, self.image_size), v.labels) for k, v in splits.items()}
-        if "val" not in splits:
-            train_idx, val_idx = stratified_split(splits["train"].labels, (1 - self.val_fraction, self.val_fraction),
-                                                  self.split_seed)
-            splits["val"] = splits["train"].subset(val_idx)
-            splits["train"] = splits["train"].subset(train_idx)
-        for name in SPLITS:
-            if len(splits[name]) == 0:
-                raise DataError(f"{root}: the {name} split is empty")
-        height, width = splits["train"].images.shape[2:]
-        if height != width:
-            raise DataError(f"{root}: images are {height}x{width}; the patch embedding needs square images -- "
-                            "set data.image_size to resize them")
-        self.splits, self.class_names = splits, names
-
-
 def detect_format(root: Path) -> str:
     """'cifar' when pickled batches are there, else 'imagefolder'."""
     root = _cifar_root(root)
@@ -180,9 +41,6 @@ def detect_format(root: Path) -> str:
     return "imagefolder"
 
 
-# ---------------------------------------------------------------------------------------
-# ImageFolder
-# ---------------------------------------------------------------------------------------
 
 
 def read_image_folder(root: str | Path, image_size: int | None = None) -> tuple[dict[str, ImageSet], list[str]]:
@@ -278,9 +136,6 @@ def write_image_folder(out: Path, splits: dict[str, ImageSet], names: list[str])
             Image.fromarray(array).save(folder / f"{i:05d}.png")
 
 
-# ---------------------------------------------------------------------------------------
-# CIFAR-style pickled batches
-# ---------------------------------------------------------------------------------------
 
 CIFAR_FILES = {"train": ("data_batch_*", "train"), "val": ("val_batch",), "test": ("test_batch", "test")}
 
@@ -385,9 +240,6 @@ def write_cifar_batches(out: Path, splits: dict[str, ImageSet], names: list[str]
     (out / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
 
 
-# ---------------------------------------------------------------------------------------
-# splits, resizing
-# ---------------------------------------------------------------------------------------
 
 
 def stratified_split(labels: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
@@ -419,68 +271,3 @@ def _write(out: str, splits: dict[str, ImageSet], names: list[str], format: str,
         counts = {name: len(data) for name, data in splits.items()}
         (tmp / "dataset.json").write_text(json.dumps({**source, "format": format, "splits": counts}, indent=2) + "\n")
     return Path(out)
-
-
-# ---------------------------------------------------------------------------------------
-# real digits from scikit-learn, synthetic oriented bars
-# ---------------------------------------------------------------------------------------
-
-
-@register_prepare("sklearn-digits")
-def prepare_sklearn_digits(out: str, format: str = "imagefolder", seed: int = 0) -> Path:
-    """Real 8x8 handwritten digits shipped in scikit-learn (1,797 images, 10 classes).
-
-    Pixel values 0..16 are scaled to 0..255; the split is stratified 70/10/20 with a
-    fixed seed (1,258 / 180 / 359 images).
-    """
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise DataError("sklearn-digits needs scikit-learn: pip install scikit-learn") from None
-    digits = load_digits()
-    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # (N, 1, 8, 8)
-    pool = ImageSet(images, digits.target)
-    splits = {name: pool.subset(idx) for name, idx in zip(SPLITS, stratified_split(pool.labels, (0.7, 0.1, 0.2), seed))}
-    source = {"source": "scikit-learn load_digits (UCI optical recognition of handwritten digits)", "seed": seed}
-    return _write(out, splits, [str(d) for d in range(10)], format, source)
-
-
-BAR_ORIENTATIONS = ("horizontal", "vertical", "diagonal", "antidiagonal")
-
-
-@register_synth("vision")
-def synth_vision(
-    out: str,
-    n_train: int = 480,
-    n_test: int = 160,
-    image_size: int = 16,
-    n_classes: int = 4,
-    channels: int = 3,
-    noise: float = 0.15,
-    format: str = "cifar",
-    seed: int = 0,
-) -> Path:
-    """Oriented bars: the class is the bar's orientation; position, colour and noise vary."""
-    if not 1 <= n_classes <= len(BAR_ORIENTATIONS):
-        raise ConfigError(f"n_classes must be in 1..{len(BAR_ORIENTATIONS)}, got {n_classes}")
-    if image_size < 4 or channels not in (1, 3) or min(n_train, n_test) < n_classes:
-        raise ConfigError("image_size must be >= 4, channels 1 or 3, and each split needs >= n_classes images")
-    rng = np.random.default_rng(seed)
-
-    def make(n: int) -> ImageSet:
-        labels = np.arange(n) % n_classes
-        rng.shuffle(labels)
-        yy, xx = np.mgrid[:image_size, :image_size]
-        images = np.empty((n, channels, image_size, image_size), dtype=np.uint8)
-        for i, label in enumerate(labels):
-            offset = rng.integers(-image_size // 3, image_size // 3 + 1)
-            coord = {"horizontal": yy, "vertical": xx, "diagonal": xx - yy, "antidiagonal": xx + yy - image_size + 1}
-            bar = np.abs(coord[BAR_ORIENTATIONS[label]] - offset) <= 1
-            colour = rng.uniform(0.5, 1.0, size=(channels, 1, 1))
-            image = bar[None] * colour + rng.normal(0.0, noise, size=(channels, image_size, image_size))
-            images[i] = np.clip(image * 255.0, 0, 255).astype(np.uint8)
-        return ImageSet(images, labels)
-
-    splits = {"train": make(n_train), "test": make(n_test)}
-    return _write(out, splits, list(BAR_ORIENTATIONS[:n_classes]), format, {"source": "seqzoo synthetic bars",
-                                                                             "seed": seed})

@@ -1,0 +1,156 @@
+"""The forecasting DataModule: stride-1 windows of an ETT-format CSV, scaled with train statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.preprocessing import StandardScaler
+from torch.utils.data import Dataset
+
+from seqzoo.datasets.base import BaseDataModule
+from seqzoo.datasets.forecasting.reader import (
+    TIME_FEATURES,
+    variate_columns,
+    load_forecasting_csv,
+    split_bounds,
+    time_features,
+)
+from seqzoo.errors import ConfigError, DataError
+
+
+SPLITS = ("train", "val", "test")
+
+
+class WindowDataset(Dataset):
+    """Stride-1 (x, y) windows over a contiguous block of rows."""
+
+    def __init__(self, inputs: np.ndarray, targets: np.ndarray, marks: np.ndarray, lookback: int, horizon: int):
+        self.inputs = torch.as_tensor(inputs, dtype=torch.float32)
+        self.targets = torch.as_tensor(targets, dtype=torch.float32)
+        self.marks = torch.as_tensor(marks, dtype=torch.float32)
+        self.lookback, self.horizon = lookback, horizon
+
+    def __len__(self) -> int:
+        return max(0, len(self.inputs) - self.lookback - self.horizon + 1)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        L, H = self.lookback, self.horizon
+        return {
+            "x": self.inputs[i : i + L],
+            "y": self.targets[i + L : i + L + H],
+            "x_mark": self.marks[i : i + L],
+            "y_mark": self.marks[i + L : i + L + H],
+        }
+
+
+class ForecastingDataModule(BaseDataModule):
+    """Windows over an ETT-format CSV, scaled with train statistics.
+
+    Args:
+        path: the CSV (first column ``date``, then the variates, ``target`` among them).
+        n_variates: variate columns in the file, the target included (ETT: 7; the
+            pvlib weather set: 13); checked against the file in ``setup``.
+        lookback: input window length L.
+        horizon: forecast length H.
+        features: ``M`` all -> all, ``S`` target -> target, ``MS`` all -> target.
+        target: the target column (moved last).
+        borders: ``[train_end, val_end, test_end]`` in rows (Time-Series-Library ETT borders).
+        ratios: train/val/test fractions of the file by time when ``borders`` is not set.
+        scale: standardise with the training rows' statistics.
+        freq: time-feature frequency: ``h`` hourly, ``t`` minutely, ``d`` daily.
+        batch_size: training batch size.
+        num_workers: DataLoader workers.
+        prepare: what writes the CSV's folder when the file is missing (``synth:forecasting``, ``pvlib-tmy3``).
+    """
+
+    target_key = "y"
+    data_name = "forecasting CSV"
+
+    def __init__(
+        self,
+        path: str,
+        n_variates: int = 7,
+        lookback: int = 96,
+        horizon: int = 96,
+        features: Literal["M", "S", "MS"] = "M",
+        target: str = "OT",
+        borders: list[int] | None = None,
+        ratios: tuple[float, float, float] = (0.7, 0.1, 0.2),
+        scale: bool = True,
+        freq: Literal["h", "t", "d"] = "h",
+        batch_size: int = 32,
+        num_workers: int = 0,
+        prepare: str | None = None,
+    ) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, prepare=prepare)
+        if lookback < 1 or horizon < 1:
+            raise ConfigError(f"lookback and horizon must be >= 1, got {lookback} and {horizon}")
+        if n_variates < 1:
+            raise ConfigError(f"n_variates must be >= 1, got {n_variates}")
+        if features not in ("M", "S", "MS"):
+            raise ConfigError(f"features must be 'M', 'S' or 'MS', got {features!r}")
+        if borders is not None and (len(borders) != 3 or not 0 < borders[0] < borders[1] < borders[2]):
+            raise ConfigError(f"borders must be three increasing row counts [train_end, val_end, test_end], got {borders}")
+        if len(ratios) != 3 or any(r <= 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
+            raise ConfigError(f"ratios must be three positive fractions summing to 1, got {ratios}")
+        if freq not in TIME_FEATURES:
+            raise ConfigError(f"freq must be one of {sorted(TIME_FEATURES)}, got {freq!r}")
+        self.path, self.n_variates = path, n_variates
+        self.lookback, self.horizon = lookback, horizon
+        self.features, self.target = features, target
+        self.borders, self.ratios = borders, tuple(ratios)
+        self.scale, self.freq = scale, freq
+        self.columns: list[str] | None = None
+        self.scaler: StandardScaler | None = None
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {
+            "n_channels": 1 if self.features == "S" else self.n_variates,
+            "n_targets": self.n_variates if self.features == "M" else 1,
+            "lookback": self.lookback,
+            "horizon": self.horizon,
+            "n_time_features": len(TIME_FEATURES[self.freq]),
+        }
+
+    def data_ready(self) -> bool:
+        return Path(self.path).is_file()
+
+    def prepare_target(self) -> Path:
+        return Path(self.path).parent
+
+    def missing_data_hint(self) -> str:
+        return (f"put the file there (first column 'date', target {self.target!r} last), or write one with "
+                "`seqzoo data synth forecasting --out DIR` (or set data.prepare: synth:forecasting)")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        self.require_data()
+        frame = load_forecasting_csv(self.path, self.target)
+        self.columns = variate_columns(frame, self.target)
+        if len(self.columns) != self.n_variates:
+            raise DataError(f"{self.path}: has {len(self.columns)} variate columns ({', '.join(self.columns)}), but "
+                            f"data.n_variates is {self.n_variates}; set data.n_variates: {len(self.columns)}")
+        values = frame[self.columns].to_numpy(np.float64)
+        bounds = split_bounds(len(frame), self.lookback, self.borders, self.ratios, self.path)
+        train_lo, train_hi = bounds["train"]
+        self.scaler = StandardScaler()
+        if self.scale:
+            self.scaler.fit(values[train_lo:train_hi])
+            values = self.scaler.transform(values)
+        inputs = values[:, -1:] if self.features == "S" else values
+        targets = values if self.features == "M" else values[:, -1:]
+        marks = time_features(pd.DatetimeIndex(frame["date"]), self.freq)
+        for split, (lo, hi) in bounds.items():
+            ds = WindowDataset(inputs[lo:hi], targets[lo:hi], marks[lo:hi], self.lookback, self.horizon)
+            if len(ds) == 0:
+                raise DataError(
+                    f"{self.path}: the {split} split has {hi - lo} rows, fewer than lookback + horizon = "
+                    f"{self.lookback + self.horizon}; use a longer file, other borders/ratios or a shorter window"
+                )
+            self.datasets[split] = ds
