@@ -255,6 +255,15 @@ def _fmt_count(mean: float, std: float) -> str:
     return f"{mean:,.0f} ± {std:,.0f}"
 
 
+def baselines_of(baseline) -> list[tuple[str, dict[str, float]]]:
+    """A task's ``baseline()`` result as a list: None, one (name, metrics) pair, or a list of pairs."""
+    if not baseline:
+        return []
+    if isinstance(baseline, tuple) and len(baseline) == 2 and isinstance(baseline[0], str):
+        return [baseline]
+    return list(baseline)
+
+
 def markdown_table(summary, task_cls, baseline, config_path, command, rows) -> str:
     metrics = list(task_cls.report_metrics)
     head = ["backbone", *metrics, "params", "train samples/s", "infer samples/s", "peak mem (MB)", "n"]
@@ -277,8 +286,7 @@ def markdown_table(summary, task_cls, baseline, config_path, command, rows) -> s
                       _fmt_count(*e["infer_samples_per_s"]), _fmt_count(*e["peak_mem_mb"]),
                       f"{e['n']}" + (f" ({e['failed']} failed)" if e.get("failed") else "")]
         lines.append("| " + " | ".join(cells) + " |")
-    if baseline:
-        name, values = baseline
+    for name, values in baselines_of(baseline):
         cells = [f"*{name}* (baseline)"] + [f"{values[m]:.4g}" if m in values else "" for m in metrics]
         lines.append("| " + " | ".join(cells + ["–"] * (len(head) - len(cells))) + " |")
     failed = [r for r in rows if r["status"] == "failed"]
@@ -303,8 +311,10 @@ def plot(summary, task_cls, baseline, path: Path, title: str = "") -> None:
         y, std = e[key]
         ax.errorbar([x], [y], yerr=None if math.isnan(std) else [std], fmt="o", capsize=3)
         ax.annotate(e["backbone"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    if baseline and key in baseline[1]:
-        ax.axhline(baseline[1][key], linestyle="--", color="grey", label=f"{baseline[0]} (baseline)")
+    shown = [(name, values) for name, values in baselines_of(baseline) if key in values]
+    for (name, values), style in zip(shown, ("--", ":", "-.", (0, (1, 4)))):
+        ax.axhline(values[key], linestyle=style, color="grey", label=f"{name} (baseline)")
+    if shown:
         ax.legend(fontsize=8)
     if ok:
         ax.set_xscale("log")

@@ -11,8 +11,9 @@ What a task declares, for ``compare`` and the CLI:
 * ``needs_streaming`` -- it calls ``backbone.step`` (world-model imagination);
 * ``monitor``/``monitor_mode`` -- the validation metric checkpoints follow;
 * ``report_metrics`` -- test metrics that ``compare`` tabulates (first = main);
-* ``baseline(datamodule)`` -- the trivial baseline's test metrics, if the domain has one;
-  it reads the data only through batches and ``datamodule.train_targets()``.
+* ``baseline(datamodule)`` -- the trivial baseline's test metrics, if the domain has one
+  (a list of (name, metrics) pairs when it has several); it reads the data only through
+  batches and ``datamodule.train_targets()``.
 
 Metrics, one idiom: a task returns its validation/test metrics, unprefixed, from
 ``make_metrics()`` (a torchmetrics ``MetricCollection``) and calls ``set_metrics()``
@@ -106,8 +107,10 @@ class BaseTask(L.LightningModule):
         raise ConfigError(f"{type(self).__name__} has no one-step (streaming) export")
 
     # -- baseline ---------------------------------------------------------------------
-    def baseline(self, datamodule: L.LightningDataModule) -> tuple[str, dict[str, float]] | None:
-        """(name, test metrics) of the domain's trivial baseline, or None."""
+    def baseline(
+        self, datamodule: L.LightningDataModule
+    ) -> tuple[str, dict[str, float]] | list[tuple[str, dict[str, float]]] | None:
+        """(name, test metrics) of the domain's trivial baseline, a list of such pairs, or None."""
         return None
 
     # -- optimisation -----------------------------------------------------------------

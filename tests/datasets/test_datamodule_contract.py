@@ -27,6 +27,7 @@ from seqzoo.datasets.diagnostics import (
 from seqzoo.datasets.forecasting import ForecastingDataModule
 from seqzoo.datasets.graph import GraphDataModule
 from seqzoo.datasets.handwriting import HandwritingDataModule
+from seqzoo.datasets.icd import IcdDataModule
 from seqzoo.datasets.pain import PainDataModule
 from seqzoo.datasets.rul import RULDataModule
 from seqzoo.datasets.separation import SeparationDataModule
@@ -43,6 +44,7 @@ CASES = {
     VisionDataModule: {"n_classes": 10, "image_size": 8, "in_chans": 1},
     WorldModelDataModule: {"image_size": 16, "action_dim": 5, "seq_len": 64},
     GraphDataModule: {"n_node_features": 3},
+    IcdDataModule: {},
 }
 
 
