@@ -32,8 +32,10 @@ def test_shipped_config_exports_with_onnxruntime_parity(name, ett_csv, tmp_path)
     data = config["data"]["init_args"]
     if name in NEEDS_BROUGHT_DATA:  # ETTh1 is brought by the user: an ETT-format synthetic CSV instead
         data["path"] = str(ett_csv)
-    else:
+    elif "path" in data:  # generated-in-memory data (diagnostics) has no path
         data["path"] = str(tmp_path / "data" / Path(data["path"]).name)
+    if name == "icd/mimic3_50.yaml":  # MIMIC-III is brought by the user: synthetic notes in its format
+        data["prepare"] = "synth:icd"
     dm = build_datamodule(config)
     dm.prepare_data()
     task = build_task(config, dm.dims).eval()
@@ -45,7 +47,7 @@ def test_shipped_config_exports_with_onnxruntime_parity(name, ett_csv, tmp_path)
 def test_tsm2_checkpoint_exports_through_the_cli(ett_csv, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = yaml.safe_load((ROOT / "configs/forecasting/weather_tsm2.yaml").read_text())
-    config["data"]["init_args"].update(path=str(ett_csv), prepare=None, lookback=48, horizon=12)
+    config["data"]["init_args"].update(path=str(ett_csv), prepare=None, lookback=48, horizon=12, n_variates=7)
     config["trainer"].update(max_epochs=1, limit_train_batches=2, limit_val_batches=1, enable_progress_bar=False)
     path = tmp_path / "weather_tsm2.yaml"
     path.write_text(yaml.safe_dump(config))
