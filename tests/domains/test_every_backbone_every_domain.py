@@ -25,6 +25,8 @@ DOMAINS = {  # config, data overrides that keep the data small
     "vision": ("configs/vision/digits.yaml", {"batch_size": 4}),
     "worldmodel": ("configs/worldmodel/memory_cue.yaml", {"batch_size": 2}),
     "diagnostics": ("configs/diagnostics/mqar.yaml", {"batch_size": 4, "n_train": 16, "n_val": 8, "n_test": 8}),
+    "icd": ("configs/icd/synthetic.yaml", {"batch_size": 2, "max_len": 64, "synth_options": {
+        "n_train": 8, "n_val": 4, "n_test": 4, "n_codes": 12, "min_len": 50, "max_len": 60, "seed": 0}}),
     "graph": ("configs/graph/cycle.yaml", {"batch_size": 4, "prepare_args": {"task": "cycle", "n_graphs": 20}}),
 }
 
