@@ -246,12 +246,6 @@ class ForecastingTask(BaseTask):
         """The validation and test metrics, unprefixed (subclasses report others)."""
         return MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError()})
 
-    def set_metrics(self) -> None:
-        """``val_metrics`` and ``test_metrics``: :meth:`make_metrics` prefixed ``val/`` and ``test/``."""
-        metrics = self.make_metrics()
-        self.val_metrics = metrics.clone(prefix="val/")
-        self.test_metrics = metrics.clone(prefix="test/")
-
     def forward(self, batch: Batch) -> Tensor:
         if not self.use_time_features:
             return self.net(batch["x"])

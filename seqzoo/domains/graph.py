@@ -193,19 +193,15 @@ class _GraphTask(BaseTask):
     def test_step(self, batch, batch_idx: int) -> None:
         self._update("test", *self.scored(batch, self(batch)))
 
-    def on_validation_epoch_end(self) -> None:
-        self.log_collection(self.metrics["val"], prog_bar=True)
-
-    def on_test_epoch_end(self) -> None:
-        self.log_collection(self.metrics["test"])
-
     def predict_step(self, batch, batch_idx: int) -> Tensor:
         return self.scored(batch, self(batch))[0]
 
     def _update(self, stage: str, pred: Tensor, target: Tensor) -> None:
-        self.metrics[stage]["loss"].update(self.loss(pred, target, reduction="none"))
-        for name, metric in self.metrics[stage].items():
-            if not name.endswith("loss"):
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        for name, metric in metrics.items():
+            if name.endswith("loss"):
+                metric.update(self.loss(pred, target, reduction="none"))
+            else:
                 metric.update(self.metric_input(pred), target)
 
     def metric_input(self, pred: Tensor) -> Tensor:
@@ -267,14 +263,12 @@ class GraphClassificationTask(_GraphTask):
                          walk_length, hops, max_tokens, n_gnn_layers, hybrid, pool, positions,
                          hierarchical_positions, dropout, optimizer, lr_scheduler)
         self.label_smoothing = label_smoothing
-        self.metrics = nn.ModuleDict({
-            stage: MetricCollection({
-                "acc": MulticlassAccuracy(n_classes, average="micro"),
-                "macro_f1": MulticlassF1Score(n_classes, average="macro"),
-                "loss": MeanMetric(),
-            }, prefix=f"{stage}/")
-            for stage in ("val", "test")
-        })
+        self.n_classes = n_classes
+        self.set_metrics()
+
+    def make_metrics(self) -> MetricCollection:
+        return MetricCollection({"acc": MulticlassAccuracy(self.n_classes, average="micro"),
+                                 "macro_f1": MulticlassF1Score(self.n_classes, average="macro"), "loss": MeanMetric()})
 
     def loss(self, pred: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
         smoothing = self.label_smoothing if self.training else 0.0
@@ -329,11 +323,10 @@ class GraphRegressionTask(_GraphTask):
         super().__init__(backbone, n_node_features, n_edge_features, 1, level, tokenizer, affinity,
                          walk_length, hops, max_tokens, n_gnn_layers, hybrid, pool, positions,
                          hierarchical_positions, dropout, optimizer, lr_scheduler)
-        self.metrics = nn.ModuleDict({
-            stage: MetricCollection({"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError(),
-                                     "loss": MeanMetric()}, prefix=f"{stage}/")
-            for stage in ("val", "test")
-        })
+        self.set_metrics()
+
+    def make_metrics(self) -> MetricCollection:
+        return MetricCollection({"rmse": MeanSquaredError(squared=False), "mae": MeanAbsoluteError(), "loss": MeanMetric()})
 
     def loss(self, pred: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
         return F.mse_loss(pred.reshape(-1), target.reshape(-1).to(pred.dtype), reduction=reduction)
