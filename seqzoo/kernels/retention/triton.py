@@ -139,8 +139,9 @@ def _chunk_grads(q, k, v, d_o, log2_gamma, states, d_states, scale, chunk_size):
     # 8 warps for every dtype (compile gate: fewer registers than 4 on sm_90 for bf16)
     common = dict(H=H, K=K, V=V, BT=chunk_size, BK=bk, BV=bv, PREC=dot_precision(q.dtype), num_warps=8)
     # the dq/dk kernel holds (BT, BT) dP beside two (BT, BK) accumulators: narrower Dk tiles
-    # (32), as at 64 bf16 / fp16 spilled 120 B on sm_80 (compile gate)
-    bk_qk = min(bk, 32)
+    # (32), as at 64 bf16 / fp16 spilled 120 B on sm_80; fp32 at 32 (TF32 dots, 255 registers)
+    # still spilled 16 B on sm_80 at D = 128, so fp32 and fp64 use 16 (compile gate)
+    bk_qk = min(bk, 32 if q.element_size() <= 2 else 16)
     _retention_grad_qk_kernel[(triton.cdiv(K, bk_qk), n_chunks, B * H)](
         q, k, v, d_o, log2_gamma, states, d_states, dq, dk, scale, T, **(common | {"BK": bk_qk}))
     _retention_grad_v_kernel[(triton.cdiv(V, bv), n_chunks, B * H)](

@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from seqzoo.kernels.dispatch import accumulation_dtype, is_export_mode, resolve_impl
+from seqzoo.kernels.dispatch import accumulation_dtype, is_export_mode, resolve_impl, triton_interpreted
 from seqzoo.kernels.selective_scan.reference import (
     check_scan_args,
     check_step_args,
@@ -56,6 +56,17 @@ __all__ = [
 ]
 
 OP = "selective_scan"
+
+
+def _scan_impl(impl: str, u: Tensor, *rest: Tensor) -> str:
+    """resolve_impl, except that float64 never runs the Triton scan on a real GPU."""
+    chosen = resolve_impl(impl, u, *rest, op=OP)
+    if chosen == "triton" and u.dtype == torch.float64 and not triton_interpreted():
+        if impl == "triton":
+            raise RuntimeError(f"{OP}: impl='triton' takes fp32, bf16 or fp16 on a GPU, got float64 "
+                               "(use impl='torch' or 'auto' for float64)")
+        return "torch"
+    return chosen
 
 
 def selective_scan(
@@ -77,10 +88,14 @@ def selective_scan(
 
     ``impl="auto"`` runs Triton on CUDA tensors and the torch path otherwise (the
     reference in eager mode, the loop-free chunked form under export or compile).
+    On a GPU the Triton scan takes fp32, bf16 and fp16 (as mamba_ssm's kernel): float64
+    scans run the torch path under ``auto`` and are an error under ``impl="triton"`` (the
+    float64 kernels spill registers on sm_80/sm_90; they run under the Triton interpreter,
+    where the tests check them against the reference).
     """
     check_scan_args(u, delta, A, B, C, D, z, delta_bias, initial_state)
     kw = dict(delta_bias=delta_bias, delta_softplus=delta_softplus, initial_state=initial_state)
-    if resolve_impl(impl, u, delta, A, B, C, op=OP) == "triton":
+    if _scan_impl(impl, u, delta, A, B, C) == "triton":
         from seqzoo.kernels.selective_scan.triton import selective_scan_triton
 
         y, final = selective_scan_triton(u, delta, A, B, C, D, z, **kw)
