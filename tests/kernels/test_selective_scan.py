@@ -347,3 +347,17 @@ def test_gpu_carried_state_and_decoding():
                                x["z"][:, t], delta_bias=x["delta_bias"], delta_softplus=True, inplace=True)
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() - before < 1 << 20, "decoding keeps no per-step tensors"
+
+
+def test_float64_never_runs_the_triton_scan_on_a_gpu(monkeypatch):
+    """float64 scans spill registers on sm_80/sm_90: on a GPU ``auto`` takes the torch path and
+    ``impl="triton"`` is refused (the interpreter still runs them, for these tests)."""
+    import seqzoo.kernels.selective_scan as scan
+
+    monkeypatch.setattr(scan, "resolve_impl", lambda impl, *t, op="": "triton")
+    monkeypatch.setattr(scan, "triton_interpreted", lambda: False)
+    u64, u32 = torch.zeros(1, 2, 3, dtype=torch.float64), torch.zeros(1, 2, 3)
+    assert scan._scan_impl("auto", u64) == "torch"
+    assert scan._scan_impl("auto", u32) == "triton"
+    with pytest.raises(RuntimeError, match="fp32, bf16 or fp16 on a GPU, got float64"):
+        scan._scan_impl("triton", u64)
