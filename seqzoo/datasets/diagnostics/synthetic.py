@@ -45,6 +45,7 @@ repeated natural text.
 
 from __future__ import annotations
 
+import abc
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -67,7 +68,7 @@ def _need(condition: bool, knob: str, message: str) -> None:
 
 
 @dataclass(frozen=True)
-class Probe:
+class Probe(abc.ABC):
     """Common interface: knobs as fields, ``vocab_size`` (input tokens), ``n_classes``
     (answer classes), ``length`` and ``sample(n, rng) -> (inputs, targets)``."""
 
@@ -78,11 +79,13 @@ class Probe:
         return self.vocab_size
 
     @property
+    @abc.abstractmethod
     def length(self) -> int:
-        raise NotImplementedError
+        """Tokens per sequence."""
 
+    @abc.abstractmethod
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
+        """``n`` sequences: inputs and targets (n, length), targets :data:`IGNORE` where not scored."""
 
     def knobs(self) -> dict:
         return asdict(self)
