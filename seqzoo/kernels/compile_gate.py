@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import importlib
 import os
 import pkgutil
@@ -88,6 +89,23 @@ class Variant:
 
     name: str
     run: Callable[[torch.device], object]
+
+
+FLOAT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
+"""The real dtypes the dispatchers accept, by the label variant names use."""
+
+
+def head_state_variants(run: Callable[..., object]) -> Iterator[Variant]:
+    """The attention-style grid (retention, prefix attention): every dtype x head dim 64 and
+    128 x with/without initial and final state, forward + backward;
+    ``run(dtype, head_dim, initial, final, device)``."""
+    for label, dtype in FLOAT_DTYPES.items():
+        for head_dim in (64, 128):
+            for initial in (False, True):
+                for final in (False, True):
+                    flags = "+".join(f for f, on in (("init", initial), ("final", final)) if on) or "plain"
+                    yield Variant(f"{label} D={head_dim} {flags} fwd+bwd",
+                                  functools.partial(run, dtype, head_dim, initial, final))
 
 
 @dataclasses.dataclass

@@ -10,12 +10,12 @@ from collections.abc import Iterator
 
 import torch
 
-from seqzoo.kernels.compile_gate import Variant
+from seqzoo.kernels.compile_gate import FLOAT_DTYPES, Variant
 from seqzoo.kernels.lif import lif
 
 SHAPES = {"B=4 T=4096": (4, 4096), "B=512 T=64": (512, 64)}
 NEURONS = 1024
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
+DTYPES = FLOAT_DTYPES
 
 
 def variants() -> Iterator[Variant]:

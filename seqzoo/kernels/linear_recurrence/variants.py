@@ -11,12 +11,11 @@ from collections.abc import Iterator
 
 import torch
 
-from seqzoo.kernels.compile_gate import Variant
+from seqzoo.kernels.compile_gate import FLOAT_DTYPES, Variant
 from seqzoo.kernels.linear_recurrence import linear_recurrence
 
 BATCH, LENGTH, CHANNELS = 4, 4096, 1024
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64,
-          "complex64": torch.complex64, "complex128": torch.complex128}
+DTYPES = {**FLOAT_DTYPES, "complex64": torch.complex64, "complex128": torch.complex128}
 
 
 def variants() -> Iterator[Variant]:

@@ -5,26 +5,18 @@ and backward. The decoding step (:func:`prefix_attention_step`) is torch."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 
 import torch
 
-from seqzoo.kernels.compile_gate import Variant
+from seqzoo.kernels.compile_gate import Variant, head_state_variants
 from seqzoo.kernels.prefix_attention import prefix_attention
 
 BATCH, LENGTH, HEADS = 4, 4096, 16
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
 
 
 def variants() -> Iterator[Variant]:
-    for label, dtype in DTYPES.items():
-        for head_dim in (64, 128):
-            for initial in (False, True):
-                for final in (False, True):
-                    flags = "+".join(f for f, on in (("init", initial), ("final", final)) if on) or "plain"
-                    yield Variant(f"{label} D={head_dim} {flags} fwd+bwd",
-                                  functools.partial(_run, dtype, head_dim, initial, final))
+    return head_state_variants(_run)
 
 
 def _run(dtype: torch.dtype, head_dim: int, initial: bool, final: bool, device: torch.device) -> None:
