@@ -120,3 +120,22 @@ def test_learns_a_positive_si_snr_improvement(synthetic_mixtures):
     result = trainer.test(task, dm, verbose=False)[0]
     assert result["test/si_snri"] > 1.0, result
     assert result["test/sdri"] > 0.0, result
+
+
+def test_stage_metrics_are_epoch_means_of_the_per_utterance_scores():
+    """The one metric idiom: val/test collections cloned from make_metrics(); validation skips SDR."""
+    task = SeparationTask(build_backbone("gru", d_model=16, n_layers=1), n_filters=16)
+    g = torch.Generator().manual_seed(1)
+    sources = torch.randn(3, 2, 800, generator=g)
+    mix = sources.sum(1)
+    estimate = sources + 0.3 * torch.randn(3, 2, 800, generator=g)
+    lengths = torch.tensor([800, 640, 500])
+    expected = separation_scores(estimate, sources, mix, lengths)
+    for batch in ((slice(0, 2)), (slice(2, 3))):  # two batches: an epoch mean over utterances
+        task.test_metrics.update(estimate[batch], sources[batch], mix[batch], lengths[batch])
+        task.val_metrics.update(estimate[batch], sources[batch], mix[batch], lengths[batch])
+    test, val = task.test_metrics.compute(), task.val_metrics.compute()
+    assert set(test) == {"test/si_snr", "test/si_snri", "test/sdr", "test/sdri"}
+    assert set(val) == {"val/si_snr", "val/si_snri"}
+    for key, values in expected.items():
+        assert float(test[f"test/{key}"]) == pytest.approx(float(values.mean()), abs=1e-4)
