@@ -59,6 +59,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seeds", default="0", help="comma-separated integer seeds")
     parser.add_argument("--max-epochs", type=int, default=None, help="override trainer.max_epochs")
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--shared_heads", action="store_true",
+                        help="give every family the config's embedding and head, also those whose paper defines "
+                             "its own (Informer's decoder); such rows are labelled '(shared head)'")
     opts, passthrough = parser.parse_known_args(argv)
     check_passthrough("compare", passthrough)
     seeds = int_list(opts.seeds, "--seeds")
@@ -67,7 +70,7 @@ def main(argv: list[str]) -> int:
         get_backbone_class(name)  # unknown names fail before anything runs
     command = "seqzoo compare " + " ".join(shlex.quote(a) for a in argv)
     compare(opts.config, names, seeds, Path(opts.out), max_epochs=opts.max_epochs, passthrough=passthrough,
-            command=command)
+            command=command, shared_heads=opts.shared_heads)
     return 0
 
 
@@ -80,6 +83,7 @@ def compare(
     max_epochs: int | None = None,
     passthrough: list[str] = (),
     command: str = "",
+    shared_heads: bool = False,
 ) -> list[dict[str, Any]]:
     config = load_yaml(config_path)
     rewrite_backbone_names(config)
@@ -113,6 +117,12 @@ def compare(
         backbone_holder(run_config)["backbone"] = {"class_path": class_path(cls),
                                                     "init_args": dict(base_args if own else shared)}
         labels[name] = variant_label(name, backbone_holder(run_config)["backbone"]["init_args"])
+        form = task_cls.paper_forms.get(cls.family, {})
+        if form and not own:  # a family whose paper defines its own embedding/head runs as the paper's model
+            if shared_heads:
+                labels[name] += " (shared head)"
+            else:
+                backbone_holder(run_config).update(form)
         config_file = out / "configs" / f"{name}.yaml"
         config_file.write_text(yaml.safe_dump(run_config, sort_keys=False))
         jobs += [(name, cls, seed, config_file) for seed in seeds]

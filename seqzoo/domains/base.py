@@ -57,6 +57,10 @@ class BaseTask(L.LightningModule):
     monitor_mode: ClassVar[str] = "min"
     report_metrics: ClassVar[tuple[str, ...]] = ()
     report_modes: ClassVar[tuple[str, ...]] = ()
+    #: Task settings a family's paper defines for this task -- its own embedding or head --
+    #: as {family: {task keyword: value}}. ``compare`` gives a family these unless asked for
+    #: the shared embedding/head (``--shared_heads``), which it then labels as a variant.
+    paper_forms: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(
         self,

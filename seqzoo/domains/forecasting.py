@@ -195,6 +195,10 @@ class ForecastingTask(BaseTask):
     monitor = "val/mse"
     report_metrics = ("test/mse", "test/mae")
     report_modes = ("min", "min")
+    # Informer (Zhou et al. 2021, Sec. 3 and Fig. 1): conv token embedding with calendar
+    # stamps, no RevIN, a generative decoder (ProbSparse self-attention, start tokens).
+    paper_forms = {"informer": {"embedding": "conv", "use_time_features": True, "revin": False,
+                                "head": "decoder", "decoder_attention": "prob"}}
 
     def __init__(
         self,

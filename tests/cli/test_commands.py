@@ -158,3 +158,32 @@ def test_compare_keeps_the_configs_own_family_keywords(ett_csv, write_config, tm
     other = yaml.safe_load((tmp_path / "cmp/configs/gru.yaml").read_text())["model"]["init_args"]["backbone"]
     assert own["init_args"]["n_heads"] == 2 and own["init_args"]["mlp_ratio"] == 1.0
     assert other["init_args"] == {"d_model": 16, "n_layers": 1}
+
+
+def test_compare_runs_informer_as_the_papers_model_unless_shared_heads(ett_csv, write_config, tmp_path):
+    """In forecasting compares "informer" is the paper's model (conv embedding with time stamps,
+    distilling encoder, generative decoder); ``shared_heads`` gives it the config's head, labelled."""
+    import yaml
+
+    import seqzoo.compare as cmp
+    from seqzoo.domains.forecasting import ForecastingTask
+
+    path = str(write_config(forecasting_config(ett_csv, backbone="transformer")))
+    rows = cmp.compare(path, ["informer", "gru"], [0], tmp_path / "paper",
+                       passthrough=["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+                                    "--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1"])
+    by_name = {r["backbone"]: r for r in rows}
+    assert by_name["informer"]["status"] == "ok", by_name["informer"]
+    model = yaml.safe_load((tmp_path / "paper/configs/informer.yaml").read_text())["model"]["init_args"]
+    for key, value in ForecastingTask.paper_forms["informer"].items():
+        assert model[key] == value, key
+    gru = yaml.safe_load((tmp_path / "paper/configs/gru.yaml").read_text())["model"]["init_args"]
+    assert gru.get("head", "linear") == "linear", "other families keep the config's head"
+
+    import unittest.mock as mock
+    with mock.patch.object(cmp, "_run_job", lambda name, cls, seed, *a: {
+            "backbone": name, "family": cls.family, "seed": seed, "status": "failed", "reason": "not run"}):
+        rows = cmp.compare(path, ["informer"], [0], tmp_path / "shared", shared_heads=True)
+    assert rows[0]["backbone"] == "informer (shared head)"
+    shared = yaml.safe_load((tmp_path / "shared/configs/informer.yaml").read_text())["model"]["init_args"]
+    assert shared.get("head", "linear") == "linear"
