@@ -220,6 +220,8 @@ def backbones_table(d_model: int = 64, n_layers: int = 2) -> str:
     for name in list_backbones():
         cls = get_backbone_class(name)
         fixed = {"n_tokens": FIXED_TOKENS_FOR_COUNT} if cls.fixed_tokens else {}
+        if cls.tokens == "image":
+            fixed["grid_width"] = 8  # a 12 x 8 patch grid
         params = count_parameters(build_backbone(name, d_model=d_model, n_layers=n_layers, **fixed))
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         tokens = f"{cls.tokens} (fixed n_tokens; params at {FIXED_TOKENS_FOR_COUNT})" if cls.fixed_tokens else cls.tokens

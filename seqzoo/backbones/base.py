@@ -10,8 +10,10 @@ attributes, which ``seqzoo backbones`` lists:
 
 * ``causal``    -- the family *can* be built causal (output t sees inputs <= t);
 * ``streaming`` -- it implements ``init_state``/``step`` (built with ``causal=True``);
-* ``tokens``    -- ``"time"``, ``"variate"`` for inverted models (one token per channel), or
-  ``"grid"`` for models of a (B, C, L, d_model) grid of C channels by L tokens (TSM2);
+* ``tokens``    -- ``"time"``, ``"variate"`` for inverted models (one token per channel),
+  ``"grid"`` for models of a (B, C, L, d_model) grid of C channels by L tokens (TSM2), or
+  ``"image"`` for models of an image's H x W patch tokens, (B, H*W, d_model) in row-major
+  order on a fixed grid (ViM2);
 * ``export_fixed_length`` -- its ONNX graph is exported at a fixed length;
 * ``fixed_tokens`` -- it is built for one token count, its ``n_tokens`` keyword (weights are
   sized by it, e.g. MambaMixer's channel mixer, whose features are the tokens).
@@ -35,8 +37,8 @@ from seqzoo.layers.state import State
 SHARED_KEYWORDS = ("d_model", "n_layers", "causal", "dropout", "impl")
 """Keywords every family accepts with the same meaning."""
 
-TOKEN_KINDS = ("time", "variate", "grid")
-"""What a backbone's tokens are: steps, channels (inverted models), or a channels x steps grid."""
+TOKEN_KINDS = ("time", "variate", "grid", "image")
+"""What a backbone's tokens are: steps, channels (inverted models), a channels x steps grid, or image patches."""
 
 
 class Backbone(nn.Module, abc.ABC):

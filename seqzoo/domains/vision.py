@@ -1,10 +1,12 @@
-"""Image classification with any time-token backbone (ViR, ViT-style, recurrent...).
+"""Image classification with any time-token backbone (ViR, ViT-style, recurrent...) or a 2-D one (ViM2).
 
 Pipeline: patch embedding (timm's ``PatchEmbed``: a PxP convolution with stride P) ->
 positions -> backbone over the patch tokens -> head. With ``pool="cls"`` (default) a
 learned class token is appended **last**, after the patches, and the head reads the
 backbone's output there: a causal backbone (ViR, Aaren, GRU...) then sees every patch
-before it. ``pool="mean"`` averages the patch outputs instead (no class token).
+before it. ``pool="mean"`` averages the patch outputs instead (no class token). A backbone
+of token kind ``"image"`` (ViM2) mixes the H x W patch grid in 2-D: it takes the patches
+alone (``pool="mean"``, global average pooling) and is built for their grid.
 
 Loss: cross-entropy (optional label smoothing). Metrics: top-1 accuracy (torchmetrics),
 loss, and test throughput in images/s. Baseline: the training split's majority class
@@ -60,6 +62,8 @@ class VisionNet(nn.Module):
         self.image_size, self.in_chans = image_size, in_chans
         self.patch_embed = PatchEmbed(img_size=image_size, patch_size=patch_size, in_chans=in_chans, embed_dim=d)
         self.n_patches = self.patch_embed.num_patches
+        if type(backbone).tokens == "image":  # a 2-D model of the patch grid (ViM2): no class token
+            _check_image_backbone(backbone, pool, self.n_patches, image_size // patch_size)
         if pool == "cls":
             self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
             trunc_normal_(self.cls_token, std=0.02)
@@ -82,6 +86,17 @@ class VisionNet(nn.Module):
         return self.head(h[:, -1] if self.pool == "cls" else h.mean(dim=1))
 
 
+def _check_image_backbone(backbone: Backbone, pool: str, n_patches: int, width: int) -> None:
+    name = type(backbone).name
+    if pool != "mean":
+        raise ConfigError(f"backbone {name!r} mixes the image's patch grid, which a class token would break: "
+                          f"set model.pool to 'mean' (global average pooling), got {pool!r}")
+    if (backbone.n_tokens, backbone.grid_width) != (n_patches, width):
+        raise ConfigError(f"backbone {name!r} was built for {backbone.n_tokens} patches, {backbone.grid_width} per row; "
+                          f"the images give {n_patches} patches, {width} per row (image_size / patch_size): set its "
+                          f"n_tokens and grid_width")
+
+
 class MeanCrossEntropy(MeanMetric):
     """The mean cross-entropy of logits (B, K) against labels (B,) over all samples."""
 
@@ -92,10 +107,13 @@ class MeanCrossEntropy(MeanMetric):
 class VisionTask(BaseTask):
     """Top-1 image classification over patch tokens."""
 
+    token_kinds = frozenset({"time", "image"})
     monitor = "val/acc"
     monitor_mode = "max"
     report_metrics = ("test/acc", "test/loss")
     report_modes = ("max", "min")
+    # ViM2 (Behrouz et al. 2024) reads out by global average pooling over the patch grid
+    paper_forms = {"vim2": {"pool": "mean"}}
 
     def __init__(
         self,

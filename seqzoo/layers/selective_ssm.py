@@ -114,7 +114,8 @@ class SelectiveSSM(nn.Module):
     Args:
         d_inner: channels E.
         d_state: state size N per channel.
-        d_conv: taps of the causal depthwise convolution.
+        d_conv: taps of the causal depthwise convolution; 0: none, the caller has
+            convolved and applied SiLU (ViM2's 2-D token mixer).
         dt_rank: rank R of the Δ projection.
         impl: kernel implementation.
         dt_min, dt_max: range of the log-uniform initial step Δ.
@@ -126,7 +127,7 @@ class SelectiveSSM(nn.Module):
         super().__init__()
         self.d_state, self.dt_rank, self.impl = d_state, dt_rank, impl
         self.dt_range = (dt_min, dt_max, dt_init_floor)
-        self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner)
+        self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner) if d_conv else None
         self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(dt_rank, d_inner, bias=False)
         self.dt_bias = nn.Parameter(torch.empty(d_inner))
@@ -149,7 +150,7 @@ class SelectiveSSM(nn.Module):
     def forward(self, x: Tensor, z: Tensor, keep: Tensor | None = None) -> Tensor:
         if keep is not None:
             x = x * keep
-        u = F.silu(self._causal_conv(x))
+        u = F.silu(self._causal_conv(x)) if self.conv1d is not None else x
         if keep is not None:
             u = u * keep
         delta, B, C = self._selection(u)

@@ -3,7 +3,9 @@
 A family added to the registry is picked up here automatically: output shape,
 causality, step == forward and chunked forward_with_state == forward (float64, 1e-10),
 padding mask, gradients, keywords, ONNX parity. Grid backbones (token kind "grid") take
-(B, C, L, D) grids of C = 3 channels; their causality is along L.
+(B, C, L, D) grids of C = 3 channels; their causality is along L. Image backbones (token
+kind "image") take (B, L, D) patch tokens of a fixed grid L = H x W (W from ``grid_width``)
+and, like grids, no padding mask.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ def build(name: str, dtype=torch.float64, length: int = 12, **kw):
     torch.manual_seed(0)
     if get_backbone_class(name).fixed_tokens:
         kw["n_tokens"] = length
+    if get_backbone_class(name).tokens == "image":  # a grid H x W of the length: the widest W <= sqrt(L)
+        kw.setdefault("grid_width", max(w for w in range(1, int(length**0.5) + 1) if length % w == 0))
     model = build_backbone(name, d_model=D, n_layers=2, **kw)
     return model.to(dtype).eval()
 
@@ -63,7 +67,7 @@ def test_shared_keywords_and_capabilities(name):
     params = inspect.signature(cls.__init__).parameters
     for key in SHARED_KEYWORDS:
         assert key in params, f"{name} must accept the shared keyword {key!r}"
-    assert cls.tokens in ("time", "variate", "grid")
+    assert cls.tokens in ("time", "variate", "grid", "image")
     if cls.streaming:
         assert cls.causal, "a streaming family must be buildable causal"
 
@@ -138,9 +142,9 @@ def test_forward_with_state_in_chunks_matches_forward(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_padding_mask_respected(name):
     """Outputs at valid positions do not depend on what sits in the padding."""
-    if grid(name):
+    if grid(name) or get_backbone_class(name).tokens == "image":
         with pytest.raises(ValueError, match="no padding mask"):
-            build(name)(tokens(name, 3, 15), torch.ones(3, 15, dtype=torch.bool))
+            build(name, length=15)(tokens(name, 3, 15), torch.ones(3, 15, dtype=torch.bool))
         return
     lengths = torch.tensor([15, 9, 4])
     mask = torch.arange(15)[None, :] < lengths[:, None]
