@@ -96,7 +96,8 @@ def compare(
     shared = {k: v for k, v in base_args.items() if k in SHARED_KEYWORDS}
     # built as the runs are (same parser, same overrides); it also checks the data before
     # anything is written
-    baseline = _baseline(config_path, list(passthrough))
+    resolved: dict[str, dict] = {}
+    baseline = _baseline(config_path, list(passthrough), resolved)
     out.mkdir(parents=True, exist_ok=True)
     (out / "configs").mkdir(exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
@@ -107,15 +108,22 @@ def compare(
         reason = task_cls.incompatibility(cls)
         if reason is None and shared.get("causal") and not cls.causal:
             reason = "cannot be built causal"
+        own = isinstance(base, dict) and base.get("class_path") == class_path(cls)
+        init_args = dict(base_args if own else shared)
+        if reason is None and cls.fixed_tokens and "n_tokens" not in init_args:
+            # built for the token count this task feeds (MambaMixer: the lookback; ViM2: the patch grid)
+            fixed = task_cls.fixed_token_keywords(cls, resolved.get("task_args", {}), resolved.get("dims", {}))
+            if fixed:
+                init_args.update(fixed)
+            else:
+                reason = "built for a fixed token count, which this task cannot give: set n_tokens in a config of its own"
         if reason:
             rows.append({"backbone": name, "family": cls.family, "seed": "", "status": "n/a", "reason": reason})
             continue
         run_config = copy.deepcopy(config)
         # the config's own family keeps all its keywords (a paper config's heads, factor...);
         # other families get the shared ones and their own defaults
-        own = isinstance(base, dict) and base.get("class_path") == class_path(cls)
-        backbone_holder(run_config)["backbone"] = {"class_path": class_path(cls),
-                                                    "init_args": dict(base_args if own else shared)}
+        backbone_holder(run_config)["backbone"] = {"class_path": class_path(cls), "init_args": init_args}
         labels[name] = variant_label(name, backbone_holder(run_config)["backbone"]["init_args"])
         form = task_cls.paper_forms.get(cls.family, {})
         if form and not own:  # a family whose paper defines its own embedding/head runs as the paper's model
@@ -163,15 +171,21 @@ def _short_metrics(row: dict) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in (row.get("metrics") or {}).items())
 
 
-def _baseline(config_path: str, passthrough: list[str]) -> tuple[str, dict[str, float]] | None:
+def _baseline(config_path: str, passthrough: list[str], resolved: dict | None = None
+              ) -> tuple[str, dict[str, float]] | None:
     """The task's trivial baseline on the config's data, through the CLI's own parser with the
     runs' overrides (no logger, no checkpoints). Data missing on first use is written once
-    here by ``prepare_data`` (as a Trainer would), before the runs read it."""
+    here by ``prepare_data`` (as a Trainer would), before the runs read it. ``resolved``, if
+    given, receives the data's ``dims`` and the task's resolved init args."""
     from seqzoo.lightning_cli import make_cli
 
     args, name = rewrite_args(["--config", config_path, *passthrough, "--trainer.logger", "false",
                                "--trainer.enable_checkpointing", "false"])
     cli = make_cli(args=args, run=False, config_name=name)
+    if resolved is not None:
+        model = cli.config.get("model")
+        init = model.get("init_args") if model is not None else None
+        resolved.update(dims=dict(cli.datamodule.dims), task_args=init.as_dict() if init is not None else {})
     cli.datamodule.prepare_data()
     return cli.model.baseline(cli.datamodule)
 

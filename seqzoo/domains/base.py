@@ -82,6 +82,13 @@ class BaseTask(L.LightningModule):
 
     # -- what the task can feed -------------------------------------------------------
     @classmethod
+    def fixed_token_keywords(cls, backbone_cls: type[Backbone], task_args: dict, dims: dict) -> dict[str, Any]:
+        """The keywords that build a fixed-token family (``n_tokens``...) for the tokens this
+        task feeds, from its init args and the data's ``dims``; ``{}`` where the task cannot
+        say (``compare`` then lists the family n/a unless the config sets them)."""
+        return {}
+
+    @classmethod
     def incompatibility(cls, backbone_cls: type[Backbone]) -> str | None:
         """Why this task cannot use a backbone family, or None if it can."""
         if backbone_cls.tokens not in cls.token_kinds:

@@ -200,6 +200,11 @@ class ForecastingTask(BaseTask):
     paper_forms = {"informer": {"embedding": "conv", "use_time_features": True, "revin": False,
                                 "head": "decoder", "decoder_attention": "prob"}}
 
+    @classmethod
+    def fixed_token_keywords(cls, backbone_cls, task_args: dict, dims: dict) -> dict:
+        """One time token per lookback step."""
+        return {"n_tokens": dims["lookback"]} if backbone_cls.tokens == "time" and "lookback" in dims else {}
+
     def __init__(
         self,
         backbone: Backbone,

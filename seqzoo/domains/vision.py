@@ -115,6 +115,16 @@ class VisionTask(BaseTask):
     # ViM2 (Behrouz et al. 2024) reads out by global average pooling over the patch grid
     paper_forms = {"vim2": {"pool": "mean"}}
 
+    @classmethod
+    def fixed_token_keywords(cls, backbone_cls, task_args: dict, dims: dict) -> dict:
+        """The patch grid (image_size / patch_size per side), plus the class token when pooled by it."""
+        if "image_size" not in dims:
+            return {}
+        side = dims["image_size"] // task_args.get("patch_size", 2)
+        if backbone_cls.tokens == "image":
+            return {"n_tokens": side * side, "grid_width": side}
+        return {"n_tokens": side * side + (task_args.get("pool", "cls") == "cls")}
+
     def __init__(
         self,
         backbone: Backbone,

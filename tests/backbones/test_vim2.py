@@ -80,3 +80,17 @@ def test_learns_bars_well_beyond_the_majority_class(tmp_path):
     result = trainer.test(task, dm, verbose=False)[0]
     _, baseline = task.baseline(dm)
     assert result["test/acc"] >= 0.8 and result["test/acc"] > baseline["test/acc"] + 0.4, (result, baseline)
+
+
+def test_the_vision_task_gives_compare_the_patch_grid_and_the_papers_pooling():
+    from seqzoo.backbones.vim2 import ViM2
+    from seqzoo.backbones.mambamixer import MambaMixer
+
+    dims = {"n_classes": 10, "image_size": 8, "in_chans": 1}
+    assert VisionTask.fixed_token_keywords(ViM2, {"patch_size": 2, "pool": "cls"}, dims) == {"n_tokens": 16, "grid_width": 4}
+    assert VisionTask.fixed_token_keywords(MambaMixer, {"patch_size": 2, "pool": "cls"}, dims) == {"n_tokens": 17}
+    assert VisionTask.paper_forms["vim2"] == {"pool": "mean"}
+    backbone = build_backbone("vim2", d_model=8, n_layers=1,
+                              **VisionTask.fixed_token_keywords(ViM2, {"patch_size": 2}, dims))
+    task = VisionTask(backbone, **dims, patch_size=2, **VisionTask.paper_forms["vim2"])
+    assert task(dict(image=torch.randn(2, 1, 8, 8))).shape == (2, 10)

@@ -187,3 +187,21 @@ def test_compare_runs_informer_as_the_papers_model_unless_shared_heads(ett_csv, 
     assert rows[0]["backbone"] == "informer (shared head)"
     shared = yaml.safe_load((tmp_path / "shared/configs/informer.yaml").read_text())["model"]["init_args"]
     assert shared.get("head", "linear") == "linear"
+
+
+def test_compare_builds_fixed_token_families_for_the_tokens_the_task_feeds(ett_csv, write_config, tmp_path):
+    """MambaMixer is built for the lookback (its channel mixer's features are the tokens)."""
+    import unittest.mock as mock
+
+    import yaml
+
+    import seqzoo.compare as cmp
+
+    config = forecasting_config(ett_csv, backbone="transformer")
+    with mock.patch.object(cmp, "_run_job", lambda name, cls, seed, *a: {
+            "backbone": name, "family": cls.family, "seed": seed, "status": "failed", "reason": "not run"}):
+        cmp.compare(str(write_config(config)), ["mambamixer", "vim2"], [0], tmp_path / "cmp")
+    built = yaml.safe_load((tmp_path / "cmp/configs/mambamixer.yaml").read_text())["model"]["init_args"]["backbone"]
+    assert built["init_args"]["n_tokens"] == config["data"]["init_args"]["lookback"]
+    rows = list(csv.DictReader(open(tmp_path / "cmp" / "results.csv")))
+    assert {r["backbone"]: r["status"] for r in rows}["vim2"] == "n/a"  # image tokens: not a forecaster
