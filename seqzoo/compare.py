@@ -45,7 +45,7 @@ from seqzoo.run_config import (
 )
 
 FIELDS = [
-    "backbone", "family", "seed", "status", "reason", "params", "metrics",
+    "backbone", "family", "seed", "fold", "status", "reason", "params", "metrics",
     "train_samples_per_s", "train_tokens_per_s", "infer_samples_per_s", "infer_tokens_per_s",
     "peak_mem_mb", "device", "epochs", "fit_seconds", "checkpoint",
 ]
@@ -59,6 +59,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seeds", default="0", help="comma-separated integer seeds")
     parser.add_argument("--max-epochs", type=int, default=None, help="override trainer.max_epochs")
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--folds", default=None,
+                        help="cross-validation folds to run for every family and seed: 'all' or e.g. 0,1,2 "
+                             "(passed as --data.fold; e.g. the pain domain's leave-one-subject-out)")
     parser.add_argument("--shared_heads", action="store_true",
                         help="give every family the config's embedding and head, also those whose paper defines "
                              "its own (Informer's decoder); such rows are labelled '(shared head)'")
@@ -70,7 +73,8 @@ def main(argv: list[str]) -> int:
         get_backbone_class(name)  # unknown names fail before anything runs
     command = "seqzoo compare " + " ".join(shlex.quote(a) for a in argv)
     compare(opts.config, names, seeds, Path(opts.out), max_epochs=opts.max_epochs, passthrough=passthrough,
-            command=command, shared_heads=opts.shared_heads)
+            command=command, shared_heads=opts.shared_heads,
+            folds=None if opts.folds is None else ("all" if opts.folds.strip() == "all" else int_list(opts.folds, "--folds")))
     return 0
 
 
@@ -84,7 +88,12 @@ def compare(
     passthrough: list[str] = (),
     command: str = "",
     shared_heads: bool = False,
+    folds: list[int] | str | None = None,
 ) -> list[dict[str, Any]]:
+    """Train every family in ``names`` for every seed (and every cross-validation fold in
+    ``folds``: ``"all"`` or indices, passed as ``--data.fold``; the data module must have
+    folds, e.g. the pain domain's leave-one-subject-out); write the table, plot and CSV.
+    Each row of the table is the mean ± std over all its runs (seeds x folds)."""
     config = load_yaml(config_path)
     rewrite_backbone_names(config)
     task_cls = task_class_of(config)
@@ -98,6 +107,10 @@ def compare(
     # anything is written
     resolved: dict[str, dict] = {}
     baseline = _baseline(config_path, list(passthrough), resolved)
+    fold_list = _fold_list(folds, config_path, list(passthrough))
+    if fold_list is not None:  # the baseline too is the mean over the folds
+        baseline = _mean_baseline([_baseline(config_path, [*passthrough, "--data.fold", str(k)])
+                                   for k in fold_list])
     out.mkdir(parents=True, exist_ok=True)
     (out / "configs").mkdir(exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
@@ -133,11 +146,16 @@ def compare(
                 backbone_holder(run_config).update(form)
         config_file = out / "configs" / f"{name}.yaml"
         config_file.write_text(yaml.safe_dump(run_config, sort_keys=False))
-        jobs += [(name, cls, seed, config_file) for seed in seeds]
+        jobs += [(name, cls, seed, config_file, fold) for seed in seeds for fold in (fold_list or [None])]
 
-    for i, (name, cls, seed, config_file) in enumerate(jobs, 1):
-        print(f"[{i}/{len(jobs)}] {name} seed {seed} ...", flush=True)
-        row = _run_job(name, cls, seed, config_file, out, max_epochs, list(passthrough))
+    for i, (name, cls, seed, config_file, fold) in enumerate(jobs, 1):
+        where = "" if fold is None else f" fold {fold}"
+        print(f"[{i}/{len(jobs)}] {name} seed {seed}{where} ...", flush=True)
+        extra = [] if fold is None else ["--data.fold", str(fold)]
+        row = _run_job(name, cls, seed, config_file, out, max_epochs, [*passthrough, *extra],
+                       tag=f"seed{seed}" + ("" if fold is None else f"-fold{fold}"))
+        if fold is not None:
+            row["fold"] = fold
         row["backbone"] = labels[name]  # rows and plots name a variant: "mamba (bidirectional)"
         rows.append(row)
         print(f"      {row['status']}" + (f": {row['reason']}" if row.get("reason") else "")
@@ -149,10 +167,12 @@ def compare(
     return rows
 
 
-def _run_job(name: str, cls, seed: int, config_file: Path, out: Path, max_epochs, passthrough) -> dict[str, Any]:
-    run_dir = out / "runs" / name / f"seed{seed}"
-    result_file = out / "logs" / f"{name}-seed{seed}.json"
-    log_file = out / "logs" / f"{name}-seed{seed}.log"
+def _run_job(name: str, cls, seed: int, config_file: Path, out: Path, max_epochs, passthrough,
+             tag: str | None = None) -> dict[str, Any]:
+    tag = tag or f"seed{seed}"
+    run_dir = out / "runs" / name / tag
+    result_file = out / "logs" / f"{name}-{tag}.json"
+    log_file = out / "logs" / f"{name}-{tag}.log"
     result_file.unlink(missing_ok=True)
     spec = {"config": str(config_file), "seed": seed, "max_epochs": max_epochs, "extra": passthrough,
             "run_dir": str(run_dir), "result": str(result_file)}
@@ -188,6 +208,38 @@ def _baseline(config_path: str, passthrough: list[str], resolved: dict | None = 
         resolved.update(dims=dict(cli.datamodule.dims), task_args=init.as_dict() if init is not None else {})
     cli.datamodule.prepare_data()
     return cli.model.baseline(cli.datamodule)
+
+
+def _fold_list(folds: list[int] | str | None, config_path: str, passthrough: list[str]) -> list[int] | None:
+    """The folds to run: None (no folds), the given indices, or every fold the data has."""
+    if folds is None:
+        return None
+    from seqzoo.lightning_cli import make_cli
+
+    args, name = rewrite_args(["--config", config_path, *passthrough, "--trainer.logger", "false"])
+    datamodule = make_cli(args=args, run=False, config_name=name).datamodule
+    count = datamodule.fold_count()
+    if count is None:
+        raise ConfigError(f"--folds: the data module {type(datamodule).__name__} has no cross-validation folds "
+                          f"(the pain domain's split: loso has one per subject)")
+    if folds == "all":
+        return list(range(count))
+    bad = [k for k in folds if not 0 <= k < count]
+    if bad:
+        raise ConfigError(f"--folds {bad}: the data has folds 0..{count - 1}")
+    return list(folds)
+
+
+def _mean_baseline(per_fold: list) -> Any:
+    """The baselines of several folds averaged metric by metric (same names in every fold)."""
+    if not per_fold or not per_fold[0]:
+        return None
+    lists = [baselines_of(b) for b in per_fold]
+    merged = []
+    for i, (name, metrics) in enumerate(lists[0]):
+        means = {key: sum(float(fold[i][1][key]) for fold in lists) / len(lists) for key in metrics}
+        merged.append((f"{name}, mean over {len(lists)} folds", means))
+    return merged
 
 
 # ---------------------------------------------------------------------------------------

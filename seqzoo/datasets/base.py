@@ -326,6 +326,11 @@ class BaseDataModule(L.LightningDataModule):
         """Sizes for the task, keyed by names in :data:`DIM_NAMES`; from init arguments only."""
         raise TypeError(f"{type(self).__name__} must define the dims property")
 
+    def fold_count(self) -> int | None:
+        """How many cross-validation folds (``fold`` values) the data gives, once it is in
+        place; None when the data module has no folds (``compare --folds`` needs them)."""
+        return None
+
     # -- write once ---------------------------------------------------------------------
     def data_ready(self) -> bool:
         """Whether the files ``setup`` reads are in place (a cheap existence check)."""

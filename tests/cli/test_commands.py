@@ -205,3 +205,32 @@ def test_compare_builds_fixed_token_families_for_the_tokens_the_task_feeds(ett_c
     assert built["init_args"]["n_tokens"] == config["data"]["init_args"]["lookback"]
     rows = list(csv.DictReader(open(tmp_path / "cmp" / "results.csv")))
     assert {r["backbone"]: r["status"] for r in rows}["vim2"] == "n/a"  # image tokens: not a forecaster
+
+
+def test_compare_over_every_loso_fold_reports_the_mean_over_folds(tmp_path, monkeypatch):
+    """``--folds all`` on the pain LOSO config: one run per subject fold (``--data.fold k``),
+    the table's mean over every fold, the baseline averaged over the same folds."""
+    import seqzoo.compare as cmp
+
+    monkeypatch.chdir(tmp_path)  # the synthetic subjects are written to data/pain/ here
+    config = str(Path(__file__).resolve().parents[2] / "configs" / "pain" / "emopain_synth.yaml")
+    seen = []
+
+    def fake_job(name, cls, seed, config_file, out, max_epochs, passthrough, tag=None):
+        fold = int(passthrough[passthrough.index("--data.fold") + 1])
+        seen.append((seed, fold, tag))
+        return {"backbone": name, "family": cls.family, "seed": seed, "status": "ok", "params": 1, "device": "cpu",
+                "metrics": {"test/mcc": fold / 10, "test/f1_macro": 0.5, "test/acc": 0.5},
+                "train_samples_per_s": 1.0, "infer_samples_per_s": 1.0, "peak_mem_mb": 1.0, "checkpoint": "x"}
+
+    monkeypatch.setattr(cmp, "_run_job", fake_job)
+    rows = cmp.compare(config, ["gru"], [0], tmp_path / "cmp", folds="all")
+    n = len(list((tmp_path / "data" / "pain" / "emopain_synth").glob("subject_*.csv")))
+    assert n >= 4 and [(s, f) for s, f, _ in seen] == [(0, k) for k in range(n)]
+    assert len({tag for *_, tag in seen}) == n, "each fold has its own run folder"
+    assert [r["fold"] for r in rows] == list(range(n))
+    [entry] = summarise(rows, cmp.task_class_of(cmp.load_yaml(config)))
+    assert entry["test/mcc"][0] == pytest.approx(sum(range(n)) / 10 / n) and entry["n"] == n
+    assert f"mean over {n} folds" in (tmp_path / "cmp" / "results.md").read_text()
+    with pytest.raises(cmp.ConfigError, match="folds 0.."):
+        cmp.compare(config, ["gru"], [0], tmp_path / "bad", folds=[n])

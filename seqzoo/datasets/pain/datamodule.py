@@ -109,6 +109,13 @@ class PainDataModule(BaseDataModule):
     def dims(self) -> dict[str, int]:
         return {"n_channels": self.n_channels, "seq_len": self.window, "n_classes": self.n_classes}
 
+    def fold_count(self) -> int | None:
+        """Leave-one-subject-out: one fold per subject file (None for a fixed split)."""
+        if self.split != "loso":
+            return None
+        self.require_data()
+        return len(list(Path(self.path).glob(f"{SUBJECT_PREFIX}*.csv")))
+
     def data_ready(self) -> bool:
         root = Path(self.path)
         return root.is_dir() and any(root.glob(f"{SUBJECT_PREFIX}*.csv"))
