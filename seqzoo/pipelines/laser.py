@@ -10,12 +10,16 @@ reads the last L_f rows and predicts the next H values of the target channels; t
 detector (:class:`~seqzoo.domains.rul.AnomalyDetectionTask`) reads the last L_d - H
 observed target values followed by the H forecast ones (the *predicted* sequence, as
 in the paper) and flags it when its reconstruction error exceeds the validation
-threshold; the RUL model (:class:`~seqzoo.domains.rul.RULTask`) reads the last L_r rows.
+threshold; the RUL model (:class:`~seqzoo.domains.rul.RULTask`) reads the last L_r rows
+and, as in the paper, its estimate is the pipeline's answer only once the detector has
+flagged the device (the flag latches); before that the device is reported healthy, i.e.
+RUL at the cap (``gated=False``: the RUL model's estimate at every point).
 Each stage rebuilds its own data module from its checkpoint's config (so each uses its
 own labels, e.g. RUL cap); the three must read the same units with the same scaling of
 the targets (checked). Scores where the truth is known: forecast RMSE (scaled units),
 anomaly accuracy / precision / recall / F1 (label of row e + H), RUL RMSE / MAE (label
-of row e), also over the points flagged anomalous.
+of row e) of the pipeline's answer, of the RUL model alone, and over the points after the
+device was flagged.
 """
 
 from __future__ import annotations
@@ -61,16 +65,18 @@ def load_stage(ckpt: str, task_cls: type, data: str | None = None):
 
 
 def run_pipeline(forecast_ckpt: str, detect_ckpt: str, rul_ckpt: str, data: str | None = None,
-                 split: str = "test", stride: int = 1) -> dict:
+                 split: str = "test", stride: int = 1, gated: bool = True) -> dict:
     """Run forecast -> anomaly detection -> RUL over every device history of ``split``.
 
     At each evaluation point e (every ``stride`` rows, and the last row) of a history:
     the forecaster reads the last L_f rows and predicts the next H target values; the
     detector reads the last L_d - H observed target values followed by the H forecast
     ones (the *predicted* sequence, as in the paper) and flags it; the RUL model reads
-    the last L_r rows. Scores against the truth where it is known: forecast RMSE (scaled
-    units), anomaly accuracy/precision/recall/F1 (label of row e + H), RUL RMSE/MAE
-    (label of row e), also over the points flagged anomalous.
+    the last L_r rows; with ``gated`` its estimate is the answer only from the first
+    flagged point of the history on (the RUL cap, "healthy", before). Scores against the
+    truth where it is known: forecast RMSE (scaled units), anomaly accuracy/precision/
+    recall/F1 (label of row e + H), RUL RMSE/MAE (label of row e) of the pipeline's answer,
+    of the RUL model alone, and over the points after the device was flagged.
     """
     forecaster, fdm = load_stage(forecast_ckpt, DegradationForecastTask, data)
     detector, ddm = load_stage(detect_ckpt, AnomalyDetectionTask, data)
@@ -81,7 +87,7 @@ def run_pipeline(forecast_ckpt: str, detect_ckpt: str, rul_ckpt: str, data: str 
     if observed < 0:
         raise ConfigError(f"the detector's lookback ({ddm.lookback}) is shorter than the forecast horizon ({H})")
     totals = {"forecast_se": 0.0, "forecast_n": 0, "flag": [], "label": [], "rul_pred": [], "rul_true": [],
-              "rul_flagged": []}
+              "rul_model": [], "rul_flagged": []}
     devices = []
     for k, unit in enumerate(fdm.units[split]):
         feats_f = torch.as_tensor(unit.features)
@@ -102,6 +108,8 @@ def run_pipeline(forecast_ckpt: str, detect_ckpt: str, rul_ckpt: str, data: str 
             error = detector.net.error(detect_in)
             flag = detector.flags(error)
             rul = rul_model(dict(x=torch.stack([window_at(feats_r, e, rdm.lookback) for e in points])))
+        detected = torch.cummax(flag.long(), dim=0).values.bool()  # the flag latches
+        answer = torch.where(detected, rul, torch.full_like(rul, float(rdm.rul_cap))) if gated else rul
         for j, e in enumerate(points):
             if e + H < T:
                 totals["forecast_se"] += float((forecast[j] - targets[e + 1 : e + 1 + H]).pow(2).sum())
@@ -110,19 +118,21 @@ def run_pipeline(forecast_ckpt: str, detect_ckpt: str, rul_ckpt: str, data: str 
                     totals["flag"].append(int(flag[j]))
                     totals["label"].append(int(anomaly[e + H]))
             if not np.isnan(rul_unit.rul[e]):
-                totals["rul_pred"].append(float(rul[j]))
+                totals["rul_pred"].append(float(answer[j]))
+                totals["rul_model"].append(float(rul[j]))
                 totals["rul_true"].append(float(rul_unit.rul[e]))
-                totals["rul_flagged"].append(bool(flag[j]))
+                totals["rul_flagged"].append(bool(detected[j]))
         last = fdm.unscale(forecast[-1].numpy(), fdm.targets)
         devices.append({
             "device": unit.unit_id, "rows": T, "time": float(unit.time[-1]),
             "forecast": {name: [float(v) for v in last[:, i]] for i, name in enumerate(fdm.targets)},
             "anomaly_error": float(error[-1]), "anomaly_flag": bool(flag[-1]),
-            "rul_estimate": float(rul[-1]),
+            "detected_at": float(unit.time[points[int(detected.long().argmax())]]) if bool(detected.any()) else None,
+            "rul_estimate": float(rul[-1]) if bool(detected[-1]) or not gated else None,
             "rul_true": None if np.isnan(rul_unit.rul[-1]) else float(rul_unit.rul[-1]),
         })
     return {"split": split, "horizon": H, "threshold": float(detector.threshold), "rul_cap": rdm.rul_cap,
-            "summary": _summarise(totals), "devices": devices}
+            "gated": gated, "summary": _summarise(totals), "devices": devices}
 
 
 def _check_compatible(fdm, ddm, rdm, split: str) -> None:
@@ -157,11 +167,13 @@ def _summarise(totals: dict) -> dict:
         out.update({f"anomaly_{name}": float(scores[key]) for key, name in
                     (("acc", "accuracy"), ("precision", "precision"), ("recall", "recall"), ("f1", "f1"))})
     pred = torch.as_tensor(totals["rul_pred"], dtype=torch.float64)
+    model = torch.as_tensor(totals["rul_model"], dtype=torch.float64)
     true = torch.as_tensor(totals["rul_true"], dtype=torch.float64)
     flagged = torch.as_tensor(totals["rul_flagged"], dtype=torch.bool)
     out["rul_points"] = len(true)
     if len(true):
         out.update({f"rul_{k}": float(v) for k, v in regression_metrics()(pred, true).items()})
+        out["rul_rmse_model_only"] = float(regression_metrics()(model, true)["rmse"])
     out["rul_points_flagged"] = int(flagged.sum())
     if flagged.any():
         out["rul_rmse_flagged"] = float(regression_metrics()(pred[flagged], true[flagged])["rmse"])
@@ -180,12 +192,15 @@ def format_report(report: dict) -> str:
             continue
         forecast = ", ".join(f"{k} {v[-1]:.4g}" for k, v in d["forecast"].items())
         rows.append([d["device"], str(d["rows"]), f"{d['time']:g}", forecast, f"{d['anomaly_error']:.4g}",
-                     "ANOMALY" if d["anomaly_flag"] else "normal", f"{d['rul_estimate']:.1f}",
+                     "ANOMALY" if d["anomaly_flag"] else "normal",
+                     "healthy" if d["rul_estimate"] is None else f"{d['rul_estimate']:.1f}",
                      "unknown" if d["rul_true"] is None else f"{d['rul_true']:.1f}"])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     for row in [head, ["-" * w for w in widths], *rows]:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-    lines += ["", "summary (all evaluation points):"]
+    lines += ["", "RUL estimates " + ("once a device is flagged (healthy before: RUL at the cap)" if report["gated"]
+                                      else "of the RUL model at every point (--ungated)"),
+              "", "summary (all evaluation points):"]
     lines += [f"  {k}: {v:.4g}" if isinstance(v, float) else f"  {k}: {v}" for k, v in report["summary"].items()]
     return "\n".join(lines)
 
@@ -201,12 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--stride", type=int, default=1, help="rows between evaluation points")
     p.add_argument("--json", default=None, help="also write the full report here")
+    p.add_argument("--ungated", action="store_true",
+                   help="report the RUL model's estimate at every point (default: only once the device was flagged)")
     opts = p.parse_args(argv)
     try:
         if opts.stride < 1:
             raise ConfigError(f"--stride must be >= 1, got {opts.stride}")
         report = run_pipeline(opts.forecast, opts.detect, opts.rul, data=opts.data, split=opts.split,
-                              stride=opts.stride)
+                              stride=opts.stride, gated=not opts.ungated)
     except SeqzooError as err:
         print(f"seqzoo pipeline laser: error: {err}", file=sys.stderr)
         return 2

@@ -163,6 +163,13 @@ def test_pipeline_end_to_end_reports_forecast_anomaly_and_rul(laser_stages, tmp_
     failed = [d for d in devices if d["rul_true"] == 0.0]
     assert failed and all(d["anomaly_flag"] for d in failed), "a device at its failure is flagged"
     assert all(len(d["forecast"]["current_mA"]) == report["horizon"] for d in devices)
+    # RUL waits for the anomaly flag (the paper's pipeline): no estimate for a device never flagged
+    assert report["gated"] and all((d["rul_estimate"] is None) == (d["detected_at"] is None) for d in devices)
+    assert all(d["rul_estimate"] is not None for d in failed) and "rul_rmse_model_only" in summary
+    assert main([*args[:-2], "--json", str(tmp_path / "ungated.json"), "--ungated"]) == 0
+    ungated = json.loads((tmp_path / "ungated.json").read_text())
+    assert not ungated["gated"] and all(d["rul_estimate"] is not None for d in ungated["devices"] if "skipped" not in d)
+    assert ungated["summary"]["rul_rmse"] == pytest.approx(summary["rul_rmse_model_only"])
 
 
 @pytest.mark.slow
