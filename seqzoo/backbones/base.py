@@ -209,14 +209,15 @@ def check_bidirectional(name: str, bidirectional: bool, causal: bool) -> bool:
     return bool(bidirectional)
 
 
-VARIANT_KEYWORDS = ("bidirectional",)
-"""Keywords that turn a family into a named variant of its paper's model."""
+VARIANT_KEYWORDS = {"bidirectional": False, "stem_shortcut": False, "bn_gain": 1.0}
+"""Keywords that turn a family into a named variant of its paper's model, with the paper's value."""
 
 
 def variant_label(name: str, init_args: dict) -> str:
     """How results name a backbone built with ``init_args``: ``"mamba"`` for the paper's
     form, ``"mamba (bidirectional)"`` for a variant."""
-    variants = [key for key in VARIANT_KEYWORDS if init_args.get(key)]
+    variants = [key if isinstance(paper, bool) else f"{key}={init_args[key]:g}"
+                for key, paper in VARIANT_KEYWORDS.items() if key in init_args and init_args[key] != paper]
     return f"{name} ({', '.join(variants)})" if variants else name
 
 

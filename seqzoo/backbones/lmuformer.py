@@ -82,7 +82,8 @@ class LMUFormer(BlockStack):
         if not isinstance(kernel_size, int) or kernel_size < 1:
             raise ConfigError(f"backbone {label!r}: kernel_size must be a positive integer, got {kernel_size!r}")
         self.memory_size, self.theta = order, float(theta)
-        parts = _Parts(causal=causal, spiking=self.spiking, impl=impl, kernel_size=kernel_size)
+        parts = _Parts(causal=causal, spiking=self.spiking, impl=impl, kernel_size=kernel_size,
+                       **getattr(self, "_spiking_options", {}))
         rates = stochastic_depth(drop_path, n_layers)
         # blocks[0] is the convolutional embedding; no final norm (the paper has none)
         self.build_blocks(
@@ -99,6 +100,41 @@ class SpikingLMUFormer(LMUFormer):
 
     spiking = True
 
+    def __init__(
+        self,
+        d_model: int,
+        n_layers: int,
+        *,
+        causal: bool = False,
+        dropout: float = 0.0,
+        impl: str = "auto",
+        memory_size: int | None = None,
+        theta: float = 128.0,
+        embed_layers: int = 4,
+        kernel_size: int = 3,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        bn_gain: float = 1.0,
+        stem_shortcut: bool = False,
+    ) -> None:
+        """
+        Args:
+            memory_size, theta, embed_layers, kernel_size, mlp_ratio, drop_path: as ``lmuformer``
+                (memory_size defaults to 2 * d_model).
+            bn_gain: initial γ of every BatchNorm in front of a LIF neuron. The paper (and the
+                authors' code, torch's default) start at 1: with τ = 2 and V_th = 1 only ~4 % of
+                steps fire at first. 2 (a variant, labelled) starts a fresh network near 20 % firing.
+            stem_shortcut: add the real-valued input around the spiking stem (a variant,
+                labelled; it keeps the stem's output tied to its input while the BatchNorm
+                statistics are untrained, and makes the stem's output not purely spike-driven).
+        """
+        if not bn_gain > 0:
+            raise ConfigError(f"backbone 'spiking_lmuformer': bn_gain must be positive, got {bn_gain}")
+        object.__setattr__(self, "_spiking_options", {"bn_gain": float(bn_gain), "stem_shortcut": bool(stem_shortcut)})
+        super().__init__(d_model, n_layers, causal=causal, dropout=dropout, impl=impl, memory_size=memory_size,
+                         theta=theta, embed_layers=embed_layers, kernel_size=kernel_size, mlp_ratio=mlp_ratio,
+                         drop_path=drop_path)
+
 
 # ---------------------------------------------------------------------------------------
 # Stages
@@ -108,27 +144,28 @@ class SpikingLMUFormer(LMUFormer):
 class _Parts:
     """Builds the layers both variants share, in the variant's flavour."""
 
-    def __init__(self, *, causal: bool, spiking: bool, impl: str, kernel_size: int) -> None:
+    def __init__(self, *, causal: bool, spiking: bool, impl: str, kernel_size: int, bn_gain: float = 1.0,
+                 stem_shortcut: bool = False) -> None:
         self.causal, self.spiking, self.impl, self.kernel_size = causal, spiking, impl, kernel_size
+        self.bn_gain, self.stem_shortcut = bn_gain, stem_shortcut
 
     def conv(self, c_in: int, c_out: int, *, bias: bool = False) -> TemporalConv:
         return TemporalConv(c_in, c_out, self.kernel_size, causal=self.causal, bias=bias)
 
     def spiking_norm(self, channels: int, v_threshold: float = 1.0) -> list[nn.Module]:
-        """BatchNorm -> LIF. The norm starts with γ = 2·V_th: with γ = 1 and τ = 2 the membrane's
-        stationary std is 0.58 and only ~4% of steps cross V_th, and a silent layer passes
-        no gradient; γ = 2·V_th gives a fresh network ~20% firing."""
-        return [BatchNorm(channels, scale=2.0 * v_threshold), LIFNeuron(channels, v_threshold=v_threshold, impl=self.impl)]
+        """BatchNorm -> LIF. The norm starts with γ = ``bn_gain`` (the paper: 1; with τ = 2 the
+        membrane's stationary std is then 0.58 and ~4 % of steps cross V_th = 1; the variant
+        ``bn_gain = 2`` gives a fresh network ~20 % firing)."""
+        return [BatchNorm(channels, scale=self.bn_gain), LIFNeuron(channels, v_threshold=v_threshold, impl=self.impl)]
 
 
 class ConvEmbedding(nn.Module):
     """Convolutional patch embedding (stride 1) plus a convolutional relative-position branch.
 
     ``lmuformer``: [Conv -> ReLU -> BN] × n, then x + Conv(x) (the paper's Tokenizer);
-    ``spiking_lmuformer``: Conv, [BN -> LIF -> Conv] × (n-1), then x + Conv(LIF(BN(x))), plus
-    a shortcut from the (real-valued) input: the paper's stem reads raw features, here it
-    maps d_model -> d_model, and the shortcut keeps the output tied to the input while the
-    BatchNorm statistics are still untrained (a fresh spiking stem is otherwise silent).
+    ``spiking_lmuformer``: Conv, [BN -> LIF -> Conv] × (n-1), then x + Conv(LIF(BN(x))) (the
+    paper's membrane-shortcut stem); ``stem_shortcut=True`` (a variant) also adds the
+    real-valued input around the stem.
     """
 
     def __init__(self, d_model: int, n_convs: int, parts: _Parts) -> None:
@@ -145,7 +182,7 @@ class ConvEmbedding(nn.Module):
             position = [parts.conv(d_model, d_model)]
         self.body = Chain(ops)
         self.position = Chain(position)
-        self.shortcut = parts.spiking
+        self.shortcut = parts.spiking and parts.stem_shortcut
         self.n_state = self.body.n_state + self.position.n_state
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -30,8 +30,23 @@ def build(name: str, dtype=torch.float64, length: int = 12, **kw):
         kw["n_tokens"] = length
     if get_backbone_class(name).tokens == "image":  # a grid H x W of the length: the widest W <= sqrt(L)
         kw.setdefault("grid_width", max(w for w in range(1, int(length**0.5) + 1) if length % w == 0))
-    model = build_backbone(name, d_model=D, n_layers=2, **kw)
-    return model.to(dtype).eval()
+    model = build_backbone(name, d_model=D, n_layers=2, **kw).to(dtype)
+    if getattr(model, "spiking", False):
+        calibrate_batch_norms(model, length, dtype)
+    return model.eval()
+
+
+def calibrate_batch_norms(model, length: int, dtype) -> None:
+    """A spiking family as the paper builds it (BatchNorm γ = 1 before each LIF) is silent in
+    eval mode with fresh running statistics; a trained one is not. Set the statistics from one
+    batch (cumulative average), as training would."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.momentum = None
+        norm.reset_running_stats()
+    model.train()
+    with torch.no_grad():
+        model(randn(4, length, D, dtype=dtype, seed=11))
 
 
 def randn(*shape, dtype=torch.float64, seed=1):

@@ -147,3 +147,30 @@ def test_memory_impulse_response_cache_follows_the_buffers():
     torch.testing.assert_close(memory(u), 2 * first, atol=1e-12, rtol=1e-10)
     memory.load_state_dict(LegendreMemory(8, theta=32.0).double().state_dict())
     torch.testing.assert_close(memory(u), first, atol=0, rtol=0)
+
+
+def test_spiking_paper_form_and_its_named_variants():
+    """The paper's spiking model: BatchNorm γ = 1 before each LIF and no real-valued shortcut
+    around the stem; ``bn_gain``/``stem_shortcut`` are variants, and compare labels them."""
+    from seqzoo.backbones.base import variant_label
+    paper = build_backbone("spiking_lmuformer", d_model=16, n_layers=1, causal=True)
+    assert {float(v) for m in paper.modules() if isinstance(m, BatchNorm) for v in m.weight.detach()} == {1.0}
+    assert not paper.blocks[0].shortcut
+    variant = build_backbone("spiking_lmuformer", d_model=16, n_layers=1, causal=True, bn_gain=2.0, stem_shortcut=True)
+    assert {float(v) for m in variant.modules() if isinstance(m, BatchNorm) for v in m.weight.detach()} == {1.0, 2.0}
+    assert variant.blocks[0].shortcut
+
+    # firing at initialisation (training-mode BatchNorm): the paper's form fires sparsely, the variant more
+    def firing(model):
+        rates = []
+        hooks = [m.register_forward_hook(lambda mod, a, out: rates.append(float((out != 0).double().mean())))
+                 for m in model.modules() if isinstance(m, LIFNeuron)]
+        model.double().train()(randn(4, 40, 16, seed=3))
+        for h in hooks:
+            h.remove()
+        return sum(rates) / len(rates)
+
+    assert 0.0 < firing(paper) < firing(variant)
+    assert variant_label("spiking_lmuformer", {"bn_gain": 2.0, "stem_shortcut": True}) == \
+        "spiking_lmuformer (stem_shortcut, bn_gain=2)"
+    assert variant_label("spiking_lmuformer", {"bn_gain": 1.0, "stem_shortcut": False}) == "spiking_lmuformer"
