@@ -77,7 +77,7 @@ class SeparationNet(nn.Module):
         padded = F.pad(mix, (0, (n_frames - 1) * self.stride + self.kernel_size - T))
         w = F.relu(self.encoder(padded[:, None, :])).transpose(1, 2)  # (B, F, N)
         frame_mask = None
-        if lengths is not None:
+        if lengths is not None and not bool((lengths >= T).all()):  # a batch of whole crops needs no mask
             frame_mask = torch.arange(n_frames, device=mix.device)[None, :] < self.n_frames(lengths)[:, None]
         h = self.proj_in(self.norm(w))
         if self.position_scale is not None:
