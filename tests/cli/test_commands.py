@@ -151,7 +151,7 @@ def test_compare_keeps_the_configs_own_family_keywords(ett_csv, write_config, tm
 
     config = forecasting_config(ett_csv, backbone="transformer")
     config["model"]["init_args"]["backbone"]["init_args"].update(n_heads=2, mlp_ratio=1.0)
-    monkeypatch.setattr(cmp, "_run_job", lambda name, cls, seed, *a: {
+    monkeypatch.setattr(cmp, "_run_job", lambda name, cls, seed, *a, **kw: {
         "backbone": name, "family": cls.family, "seed": seed, "status": "failed", "reason": "not run"})
     cmp.compare(str(write_config(config)), ["transformer", "gru"], [0], tmp_path / "cmp")
     own = yaml.safe_load((tmp_path / "cmp/configs/transformer.yaml").read_text())["model"]["init_args"]["backbone"]
@@ -181,7 +181,7 @@ def test_compare_runs_informer_as_the_papers_model_unless_shared_heads(ett_csv, 
     assert gru.get("head", "linear") == "linear", "other families keep the config's head"
 
     import unittest.mock as mock
-    with mock.patch.object(cmp, "_run_job", lambda name, cls, seed, *a: {
+    with mock.patch.object(cmp, "_run_job", lambda name, cls, seed, *a, **kw: {
             "backbone": name, "family": cls.family, "seed": seed, "status": "failed", "reason": "not run"}):
         rows = cmp.compare(path, ["informer"], [0], tmp_path / "shared", shared_heads=True)
     assert rows[0]["backbone"] == "informer (shared head)"
@@ -198,7 +198,7 @@ def test_compare_builds_fixed_token_families_for_the_tokens_the_task_feeds(ett_c
     import seqzoo.compare as cmp
 
     config = forecasting_config(ett_csv, backbone="transformer")
-    with mock.patch.object(cmp, "_run_job", lambda name, cls, seed, *a: {
+    with mock.patch.object(cmp, "_run_job", lambda name, cls, seed, *a, **kw: {
             "backbone": name, "family": cls.family, "seed": seed, "status": "failed", "reason": "not run"}):
         cmp.compare(str(write_config(config)), ["mambamixer", "vim2"], [0], tmp_path / "cmp")
     built = yaml.safe_load((tmp_path / "cmp/configs/mambamixer.yaml").read_text())["model"]["init_args"]["backbone"]
