@@ -348,7 +348,8 @@ def markdown_table(summary, task_cls, baseline, config_path, command, rows) -> s
         lines += [f"Command: `{command}`", ""]
     devices = sorted({e.get("device", "") for e in summary if e.get("device")})
     if devices:
-        lines += [f"Device: {', '.join(devices)}. Mean ± sample std over seeds; n = successful runs.", ""]
+        over = "seeds x folds" if any(r.get("fold") not in (None, "") for r in rows) else "seeds"
+        lines += [f"Device: {', '.join(devices)}. Mean ± sample std over {over}; n = successful runs.", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     best_name = summary[0]["backbone"] if summary and summary[0]["status"] == "ok" else None
     for e in summary:
