@@ -133,6 +133,27 @@ def test_cmapss_default_channels_are_the_informative_sensors_and_tests_at_the_la
     assert x.shape == (40, len(dm.channels))  # short units are edge-padded to the lookback
 
 
+def test_cmapss_test_units_shorter_than_the_window_are_padded_dropped_or_refused(cmapss_dir, caplog):
+    probe = RULDataModule(str(cmapss_dir), format="cmapss", lookback=1)
+    probe.setup()
+    lengths = sorted(len(u.time) for u in probe.units["test"])
+    lookback = lengths[1] + 1  # longer than the two shortest test units, shorter than the rest
+    n_short = sum(n < lookback for n in lengths)
+    assert 0 < n_short < len(lengths)
+    with caplog.at_level("WARNING"):
+        padded = RULDataModule(str(cmapss_dir), format="cmapss", lookback=lookback)
+        padded.setup()
+    assert len(padded.datasets["test"]) == len(lengths)
+    assert f"{n_short} test unit(s) have fewer than lookback={lookback}" in caplog.text and "edge padding" in caplog.text
+    dropped = RULDataModule(str(cmapss_dir), format="cmapss", lookback=lookback, short_units="drop")
+    dropped.setup()
+    assert len(dropped.datasets["test"]) == len(lengths) - n_short
+    with pytest.raises(DataError, match=f"{n_short} test unit.*lookback={lookback}.*short_units"):
+        RULDataModule(str(cmapss_dir), format="cmapss", lookback=lookback, short_units="error").setup()
+    with pytest.raises(ConfigError, match="short_units"):
+        RULDataModule(str(cmapss_dir), format="cmapss", short_units="cut")
+
+
 def test_stage_windows(laser_dir):
     fc = RULDataModule(str(laser_dir), format="laser", stage="forecast", lookback=8, horizon=3)
     fc.setup()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +24,8 @@ from seqzoo.datasets.rul.reader import (
     rul_labels,
 )
 from seqzoo.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 
 Stage = Literal["forecast", "detect", "rul"]
@@ -95,6 +98,10 @@ class RULDataModule(BaseDataModule):
         stride: rows between training windows.
         eval_stride: rows between validation/test windows.
         rul_eval: RUL test points: ``last`` cycle of each unit (C-MAPSS) or ``all`` labelled rows.
+        short_units: test units with fewer rows than ``lookback`` (C-MAPSS has some at the
+            literature's windows): ``pad`` repeats their first row before it (edge padding, the usual
+            protocol; the count is logged), ``drop`` leaves them out of the test set (logged), ``error``
+            refuses them, naming the units.
         baseline_points: laser samples averaged into I0 for the relative current.
         prepare: what writes the data when it is missing (``synth:rul-laser``, ``synth:rul-cmapss``).
         synth: removed; set ``prepare: synth:rul-<format>`` (a ConfigError says so).
@@ -122,6 +129,7 @@ class RULDataModule(BaseDataModule):
         stride: int = 1,
         eval_stride: int = 1,
         rul_eval: Literal["last", "all"] = "last",
+        short_units: Literal["pad", "drop", "error"] = "pad",
         baseline_points: int = 5,
         prepare: str | None = None,
         synth: bool | None = None,
@@ -143,6 +151,8 @@ class RULDataModule(BaseDataModule):
             raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
         if rul_eval not in ("last", "all"):
             raise ConfigError(f"rul_eval must be 'last' or 'all', got {rul_eval!r}")
+        if short_units not in ("pad", "drop", "error"):
+            raise ConfigError(f"short_units must be 'pad', 'drop' or 'error', got {short_units!r}")
         if scaler not in ("minmax", "standard"):
             raise ConfigError(f"scaler must be 'minmax' or 'standard', got {scaler!r}")
         self.path, self.format, self.stage, self.subset = path, format, stage, subset
@@ -150,7 +160,7 @@ class RULDataModule(BaseDataModule):
         self.anomaly_rul = anomaly_rul if anomaly_rul is not None else rul_cap
         self.scaler_kind, self.val_fraction, self.split_seed = scaler, val_fraction, split_seed
         self.stride, self.eval_stride, self.rul_eval = stride, eval_stride, rul_eval
-        self.baseline_points = baseline_points
+        self.baseline_points, self.short_units = baseline_points, short_units
         self.channels, self.targets = self._select_channels(channels, targets)  # model inputs, targets last
         self.units: dict[str, list[PreparedUnit]] = {}  # filled by setup: scaled units with labels, per split
         self.scaler: MinMaxScaler | StandardScaler | None = None
@@ -277,6 +287,23 @@ class RULDataModule(BaseDataModule):
                     ends.append((k, T - 1))
             else:
                 ends += [(k, e) for e in range(L - 1, T, step) if not np.isnan(u.rul[e])]
+        return self._handle_short_units(split, ends)
+
+    def _handle_short_units(self, split: str, ends: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Apply ``short_units`` to windows that start before their unit's first row."""
+        short = [(k, e) for k, e in ends if e + 1 < self.lookback]
+        if not short:
+            return ends
+        names = sorted({self.units[split][k].unit_id for k, _ in short})
+        shown = ", ".join(str(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
+        what = (f"{self.path}: {len(names)} {split} unit(s) have fewer than lookback={self.lookback} rows "
+                f"before their evaluated cycle (units {shown})")
+        if self.short_units == "error":
+            raise DataError(f"{what}; set data.short_units: pad (edge padding) or drop, or a shorter lookback")
+        if self.short_units == "drop":
+            log.warning("%s: left out (data.short_units=drop)", what)
+            return [ke for ke in ends if ke[1] + 1 >= self.lookback]
+        log.warning("%s: their windows repeat the first row (edge padding, data.short_units=pad)", what)
         return ends
 
     def unscale(self, values: np.ndarray, channels: list[str]) -> np.ndarray:
