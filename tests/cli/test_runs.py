@@ -95,6 +95,15 @@ def test_two_cpu_ranks_train_like_one_and_evaluate_every_window_once(ett_csv, wr
     mse = {n: pd.read_csv(tmp_path / n / "metrics.csv")["test/mse"].dropna().item() for n in ("test1", "test2")}
     assert mse["test2"] == pytest.approx(mse["test1"], rel=1e-6), mse
 
+    # the whole validation split (limit_val_batches counts batches per rank)
+    whole = ["--trainer.limit_val_batches", "1.0"]
+    val2 = seqzoo("validate", "--config", str(two), "--run_dir", "val2", "--ckpt_path", ckpt, *whole, *ddp,
+                  cwd=tmp_path)
+    assert val2.returncode == 0, val2.stderr[-3000:]
+    assert main(["validate", "--config", str(two), "--run_dir", "val1", "--ckpt_path", ckpt, *whole]) == 0
+    val = {n: pd.read_csv(tmp_path / n / "metrics.csv")["val/mse"].dropna().item() for n in ("val1", "val2")}
+    assert val["val2"] == pytest.approx(val["val1"], rel=1e-6), val
+
     pred2 = seqzoo("predict", "--config", str(two), "--run_dir", "test2", "--ckpt_path", ckpt, *ddp, cwd=tmp_path)
     assert pred2.returncode == 0, pred2.stderr[-3000:]
     assert main(["predict", "--config", str(two), "--run_dir", "test1", "--ckpt_path", ckpt]) == 0
