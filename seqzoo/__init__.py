@@ -9,6 +9,21 @@ from seqzoo.errors import ConfigError, DataError, ExportError, SeqzooError, Unkn
 
 __version__ = "0.1.0"
 
+
+def load(path):
+    """The trained task of a run folder or checkpoint (see :func:`seqzoo.trained.load`)."""
+    from seqzoo.trained import load as _load
+
+    return _load(path)
+
+
+def predict(run, path=None, windows=None, batch_size=None):
+    """A trained run's predictions on a file, in the user's units (see :func:`seqzoo.trained.predict`)."""
+    from seqzoo.trained import predict as _predict
+
+    return _predict(run, path, windows=windows, batch_size=batch_size)
+
+
 __all__ = [
     "Backbone",
     "ConfigError",
@@ -19,5 +34,7 @@ __all__ = [
     "build_backbone",
     "get_backbone_class",
     "list_backbones",
+    "load",
+    "predict",
     "register_backbone",
 ]

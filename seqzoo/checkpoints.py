@@ -68,8 +68,6 @@ def build_task(config: dict, dims: dict):
     """Instantiate the task of a resolved config with the given data sizes (no data read)."""
     from jsonargparse import ArgumentParser
 
-    from seqzoo.domains.base import BaseTask
-
     model_cfg = copy.deepcopy(config.get("model"))
     if not isinstance(model_cfg, dict) or "class_path" not in model_cfg:
         raise ConfigError("config has no model.class_path")
@@ -81,7 +79,7 @@ def build_task(config: dict, dims: dict):
         if key in accepted:
             init[key] = value
     parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(BaseTask, "model", required=True)
+    parser.add_subclass_arguments(task_cls, "model", required=True)  # the task's own class: no import of the tasks' base
     namespace = parser.parse_object({"model": model_cfg})
     return parser.instantiate_classes(namespace).model
 

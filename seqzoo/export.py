@@ -55,8 +55,12 @@ class ExportReport:
         )
 
 
-def export_onnx(spec: ExportSpec, path: str | os.PathLike, *, atol: float = 1e-4) -> ExportReport:
-    """Export ``spec.module`` to ONNX at ``path`` and check it with onnxruntime."""
+def export_onnx(spec: ExportSpec, path: str | os.PathLike, *, atol: float = 1e-4,
+                metadata: dict[str, str] | None = None) -> ExportReport:
+    """Export ``spec.module`` to ONNX at ``path`` and check it with onnxruntime.
+
+    The free axes get their labels as names in the graph (``batch``, ``time``...), and
+    ``metadata`` (plus the spec's input/output docs and states) goes into ``metadata_props``."""
     path = Path(path)
     module = spec.module.eval()
     if len(spec.input_names) != len(spec.example_inputs):
@@ -76,6 +80,7 @@ def export_onnx(spec: ExportSpec, path: str | os.PathLike, *, atol: float = 1e-4
                 verbose=False,
                 external_data=False,
             )
+        _name_axes_and_describe(tmp, spec, metadata or {})
         _check_onnx_dims(tmp, spec)
         diff, shapes = _check_parity(tmp, spec, module, atol)
         os.replace(tmp, path)
@@ -115,8 +120,44 @@ def _nest_varargs(module: nn.Module, flat: list):
     params = list(inspect.signature(module.forward).parameters.values())
     for i, p in enumerate(params):
         if p.kind is p.VAR_POSITIONAL:
-            return (*flat[:i], tuple(flat[i:]))
+            return (*flat[:i], tuple(flat[i:])) if len(flat) > i else tuple(flat)
     return tuple(flat)
+
+
+def _name_axes_and_describe(path: Path, spec: ExportSpec, metadata: dict[str, str]) -> None:
+    """Rename the exporter's symbols of the free axes (``s77``) to their labels everywhere in the
+    graph, and write ``metadata_props``: ``metadata``, ``inputs``/``outputs`` (JSON: name -> what it
+    is) and, for a streaming graph, ``states`` (JSON: name, shape, dtype, initial value)."""
+    import json
+
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    graph = model.graph
+    inputs = {i.name: i for i in graph.input}
+    rename: dict[str, str] = {}
+    for name, axes in spec.dynamic.items():
+        if name in inputs:
+            dims = inputs[name].type.tensor_type.shape.dim
+            for axis, label in axes.items():
+                if dims[axis].dim_param:
+                    rename[dims[axis].dim_param] = label
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in rename:
+                dim.dim_param = rename[dim.dim_param]
+    props = dict(metadata)
+    if spec.doc:
+        props["inputs"] = json.dumps({n: spec.doc[n] for n in spec.input_names if n in spec.doc})
+        props["outputs"] = json.dumps({n: spec.doc[n] for n in spec.output_names if n in spec.doc})
+    if spec.states:
+        props["states"] = json.dumps(spec.states)
+    if props:
+        del model.metadata_props[:]
+        for key, value in props.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    onnx.save(model, str(path))
 
 
 def _check_onnx_dims(path: Path, spec: ExportSpec) -> None:
@@ -133,6 +174,8 @@ def _check_onnx_dims(path: Path, spec: ExportSpec) -> None:
                 raise ExportError(
                     f"ONNX input {name!r} axis {axis} ({label}) is fixed to {dims[axis].dim_value}; expected symbolic"
                 )
+            if dims[axis].dim_param != label:
+                raise ExportError(f"ONNX input {name!r} axis {axis} is named {dims[axis].dim_param!r}, not {label!r}")
 
 
 def _check_parity(path: Path, spec: ExportSpec, module: nn.Module, atol: float) -> tuple[float, list]:
@@ -183,31 +226,43 @@ def _quiet():
 def export_checkpoint(
     ckpt_path: str | os.PathLike, out: str | os.PathLike, *, streaming: bool = False, atol: float = 1e-4
 ) -> list[ExportReport]:
-    """Rebuild the task of a seqzoo checkpoint, export it (and its one-step graph)."""
+    """Rebuild the task of a seqzoo checkpoint, export it (and its one-step graph).
+
+    Self-describing: each graph's ``metadata_props`` carry the seqzoo version, task, backbone,
+    what every input and output is (shapes, units, column order), the data transform the model
+    was trained with and, for the one-step graph, its states; the same goes into ``OUT.json``.
+    A forecasting model with its training scaler takes and gives the data's units (the scaler
+    is inside the graph)."""
     import json
 
-    from seqzoo.checkpoints import build_datamodule, build_task, read_checkpoint_record
+    import seqzoo
+    from seqzoo.trained import load
 
-    config, dims, state_dict = read_checkpoint_record(ckpt_path)
-    if not dims:  # a checkpoint without seqzoo's record (config.yaml beside it): sizes from the data
-        dims = build_datamodule(config).dims
-    task = build_task(config, dims)
-    task.load_state_dict(state_dict)
-    task.eval()
+    task = load(ckpt_path)
     out = Path(out)
     if streaming:  # check before writing anything
         step_spec_ = task.export_step_spec()
-    reports = [export_onnx(task.export_spec(), out, atol=atol)]
-    if streaming:
-        reports.append(export_onnx(step_spec_, out.with_suffix(".step.onnx"), atol=atol))
     meta = {
+        "seqzoo_version": seqzoo.__version__,
         "checkpoint": str(ckpt_path),
         "task": f"{type(task).__module__}.{type(task).__qualname__}",
         "backbone": type(task.backbone).name,
-        "dims": dims,
-        "graphs": [
-            {"path": str(r.path), "dynamic_axes": r.dynamic, "max_abs_diff": r.max_abs_diff} for r in reports
-        ],
+        "dims": task.seqzoo_dims,
+        "transform": task.data_transform,
     }
+    props = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+    spec = task.export_spec()
+    reports = [export_onnx(spec, out, atol=atol, metadata={**props, "graph": "window"})]
+    specs = [spec]
+    if streaming:
+        reports.append(export_onnx(step_spec_, out.with_suffix(".step.onnx"), atol=atol,
+                                   metadata={**props, "graph": "step"}))
+        specs.append(step_spec_)
+    meta["graphs"] = [
+        {"path": str(r.path), "dynamic_axes": r.dynamic, "max_abs_diff": r.max_abs_diff, "inputs": s.input_names,
+         "outputs": s.output_names, "doc": s.doc, **({"states": s.states} if s.states else {})}
+        for r, s in zip(reports, specs)
+    ]
     out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     return reports
+

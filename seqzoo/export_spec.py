@@ -28,6 +28,30 @@ class ExportSpec:
     output_names: list[str]
     dynamic: dict[str, dict[int, str]] = field(default_factory=dict)
     check_inputs: list[tuple[Tensor, ...]] = field(default_factory=list)
+    #: what the inputs and outputs mean, by name (shapes, units, order), for the model's metadata
+    doc: dict[str, str] = field(default_factory=dict)
+    #: a streaming graph's states: name, shape (axis labels), dtype and initial value
+    states: list[dict] = field(default_factory=list)
+
+
+class ScaledIO(nn.Module):
+    """Raw units in, raw units out around a module that works in scaled units: the first input
+    becomes ``(x - in_mean) / in_scale`` and the first output ``y * out_scale + out_mean`` (over
+    the last axis); other inputs and outputs (time features, streaming states) pass through.
+    Exported inside the ONNX graph, so a deployed model takes the user's numbers as they are."""
+
+    def __init__(self, module: nn.Module, in_mean, in_scale, out_mean, out_scale) -> None:
+        super().__init__()
+        self.inner = module
+        for name, value in (("in_mean", in_mean), ("in_scale", in_scale), ("out_mean", out_mean),
+                            ("out_scale", out_scale)):
+            self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32))
+
+    def forward(self, x: Tensor, *rest: Tensor):
+        out = self.inner((x - self.in_mean) / self.in_scale, *rest)
+        if isinstance(out, Tensor):
+            return out * self.out_scale + self.out_mean
+        return (out[0] * self.out_scale + self.out_mean, *out[1:])
 
 
 
@@ -107,7 +131,22 @@ def step_spec(stepper, d_in: int, *, in_dtype=None, generator: torch.Generator |
         output_names=["y_t"] + [f"state_out_{i}" for i in range(n_state)],
         dynamic=dynamic,
         check_inputs=[make(2), make(3)],
+        states=describe_states(stepper, names[1:], dtype),
     )
+
+
+def describe_states(stepper, names: Sequence[str], dtype=None) -> list[dict]:
+    """The state spec of a one-step graph: per state its name, shape with ``batch`` where the
+    batch goes, dtype, and initial value (``init_state``: ``"zeros"`` or the value of batch 1)."""
+    out = []
+    axes = state_batch_axes(stepper, dtype)
+    for name, tensor, axis in zip(names, stepper.init_state(1, dtype=dtype), axes):
+        shape = ["batch" if i == axis else int(n) for i, n in enumerate(tensor.shape)]
+        init = "zeros" if not torch.count_nonzero(tensor) else tensor.squeeze(axis).tolist() if axis is not None \
+            else tensor.tolist()
+        out.append({"name": name, "output": name.replace("state_", "state_out_"), "shape": shape,
+                    "dtype": str(tensor.dtype).removeprefix("torch."), "initial": init})
+    return out
 
 
 def state_batch_axes(stepper, dtype=None) -> list[int | None]:

@@ -78,6 +78,13 @@ def make_cli(args: list[str] | dict, config_name: str = "default", run: bool = T
             self._ckpt = None
             cfg = self._cfg()
             path = cfg.get("ckpt_path")
+            if not path and self.config.get("subcommand") == "predict":  # never predict with untrained weights
+                folder = self._run_dir(cfg) / "checkpoints"
+                found = [name for name in ("best", "last") if (folder / f"{name}.ckpt").is_file()]
+                if not found:
+                    raise ConfigError(f"seqzoo predict needs a trained model: no {folder}/best.ckpt or last.ckpt; "
+                                      "pass --ckpt_path FILE (or --run_dir / --seed_everything of the trained run)")
+                path = found[0]
             if not path:
                 return
             if path in ("last", "best"):
@@ -92,6 +99,10 @@ def make_cli(args: list[str] | dict, config_name: str = "default", run: bool = T
             ckpt, self._ckpt = getattr(self, "_ckpt", None), None
             if ckpt is not None:
                 checkpoints.check_fits(ckpt[0], self.model, ckpt[1])
+                if self.subcommand != "fit":  # evaluate/predict with the trained scaler, never a refitted one
+                    transform = (ckpt[1].get(checkpoints.CHECKPOINT_KEY) or {}).get("transform")
+                    if transform:
+                        self.datamodule.load_transform(transform)
 
         before_fit = before_validate = before_test = before_predict = _check_ckpt
 
@@ -130,13 +141,16 @@ def make_cli(args: list[str] | dict, config_name: str = "default", run: bool = T
                 })
                 trainer.callbacks = callbacks
             self._schedule = cfg.checkpointing
+            if self.subcommand not in (None, "fit") and (run_dir / "config.yaml").exists():
+                self.save_config_callback = None  # evaluating a trained run never rewrites its config
             self._config_yaml = self._parser(self.subcommand).dump(cfg)
 
         def instantiate_trainer(self, **kw: Any):
             trainer = super().instantiate_trainer(**kw)
             dims = getattr(self.datamodule, "dims", None)
             trainer.callbacks.append(
-                RunRecorder(self.run_dir, self.run_dir_existed, self._config_yaml, dims, self.subcommand or "fit")
+                RunRecorder(self.run_dir, self.run_dir_existed, self._config_yaml, dims, self.subcommand or "fit",
+                            self.datamodule)
             )
             if self.checkpointing:
                 logs_csv = any(type(lg).__name__ == "RunCSVLogger" for lg in trainer.loggers)

@@ -123,8 +123,10 @@ class RunRecorder(Callback):
     ``epoch`` and ``global_step``.
     """
 
-    def __init__(self, run_dir: Path, existed: bool, config_yaml: str, dims: dict | None, verb: str) -> None:
+    def __init__(self, run_dir: Path, existed: bool, config_yaml: str, dims: dict | None, verb: str,
+                 datamodule: Any = None) -> None:
         self.run_dir = Path(run_dir)
+        self.datamodule = datamodule
         self.existed = existed
         self.config_yaml = config_yaml
         self.dims = dims
@@ -148,7 +150,11 @@ class RunRecorder(Callback):
             write_status(self.run_dir, "completed", **record)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        checkpoint[CHECKPOINT_KEY] = {"config": self.config_yaml, "dims": self.dims}
+        record = {"config": self.config_yaml, "dims": self.dims}
+        transform = getattr(self.datamodule, "transform_state", None)
+        if transform is not None:
+            record["transform"] = transform()  # the fitted scaler, columns...: prediction reuses them
+        checkpoint[CHECKPOINT_KEY] = record
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if not trainer.is_global_zero:
@@ -204,6 +210,14 @@ class PredictionWriter(BasePredictionWriter):
         torch.save(record, tmp)
         os.replace(tmp, self.path)
         print(f"wrote {self.path}")
+        make_table = getattr(trainer.datamodule, "prediction_table", None)
+        table = make_table(record["predictions"]) if make_table is not None else None
+        if table is not None:
+            csv_path = self.path.with_suffix(".csv")
+            tmp = csv_path.with_name(csv_path.name + ".partial")
+            table.to_csv(tmp, index=False)
+            os.replace(tmp, csv_path)
+            print(f"wrote {csv_path} ({len(table)} rows, in the data's units)")
 
 
 def _cpu(value):

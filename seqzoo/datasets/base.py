@@ -320,6 +320,7 @@ class BaseDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.prepare = prepare
         self.datasets: dict[str, Any] = {}
+        self.fitted_transform: dict[str, Any] | None = None  # a checkpoint's, see load_transform
 
     @property
     def dims(self) -> dict[str, Any]:
@@ -401,6 +402,25 @@ class BaseDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.eval_dataloader("test")
+
+    # -- the fitted transform (saved in checkpoints, reused for prediction) ---------------
+    def transform_state(self) -> dict[str, Any]:
+        """What this module fitted or read from the training data and a trained model needs
+        again to take new data in the user's units (scaler, column names and order, class
+        names...), as plain JSON-able values; ``{}`` when there is nothing. Saved in every
+        checkpoint (``ckpt["seqzoo"]["transform"]``) and handed back through
+        :meth:`load_transform` when a trained model predicts, so nothing is refitted."""
+        return {}
+
+    def load_transform(self, state: dict[str, Any] | None) -> None:
+        """Use a checkpoint's :meth:`transform_state` instead of fitting one (before ``setup``)."""
+        self.fitted_transform = dict(state) if state else None
+
+    def prediction_table(self, predictions: Any) -> pd.DataFrame | None:
+        """``seqzoo predict``'s readable output: the predictions of :meth:`predict_dataloader`
+        (concatenated, in its order) as a table in the user's units; None when the domain has
+        no table form (the raw ``predictions.pt`` is still written)."""
+        return None
 
     # -- the baseline hook --------------------------------------------------------------
     def train_targets(self) -> Tensor:

@@ -22,9 +22,11 @@ and ``test_metrics`` (``test/``). The steps ``update`` them; the default epoch e
 and reset them (``log_collection``). Sizes reach a task as init arguments of the names
 in ``seqzoo.datasets.base.DIM_NAMES`` (the CLI links them from ``datamodule.dims``).
 
-Tasks do not call ``save_hyperparameters``: the resolved config and the data sizes
-go into every checkpoint (``seqzoo.runs.RunRecorder``), and LightningCLI would
-re-parse saved hyperparameters on ``--ckpt_path``, clashing with the linked sizes.
+Tasks do not call ``save_hyperparameters``: the resolved config, the data sizes and the
+data module's fitted transform go into every checkpoint (``seqzoo.runs.RunRecorder``), and
+LightningCLI would re-parse saved hyperparameters on ``--ckpt_path``, clashing with the
+linked sizes. ``Task.load_from_checkpoint(path)`` and ``seqzoo.load(path)`` rebuild a trained
+task from that record.
 
 Optimiser and scheduler are init arguments (callables, LightningCLI style); the
 backbone's ``param_groups()`` keep their own settings and biases/norm weights get
@@ -79,6 +81,21 @@ class BaseTask(L.LightningModule):
     @property
     def backbone(self) -> Backbone:
         return self.net.backbone
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs):
+        """The trained task of a seqzoo checkpoint (or run folder), rebuilt from the config and data
+        sizes stored inside it, in eval mode on the CPU, with ``data_transform`` attached (see
+        :func:`seqzoo.load`). Lightning's keyword overrides are not taken: the saved config is the model."""
+        from seqzoo.trained import load
+
+        if kwargs or hparams_file is not None:
+            raise ConfigError(f"{cls.__name__}.load_from_checkpoint takes no overrides "
+                              f"({', '.join(sorted(kwargs)) or 'hparams_file'}): the checkpoint's config rebuilds the model")
+        task = load(checkpoint_path)
+        if not isinstance(task, cls):
+            raise ConfigError(f"{checkpoint_path}: holds a {type(task).__name__}, not a {cls.__name__}")
+        return task if map_location is None else task.to(map_location)
 
     # -- what the task can feed -------------------------------------------------------
     @classmethod

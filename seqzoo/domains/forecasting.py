@@ -36,7 +36,7 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 from seqzoo.backbones.base import Backbone
 from seqzoo.domains.base import Batch, BaseTask
 from seqzoo.errors import ConfigError
-from seqzoo.export_spec import ExportSpec, step_spec
+from seqzoo.export_spec import ExportSpec, ScaledIO, step_spec
 from seqzoo.layers import (
     AttentionKind,
     EmbeddingKind,
@@ -309,15 +309,47 @@ class ForecastingTask(BaseTask):
             marks = [torch.rand(b, n, F_, generator=gen) - 0.5 for n in (L_, H)]
             return (x, *marks)[: len(names)]
 
+        module, units = self._raw_units(net)
+        doc = {"x": f"(batch, {L_}, {C}) the last {L_} observations of {self._input_columns()}, {units}",
+               "y": f"(batch, {H}, {net.n_targets}) the next {H} steps of {self._target_columns()}, {units}"}
+        if F_:
+            doc["x_mark"] = (f"(batch, {L_}, {F_}) time features of the input steps "
+                             "(seqzoo.datasets.forecasting.reader.time_features)")
+            doc["y_mark"] = f"(batch, {H}, {F_}) time features of the forecast steps"
         return ExportSpec(
-            module=net,
+            module=module,
             example_inputs=make(2),
             input_names=names,
             output_names=["y"],
             # The lookback is fixed by the head (Linear over time); only the batch is free.
             dynamic={n: {0: "batch"} for n in names},
             check_inputs=[make(2), make(5)],
+            doc={k: v for k, v in doc.items() if k in names or k == "y"},
         )
+
+    # -- raw units in the exported graphs ---------------------------------------------------
+    def _raw_units(self, module: nn.Module) -> tuple[nn.Module, str]:
+        """``module`` wrapped to take and give the data's units when the trained scaler is known
+        (``data_transform``, attached by ``seqzoo.load``), with how the doc names the units."""
+        t = getattr(self, "data_transform", None) or {}
+        if not t.get("scaled"):
+            return module, "in the data's units" if t else "in the units the model was trained on"
+        cols, mean, scale = t["columns"], t["mean"], t["scale"]
+        ins = [cols.index(c) for c in self._input_columns()]
+        outs = [cols.index(c) for c in self._target_columns()]
+        wrapped = ScaledIO(module, [mean[i] for i in ins], [scale[i] for i in ins],
+                           [mean[i] for i in outs], [scale[i] for i in outs])
+        return wrapped, "in the data's units (the training scaler is inside the graph)"
+
+    def _input_columns(self) -> list[str] | str:
+        t = getattr(self, "data_transform", None) or {}
+        if not t:
+            return "the input channels"
+        return [t["target"]] if t.get("features") == "S" else list(t["columns"])
+
+    def _target_columns(self) -> list[str] | str:
+        t = getattr(self, "data_transform", None) or {}
+        return list(t["targets"]) if t else "the target channels"
 
     def export_step_spec(self) -> ExportSpec:
         net = self.net.eval().cpu()
@@ -336,5 +368,10 @@ class ForecastingTask(BaseTask):
             problems.append("use_time_features must be false")
         if problems:
             raise ConfigError("streaming export of a forecasting model: " + "; ".join(problems))
-        return step_spec(ForecastStepper(net), net.n_channels, in_dtype=torch.float32,
+        spec = step_spec(ForecastStepper(net), net.n_channels, in_dtype=torch.float32,
                          generator=torch.Generator().manual_seed(0))
+        spec.module, units = self._raw_units(spec.module)
+        spec.doc = {"x_t": f"(batch, {net.n_channels}) one new observation of {self._input_columns()}, {units}",
+                    "y_t": f"(batch, {net.horizon}, {net.n_targets}) the forecast of the next {net.horizon} steps of "
+                           f"{self._target_columns()} after it, {units}"}
+        return spec

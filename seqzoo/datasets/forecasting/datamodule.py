@@ -47,6 +47,39 @@ class WindowDataset(Dataset):
         }
 
 
+class ForecastOrigins(Dataset):
+    """Windows ending at given rows (forecast origins) of a block of rows: ``x`` and ``x_mark`` the
+    ``lookback`` rows up to the origin, ``y_mark`` the time features of the ``horizon`` steps after
+    it (past the block's end too: the rows of ``marks`` extend beyond ``inputs``)."""
+
+    def __init__(self, inputs: np.ndarray, marks: np.ndarray, origins: list[int], lookback: int, horizon: int):
+        self.inputs = torch.as_tensor(inputs, dtype=torch.float32)
+        self.marks = torch.as_tensor(marks, dtype=torch.float32)
+        self.origins, self.lookback, self.horizon = list(origins), lookback, horizon
+
+    def __len__(self) -> int:
+        return len(self.origins)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        e, L, H = self.origins[i], self.lookback, self.horizon
+        return {"x": self.inputs[e - L + 1 : e + 1], "x_mark": self.marks[e - L + 1 : e + 1],
+                "y_mark": self.marks[e + 1 : e + 1 + H]}
+
+
+def fitted_scaler(mean: list[float], scale: list[float]) -> StandardScaler:
+    """A StandardScaler with a saved mean and scale (nothing refitted)."""
+    scaler = StandardScaler()
+    scaler.mean_, scaler.scale_ = np.asarray(mean, np.float64), np.asarray(scale, np.float64)
+    scaler.var_, scaler.n_features_in_ = scaler.scale_**2, len(scaler.mean_)
+    return scaler
+
+
+def time_step(dates: pd.Series) -> pd.Timedelta:
+    """The file's sampling step: the median difference between consecutive timestamps."""
+    steps = pd.Series(dates).diff().dropna()
+    return steps.median() if len(steps) else pd.Timedelta(hours=1)
+
+
 class ForecastingDataModule(BaseDataModule):
     """Windows over an ETT-format CSV, scaled with train statistics.
 
@@ -65,6 +98,11 @@ class ForecastingDataModule(BaseDataModule):
         batch_size: training batch size.
         num_workers: DataLoader workers.
         prepare: what writes the CSV's folder when the file is missing (``synth:forecasting``, ``pvlib-tmy3``).
+        predict_windows: what ``seqzoo predict`` forecasts: ``test`` the test split's windows;
+            ``all`` from every row with ``lookback`` rows before it (the last ``horizon`` forecasts
+            reach past the file's end); ``last`` the ``horizon`` steps after the file's last row.
+            With a trained model's saved scaler (``seqzoo predict``, ``seqzoo.predict``) ``all``
+            and ``last`` read any file with the trained columns, however short.
     """
 
     target_key = "y"
@@ -85,8 +123,12 @@ class ForecastingDataModule(BaseDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         prepare: str | None = None,
+        predict_windows: Literal["test", "all", "last"] = "test",
     ) -> None:
         super().__init__(batch_size=batch_size, num_workers=num_workers, prepare=prepare)
+        if predict_windows not in ("test", "all", "last"):
+            raise ConfigError(f"predict_windows must be 'test', 'all' or 'last', got {predict_windows!r}")
+        self.predict_windows = predict_windows
         if lookback < 1 or horizon < 1:
             raise ConfigError(f"lookback and horizon must be >= 1, got {lookback} and {horizon}")
         if n_variates < 1:
@@ -128,20 +170,22 @@ class ForecastingDataModule(BaseDataModule):
                 "`seqzoo data synth forecasting --out DIR` (or set data.prepare: synth:forecasting)")
 
     def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
+        if stage == "predict" and self.predict_windows != "test":
+            if "predict" not in self.datasets:
+                self._setup_predict()
+            return
+        if all(split in self.datasets for split in SPLITS):
             return
         self.require_data()
-        frame = load_forecasting_csv(self.path, self.target)
-        self.columns = variate_columns(frame, self.target)
-        if len(self.columns) != self.n_variates:
-            raise DataError(f"{self.path}: has {len(self.columns)} variate columns ({', '.join(self.columns)}), but "
-                            f"data.n_variates is {self.n_variates}; set data.n_variates: {len(self.columns)}")
+        frame = self._read()
         values = frame[self.columns].to_numpy(np.float64)
         bounds = split_bounds(len(frame), self.lookback, self.borders, self.ratios, self.path)
         train_lo, train_hi = bounds["train"]
-        self.scaler = StandardScaler()
+        if self.fitted_transform is None:
+            self.scaler = StandardScaler()
+            if self.scale:
+                self.scaler.fit(values[train_lo:train_hi])
         if self.scale:
-            self.scaler.fit(values[train_lo:train_hi])
             values = self.scaler.transform(values)
         inputs = values[:, -1:] if self.features == "S" else values
         targets = values if self.features == "M" else values[:, -1:]
@@ -154,3 +198,106 @@ class ForecastingDataModule(BaseDataModule):
                     f"{self.lookback + self.horizon}; use a longer file, other borders/ratios or a shorter window"
                 )
             self.datasets[split] = ds
+        self._bounds = bounds
+
+    # -- reading, with or without a trained model's transform ------------------------------
+    def _read(self) -> pd.DataFrame:
+        """The CSV, its variate columns in ``self.columns`` (target last) and, with a fitted
+        transform, the trained columns checked and the saved scaler in ``self.scaler``."""
+        frame = load_forecasting_csv(self.path, self.target)
+        columns = variate_columns(frame, self.target)
+        fitted = self.fitted_transform
+        if fitted:
+            trained = list(fitted["columns"])
+            missing = [c for c in trained if c not in frame.columns]
+            extra = [c for c in columns if c not in trained]
+            if missing or extra:
+                raise DataError(f"{self.path}: the model was trained on columns {trained}"
+                                + (f"; missing here: {missing}" if missing else "")
+                                + (f"; not known to the model: {extra} (drop them)" if extra else ""))
+            columns = trained
+            self.scaler = fitted_scaler(fitted["mean"], fitted["scale"]) if fitted.get("scaled") else StandardScaler()
+        self.columns = columns
+        if len(self.columns) != self.n_variates:
+            raise DataError(f"{self.path}: has {len(self.columns)} variate columns ({', '.join(self.columns)}), but "
+                            f"data.n_variates is {self.n_variates}; set data.n_variates: {len(self.columns)}")
+        self._dates, self._frame = pd.DatetimeIndex(frame["date"]), frame
+        return frame
+
+    def _setup_predict(self) -> None:
+        """The forecast origins of ``predict_windows`` and the timestamps of every forecast step."""
+        if self.predict_windows == "test":
+            self.setup("test")
+        else:
+            self.require_data()
+            frame = self._read()
+            if self.fitted_transform is None and self.scale:  # no trained scaler: the training rows'
+                lo, hi = split_bounds(len(frame), self.lookback, self.borders, self.ratios, self.path)["train"]
+                self.scaler = StandardScaler().fit(frame[self.columns].to_numpy(np.float64)[lo:hi])
+        n, L, H = len(self._dates), self.lookback, self.horizon
+        if self.predict_windows == "test":
+            lo, hi = self._bounds["test"]
+            origins = list(range(lo + L - 1, hi - H))
+        else:
+            if n < L:
+                raise DataError(f"{self.path}: has {n} rows, fewer than the model's lookback {L}")
+            origins = [n - 1] if self.predict_windows == "last" else list(range(L - 1, n))
+        frame = self._frame
+        values = frame[self.columns].to_numpy(np.float64)
+        if self.scale:
+            values = self.scaler.transform(values)
+        step = pd.Timedelta(self.fitted_transform["step"]) if self.fitted_transform else time_step(self._dates)
+        future = self._dates[-1] + step * np.arange(1, H + 1)
+        self._all_dates = self._dates.append(pd.DatetimeIndex(future))
+        self._actual = frame[self.target_columns].to_numpy(np.float64)
+        marks = time_features(self._all_dates, self.freq)
+        inputs = values[:, -1:] if self.features == "S" else values
+        self.datasets["predict"] = ForecastOrigins(inputs, marks, origins, L, H)
+
+    @property
+    def target_columns(self) -> list[str]:
+        """The forecast columns, in the order of the model's outputs."""
+        return list(self.columns) if self.features == "M" else [self.target]
+
+    def predict_dataloader(self):
+        if "predict" not in self.datasets:
+            self._setup_predict()
+        return self.eval_dataloader("predict")
+
+    def transform_state(self) -> dict:
+        if self.columns is None or self.scaler is None:
+            return dict(self.fitted_transform or {})
+        scaled = bool(self.scale)
+        return {
+            "kind": "forecasting", "columns": list(self.columns), "target": self.target,
+            "targets": self.target_columns, "features": self.features, "freq": self.freq,
+            "step": str(time_step(self._dates)), "scaled": scaled,
+            "mean": self.scaler.mean_.tolist() if scaled else [0.0] * len(self.columns),
+            "scale": self.scaler.scale_.tolist() if scaled else [1.0] * len(self.columns),
+        }
+
+    def prediction_table(self, predictions) -> pd.DataFrame:
+        """One row per (forecast origin, step ahead): ``origin`` (the last input row's time),
+        ``step``, ``date``, each target column forecast in the file's units, and
+        ``<column>_actual`` where the file has that row."""
+        ds = self.datasets["predict"]
+        pred = torch.as_tensor(predictions).detach().double().cpu().numpy()
+        N, H, K = pred.shape
+        if N != len(ds):
+            raise ValueError(f"{N} predictions for {len(ds)} forecast origins")
+        cols = self.target_columns
+        idx = [self.columns.index(c) for c in cols]
+        if self.scale:
+            pred = pred * self.scaler.scale_[idx] + self.scaler.mean_[idx]
+        origins = np.repeat(np.asarray(ds.origins), H)
+        rows = origins + np.tile(np.arange(1, H + 1), N)
+        table = pd.DataFrame({"origin": self._all_dates[origins], "step": np.tile(np.arange(1, H + 1), N),
+                              "date": self._all_dates[rows]})
+        flat = pred.reshape(N * H, K)
+        known = rows < len(self._actual)
+        for k, col in enumerate(cols):
+            table[col] = flat[:, k]
+            actual = np.full(N * H, np.nan)
+            actual[known] = self._actual[rows[known], k]
+            table[f"{col}_actual"] = actual
+        return table
