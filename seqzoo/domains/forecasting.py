@@ -18,12 +18,14 @@ Embeddings, instance normalisation and the decoder are in :mod:`seqzoo.layers`; 
 (variates x patches) is :mod:`seqzoo.domains.tsm2`.
 
 Loss MSE; metrics MSE and MAE over every test window, step and channel, in the
-scaled units of the data module (Time-Series-Library protocol). The trivial
-baseline repeats the last observed value over the horizon.
+scaled units of the data module (Time-Series-Library protocol). Baselines on the same
+test windows: repeat the last observed value, seasonal naive (repeat the last season,
+its period from the data's step) and DLinear fitted on the training windows.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import lightning as L
@@ -35,7 +37,7 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection
 
 from seqzoo.backbones.base import Backbone
 from seqzoo.domains.base import Batch, BaseTask
-from seqzoo.errors import ConfigError
+from seqzoo.errors import ConfigError, DataError
 from seqzoo.export_spec import ExportSpec, ScaledIO, step_spec
 from seqzoo.layers import (
     AttentionKind,
@@ -49,6 +51,8 @@ from seqzoo.layers import (
 )
 
 Head = Literal["linear", "last", "decoder"]
+
+log = logging.getLogger(__name__)
 
 
 class ForecastingNet(nn.Module):
@@ -285,17 +289,72 @@ class ForecastingTask(BaseTask):
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self(batch)
 
-    # -- baseline and export ----------------------------------------------------------
-    def baseline(self, datamodule: L.LightningDataModule) -> tuple[str, dict[str, float]]:
-        """Repeat the last observed value of each target over the horizon."""
-        return "repeat last value", self.repeat_last_scores(datamodule, self.test_metrics.clone())
+    # -- baselines and export ---------------------------------------------------------
+    def baseline(self, datamodule: L.LightningDataModule) -> list[tuple[str, dict[str, float]]]:
+        """Test metrics of the baselines a forecaster must beat: repeat the last value, seasonal
+        naive (repeat the last season) and DLinear (fitted on the training windows)."""
+        results = [("repeat last value", self.repeat_last_scores(datamodule, self.test_metrics.clone()))]
+        seasonal = self.seasonal_naive_scores(datamodule, self.test_metrics.clone())
+        if seasonal is not None:
+            results.append(seasonal)
+        results.append(("DLinear (least squares)", self.dlinear_scores(datamodule, self.test_metrics.clone())))
+        return results
 
     def repeat_last_scores(self, datamodule: L.LightningDataModule, metrics: MetricCollection) -> dict[str, float]:
         """``metrics`` (test-prefixed) of the repeat-last-value forecast over the test windows."""
+        return self._test_scores(datamodule, metrics, lambda x, y: x[:, -1:].expand_as(y))
+
+    def seasonal_naive_scores(
+        self, datamodule: L.LightningDataModule, metrics: MetricCollection
+    ) -> tuple[str, dict[str, float]] | None:
+        """(name, ``metrics``) of seasonal naive: step ``t`` of the horizon repeats the window's step
+        ``t`` one period earlier, ``x[L - m + (t mod m)]``. The period ``m`` is the data module's
+        ``seasonal_period()`` (None, or a data module without one: no row). A lookback shorter than
+        the period falls back to repeating the last value, and the row's name says so."""
+        period = getattr(datamodule, "seasonal_period", lambda: None)()
+        if period is None:
+            return None
+        lookback, horizon = self.net.lookback, self.net.horizon
+        if period > lookback:
+            log.warning("seasonal naive needs a lookback of at least one period (%d steps), the lookback is %d: "
+                        "it falls back to repeating the last value", period, lookback)
+            return (f"seasonal naive (period {period} > lookback {lookback}: repeat last value)",
+                    self.repeat_last_scores(datamodule, metrics))
+        steps = torch.tensor([lookback - period + t % period for t in range(horizon)])
+        return f"seasonal naive (period {period})", self._test_scores(datamodule, metrics, lambda x, y: x[:, steps])
+
+    def dlinear_scores(
+        self, datamodule: L.LightningDataModule, metrics: MetricCollection, kernel: int = 25, ridge: float = 1e-6
+    ) -> dict[str, float]:
+        """``metrics`` of DLinear (Zeng et al. 2023): the window splits into a moving-average trend
+        (``kernel`` steps, ends padded by repetition) and the remainder, and one Linear(L, H) maps
+        each; shared across channels. Fitted by least squares on the training windows (closed form,
+        float64, a ``ridge`` relative to the mean feature energy; deterministic). Both parts are
+        linear in the window, so this is the best linear forecast of a channel from its lookback."""
+        datamodule.setup("fit")
+        gram = cross = None
+        for batch in _eval_loader(datamodule, "train"):
+            features, targets = _dlinear_rows(batch["x"][..., -self.net.n_targets :], kernel), _channel_rows(batch["y"])
+            gram = features.T @ features + (0 if gram is None else gram)
+            cross = features.T @ targets + (0 if cross is None else cross)
+        if gram is None:
+            raise DataError("the DLinear baseline needs training windows; the training split has none")
+        eye = torch.eye(len(gram), dtype=gram.dtype)
+        weights = torch.linalg.solve(gram + (ridge * gram.diagonal().mean() + 1e-12) * eye, cross)
+
+        def predict(x: Tensor, y: Tensor) -> Tensor:
+            rows = _dlinear_rows(x, kernel) @ weights  # (B * C, H)
+            return rows.view(x.shape[0], x.shape[2], -1).transpose(1, 2).to(y.dtype)
+
+        return self._test_scores(datamodule, metrics, predict)
+
+    def _test_scores(self, datamodule: L.LightningDataModule, metrics: MetricCollection, forecast) -> dict[str, float]:
+        """``metrics`` over the test windows of ``forecast(x_targets, y)``, where ``x_targets`` are the
+        window's target channels (B, L, C_out)."""
         datamodule.setup("test")
         for batch in datamodule.test_dataloader():
-            pred = batch["x"][:, -1:, -self.net.n_targets :].expand_as(batch["y"]).contiguous()
-            metrics.update(pred, batch["y"])
+            pred = forecast(batch["x"][..., -self.net.n_targets :], batch["y"])
+            metrics.update(pred.contiguous(), batch["y"])
         return {k: float(v) for k, v in metrics.compute().items()}
 
     def export_spec(self) -> ExportSpec:
@@ -375,3 +434,24 @@ class ForecastingTask(BaseTask):
                     "y_t": f"(batch, {net.horizon}, {net.n_targets}) the forecast of the next {net.horizon} steps of "
                            f"{self._target_columns()} after it, {units}"}
         return spec
+
+
+def _eval_loader(datamodule: L.LightningDataModule, split: str):
+    """A split's windows in order, every one (the data module's evaluation loader)."""
+    if hasattr(datamodule, "eval_dataloader"):
+        return datamodule.eval_dataloader(split)
+    return {"train": datamodule.train_dataloader, "test": datamodule.test_dataloader}[split]()
+
+
+def _channel_rows(y: Tensor) -> Tensor:
+    """(B, T, C) -> (B * C, T) in float64: one row per window and channel."""
+    return y.double().transpose(1, 2).reshape(-1, y.shape[1])
+
+
+def _dlinear_rows(x: Tensor, kernel: int) -> Tensor:
+    """DLinear's features per window and channel: [remainder (L), trend (L), 1]."""
+    rows = _channel_rows(x)  # (N, L)
+    front, back = (kernel - 1) // 2, kernel // 2
+    padded = torch.cat([rows[:, :1].expand(-1, front), rows, rows[:, -1:].expand(-1, back)], dim=1)
+    trend = padded.unfold(1, kernel, 1).mean(dim=-1)
+    return torch.cat([rows - trend, trend, torch.ones_like(rows[:, :1])], dim=1)

@@ -53,6 +53,8 @@ def test_compare_table_plot_csv_and_export_of_the_best(ett_csv, write_config, tm
         assert float(r["peak_mem_mb"]) > 0
     table = (out / "results.md").read_text()
     assert "repeat last value" in table and "± " in table and "seqzoo compare --config" in table
+    for name in ("repeat last value", "seasonal naive (period 24)", "DLinear (least squares)"):
+        assert f"| *{name}* (baseline) |" in table, name
     assert (out / "plot.png").stat().st_size > 10_000
     best = Path((out / "best_checkpoint.txt").read_text().strip())
     assert best.exists()
@@ -136,8 +138,8 @@ def test_compare_baseline_sees_the_runs_data_overrides(ett_csv, write_config, tm
                  "--model.lr_scheduler.init_args.step_size", "2"]
     compare(path, [], [0], tmp_path / "cmp", passthrough=overrides)
     table = (tmp_path / "cmp" / "results.md").read_text()
-    name, values = _baseline(path, overrides)
-    _, plain = _baseline(path, [])
+    name, values = _baseline(path, overrides)[0]  # repeat last value
+    _, plain = _baseline(path, [])[0]
     assert values["test/mse"] != pytest.approx(plain["test/mse"]), "horizon 24 must change the baseline"
     assert f"{values['test/mse']:.4g}" in table and f"{plain['test/mse']:.4g}" not in table
     assert not (tmp_path / "runs").exists() and not (tmp_path / "cmp" / "runs").exists(), "the baseline writes no run"

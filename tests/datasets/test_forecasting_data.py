@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from seqzoo import DataError
+from seqzoo import ConfigError, DataError
 from seqzoo.datasets import get_prepare, get_synth
 from seqzoo.datasets.forecasting import ForecastingDataModule, load_forecasting_csv, split_bounds
 
@@ -129,3 +130,121 @@ def test_auto_prepare_when_file_missing(tmp_path):
     dm.prepare_data()
     dm.setup()
     assert path.exists() and dm.columns[-1] == "OT" and len(dm.columns) == 13
+
+
+# -- bring your own data: columns, frequency, gaps, booleans, timezones ---------------------
+
+
+def _series_csv(tmp_path, dates, name="own.csv", **columns):
+    """A small CSV: ``date`` (strings as given), the columns, a smooth target ``OT``."""
+    n = len(dates)
+    frame = pd.DataFrame({"date": list(dates), **columns,
+                          "OT": np.sin(np.arange(n) / 3.0) + np.arange(n) / n})
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _hours(n, start="2021-03-01", freq="h"):
+    return pd.date_range(start, periods=n, freq=freq).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def test_columns_and_drop_select_channels_and_name_unknown_ones(tmp_path):
+    n = 200
+    path = _series_csv(tmp_path, _hours(n), station=["north"] * n, a=np.arange(n) % 5, b=np.arange(n) % 7)
+    with pytest.raises(DataError, match=r"line 2, column 'station': expected a number, got 'north' "
+                                        r"\(a column that is not a channel can be left out with data.drop\)"):
+        ForecastingDataModule(str(path), n_variates=3, lookback=12, horizon=4).setup()
+    dm = ForecastingDataModule(str(path), n_variates=3, drop=["station"], lookback=12, horizon=4)
+    dm.setup()
+    assert dm.columns == ["a", "b", "OT"]
+    dm = ForecastingDataModule(str(path), n_variates=2, columns=["b"], lookback=12, horizon=4)
+    dm.setup()
+    assert dm.columns == ["b", "OT"], "the target is kept without being listed"
+    assert dm.datasets["train"][0]["x"].shape == (12, 2)
+    with pytest.raises(ConfigError, match=r"data.columns names column\(s\) 'c', 'd' that the file does not have; "
+                                          r"its columns: station, a, b, OT"):
+        ForecastingDataModule(str(path), columns=["a", "c", "d"], lookback=12, horizon=4).setup()
+    with pytest.raises(ConfigError, match=r"data.drop names column\(s\) 'stat' that the file does not have"):
+        ForecastingDataModule(str(path), drop=["stat"], lookback=12, horizon=4).setup()
+    with pytest.raises(ConfigError, match=r"data.drop lists the target 'OT'"):
+        ForecastingDataModule(str(path), drop=["station", "OT"], lookback=12, horizon=4).setup()
+    with pytest.raises(ConfigError, match=r"set data.columns .* or data.drop .*, not both"):
+        ForecastingDataModule(str(path), columns=["a"], drop=["b"])
+
+
+def test_freq_is_inferred_and_a_disagreeing_setting_names_both(tmp_path):
+    hourly = _series_csv(tmp_path, _hours(200), name="hourly.csv")
+    dm = ForecastingDataModule(str(hourly), n_variates=1, lookback=12, horizon=4)
+    dm.setup()
+    assert str(dm.step) == "1h" and dm.step.freq == "h" and dm.seasonal_period() == 24
+    half = _series_csv(tmp_path, _hours(200, freq="30min"), name="half.csv")
+    with pytest.raises(ConfigError, match=r"half.csv: data.freq is 'h' \(hourly time features\) but the timestamps "
+                                          r"step by 30min \(the median step\), which is freq 't': set data.freq: t"):
+        ForecastingDataModule(str(half), n_variates=1, freq="h", lookback=12, horizon=4).setup()
+    dm = ForecastingDataModule(str(half), n_variates=1, lookback=12, horizon=4)
+    dm.setup()
+    assert str(dm.step) == "30min" and dm.seasonal_period() == 48
+    marks = dm.datasets["train"][0]["x_mark"]  # rows 0, 1: 00:00 and 00:30
+    assert marks.shape == (12, 4) and not torch.equal(marks[0], marks[1]), ":00 and :30 get distinct features"
+    assert torch.equal(marks[0], marks[2] - torch.tensor([1 / 23, 0, 0, 0])), "hour of day, minutes as a fraction"
+    dm = ForecastingDataModule(str(half), n_variates=1, freq="t", lookback=12, horizon=4)
+    dm.setup()
+    assert dm.datasets["train"][0]["x_mark"].shape == (12, 5)
+    daily = _series_csv(tmp_path, _hours(100, freq="D"), name="daily.csv")
+    dm = ForecastingDataModule(str(daily), n_variates=1, freq="d", lookback=12, horizon=4, season_length=14)
+    dm.setup()
+    assert str(dm.step) == "1d" and dm.step.season_length == 7 and dm.seasonal_period() == 14
+
+
+@pytest.mark.parametrize("freq,months,season", [("MS", 1, 12), ("ME", 1, 12), ("QS", 3, 4)])
+def test_calendar_steps_of_uneven_length_are_not_gaps(tmp_path, freq, months, season):
+    path = _series_csv(tmp_path, _hours(60, start="2019-01-01", freq=freq))
+    step = load_forecasting_csv(path).attrs["step"]
+    assert step.months == months and step.freq == "d" and step.season_length == season
+
+
+def test_gaps_are_an_error_with_count_and_first_or_a_warning_when_ignored(tmp_path, caplog):
+    dates = list(_hours(300))
+    del dates[250], dates[100:103]  # rows 100-102 (three steps) and 250 (one step) missing
+    path = _series_csv(tmp_path, dates, name="gappy.csv")
+    with pytest.raises(DataError, match=r"gappy.csv: the timestamps step by 1h \(the median step\), but 2 step\(s\) "
+                                        r"differ \(4 missing timestamp\(s\) in all\); the first, line 102: "
+                                        r"2021-03-05 03:00:00 -> 2021-03-05 07:00:00\. .*set data.gaps: ignore"):
+        ForecastingDataModule(str(path), n_variates=1, lookback=12, horizon=4).setup()
+    assert pd.read_csv(path)["date"].iloc[100] == "2021-03-05 07:00:00", "line 102 is the row after the gap"
+    with caplog.at_level("WARNING"):
+        dm = ForecastingDataModule(str(path), n_variates=1, gaps="ignore", lookback=12, horizon=4)
+        dm.setup()
+    assert len(dm.datasets["train"]) > 0
+    assert "2 step(s) differ (4 missing timestamp(s) in all)" in caplog.text and "data.gaps is 'ignore'" in caplog.text
+    with pytest.raises(ConfigError, match="gaps must be 'error' or 'ignore'"):
+        ForecastingDataModule(str(path), gaps="fill")
+
+
+def test_boolean_columns_become_0_1_and_constant_channels_are_reported(tmp_path, caplog):
+    n = 120
+    path = _series_csv(tmp_path, _hours(n), holiday=(np.arange(n) % 24 < 8), level=np.full(n, 3.5))
+    with caplog.at_level("INFO", logger="seqzoo.datasets.forecasting.reader"):
+        frame = load_forecasting_csv(path)
+    assert frame["holiday"].dtype == np.float64 and set(frame["holiday"]) == {0.0, 1.0}
+    assert frame["holiday"].iloc[0] == 1.0 and frame["holiday"].iloc[10] == 0.0
+    assert "boolean column(s) 'holiday' read as 0/1" in caplog.text
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "constant channel(s) 'level'" in warnings[0] and "'holiday'" not in warnings[0]
+
+
+def test_timezones_and_daylight_saving_repeats_say_convert_to_utc(tmp_path):
+    local = pd.date_range("2021-03-27 20:00", periods=12, freq="h", tz="Europe/Berlin")  # spans the DST switch
+    path = _series_csv(tmp_path, local.strftime("%Y-%m-%d %H:%M:%S%z"), name="berlin.csv")
+    with pytest.raises(DataError, match=r"berlin.csv, column 'date': the timestamps carry different UTC offsets "
+                                        r".*convert them to UTC"):
+        load_forecasting_csv(path)
+    utc = _series_csv(tmp_path, local.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ"), name="utc.csv")
+    frame = load_forecasting_csv(utc)
+    assert frame["date"].dt.tz is None and frame["date"].iloc[0] == pd.Timestamp("2021-03-27 19:00")
+    fall = ["2021-10-31 01:00", "2021-10-31 02:00", "2021-10-31 02:00", "2021-10-31 03:00"]  # naive local time
+    path = _series_csv(tmp_path, fall, name="fall.csv")
+    with pytest.raises(DataError, match=r"fall.csv, line 4, column 'date': timestamp 2021-10-31 02:00:00 repeats the "
+                                        r"row before .*daylight saving.*store the timestamps in UTC"):
+        load_forecasting_csv(path)

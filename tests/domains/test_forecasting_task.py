@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -26,9 +27,61 @@ def test_learns_beyond_repeat_last_value_and_every_constant(ett_csv, tiny_traine
     dm = ForecastingDataModule(str(ett_csv), lookback=48, horizon=12, batch_size=32)
     task = _task(dm)
     before, after = fit_and_score(lambda: tiny_trainer(max_epochs=3), task, dm, "test/mse")
-    name, baseline = task.baseline(dm)
+    name, baseline = task.baseline(dm)[0]  # repeat last value
     assert_learns(after, untrained=before, baselines={name: baseline["test/mse"],
                                                       **forecast_constant_baselines(dm, dm.dims["n_targets"])})
+
+
+def test_baselines_users_know_seasonal_naive_and_dlinear_beat_repeat_last(ett_csv):
+    dm = ForecastingDataModule(str(ett_csv), lookback=48, horizon=12)
+    rows = dict(_task(dm).baseline(dm))
+    assert list(rows) == ["repeat last value", "seasonal naive (period 24)", "DLinear (least squares)"]
+    assert all(set(m) == {"test/mse", "test/mae"} for m in rows.values())
+    mse = {name: m["test/mse"] for name, m in rows.items()}
+    assert mse["seasonal naive (period 24)"] < 0.5 * mse["repeat last value"], mse
+    assert mse["DLinear (least squares)"] < 0.5 * mse["repeat last value"], mse
+    assert mse["DLinear (least squares)"] < 0.5 * forecast_constant_baselines(dm, 7)["best constant"], mse
+    assert rows == dict(_task(dm).baseline(dm)), "deterministic"
+
+
+def test_seasonal_naive_repeats_the_last_period_and_falls_back_when_the_lookback_is_shorter(ett_csv, caplog):
+    dm = ForecastingDataModule(str(ett_csv), lookback=48, horizon=30, season_length=5, features="S")
+    task = _task(dm)
+    name, scores = task.seasonal_naive_scores(dm, task.test_metrics.clone())
+    assert name == "seasonal naive (period 5)"
+    dm.setup()
+    x, y = dm.datasets["test"].inputs[:, 0].double(), dm.datasets["test"].targets[:, 0].double()
+    errors = []  # by hand: horizon step t repeats window step L - 5 + t mod 5
+    for i in range(len(dm.datasets["test"])):
+        pred = torch.stack([x[i + 48 - 5 + t % 5] for t in range(30)])
+        errors.append((pred - y[i + 48 : i + 78]) ** 2)
+    assert scores["test/mse"] == pytest.approx(float(torch.cat(errors).mean()), rel=1e-5)
+    short = ForecastingDataModule(str(ett_csv), lookback=12, horizon=12)
+    with caplog.at_level("WARNING"):
+        rows = dict(_task(short).baseline(short))
+    assert rows["seasonal naive (period 24 > lookback 12: repeat last value)"] == rows["repeat last value"]
+    assert "lookback of at least one period (24 steps), the lookback is 12" in caplog.text
+
+
+def test_dlinear_decomposes_by_moving_average_and_fits_a_linear_series_exactly(tmp_path):
+    from seqzoo.domains.forecasting import _dlinear_rows
+
+    x = torch.randn(3, 40, 2)
+    rows = _dlinear_rows(x, 25)
+    series = x.double().transpose(1, 2).reshape(6, 40)
+    padded = torch.cat([series[:, :1].repeat(1, 12), series, series[:, -1:].repeat(1, 12)], dim=1)
+    trend = nn.AvgPool1d(25, stride=1)(padded[:, None])[:, 0]  # DLinear's moving_avg
+    torch.testing.assert_close(rows[:, 40:80], trend)
+    torch.testing.assert_close(rows[:, :40] + rows[:, 40:80], series)
+    # two sinusoids and a level: exactly linear in the last few values -> DLinear is exact
+    t = torch.arange(900, dtype=torch.float64)
+    csv = tmp_path / "sines.csv"
+    pd.DataFrame({"date": pd.date_range("2020", periods=900, freq="h").strftime("%Y-%m-%d %H:%M"),
+                  "OT": (3 + torch.sin(t / 5) + 0.5 * torch.cos(t / 17)).numpy()}).to_csv(csv, index=False)
+    dm = ForecastingDataModule(str(csv), n_variates=1, lookback=36, horizon=12)
+    task = _task(dm)
+    scores = task.dlinear_scores(dm, task.test_metrics.clone())
+    assert scores["test/mse"] < 1e-6 < task.repeat_last_scores(dm, task.test_metrics.clone())["test/mse"]
 
 
 class TinyVariateMixer(Backbone):

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from seqzoo.datasets.base import BaseDataModule
 from seqzoo.datasets.forecasting.reader import (
     TIME_FEATURES,
+    TimeStep,
     variate_columns,
     load_forecasting_csv,
     split_bounds,
@@ -74,12 +75,6 @@ def fitted_scaler(mean: list[float], scale: list[float]) -> StandardScaler:
     return scaler
 
 
-def time_step(dates: pd.Series) -> pd.Timedelta:
-    """The file's sampling step: the median difference between consecutive timestamps."""
-    steps = pd.Series(dates).diff().dropna()
-    return steps.median() if len(steps) else pd.Timedelta(hours=1)
-
-
 class ForecastingDataModule(BaseDataModule):
     """Windows over an ETT-format CSV, scaled with train statistics.
 
@@ -94,7 +89,16 @@ class ForecastingDataModule(BaseDataModule):
         borders: ``[train_end, val_end, test_end]`` in rows (Time-Series-Library ETT borders).
         ratios: train/val/test fractions of the file by time when ``borders`` is not set.
         scale: standardise with the training rows' statistics.
-        freq: time-feature frequency: ``h`` hourly, ``t`` minutely, ``d`` daily.
+        freq: the time features: ``h`` hourly (hour of day, minutes as a fraction), ``t``
+            minutely (minute and hour), ``d`` daily; checked against the timestamps' median
+            step (a ConfigError naming both). ``None``: the step is inferred from the file
+            and the hourly set is used.
+        columns: the variate columns to keep (the target always is); ``None``: all.
+        drop: columns to leave out (ids, text, flags); unknown names are a ConfigError.
+        gaps: missing timestamps: ``error`` (a DataError with their count and the first),
+            or ``ignore`` (a warning; windows across a gap treat its rows as one step apart).
+        season_length: the seasonal period in steps for the seasonal-naive baseline;
+            ``None``: from the step (24 hourly, 48 half-hourly, 7 daily, 52 weekly, 12 monthly).
         batch_size: training batch size.
         num_workers: DataLoader workers.
         prepare: what writes the CSV's folder when the file is missing (``synth:forecasting``, ``pvlib-tmy3``).
@@ -119,7 +123,11 @@ class ForecastingDataModule(BaseDataModule):
         borders: list[int] | None = None,
         ratios: tuple[float, float, float] = (0.7, 0.1, 0.2),
         scale: bool = True,
-        freq: Literal["h", "t", "d"] = "h",
+        freq: Literal["h", "t", "d"] | None = None,
+        columns: list[str] | None = None,
+        drop: list[str] | None = None,
+        gaps: Literal["error", "ignore"] = "error",
+        season_length: int | None = None,
         batch_size: int = 32,
         num_workers: int = 0,
         prepare: str | None = None,
@@ -139,13 +147,22 @@ class ForecastingDataModule(BaseDataModule):
             raise ConfigError(f"borders must be three increasing row counts [train_end, val_end, test_end], got {borders}")
         if len(ratios) != 3 or any(r <= 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
             raise ConfigError(f"ratios must be three positive fractions summing to 1, got {ratios}")
-        if freq not in TIME_FEATURES:
+        if freq is not None and freq not in TIME_FEATURES:
             raise ConfigError(f"freq must be one of {sorted(TIME_FEATURES)}, got {freq!r}")
+        if columns is not None and drop is not None:
+            raise ConfigError("set data.columns (the columns to keep) or data.drop (those to leave out), not both")
+        if gaps not in ("error", "ignore"):
+            raise ConfigError(f"gaps must be 'error' or 'ignore', got {gaps!r}")
+        if season_length is not None and season_length < 1:
+            raise ConfigError(f"season_length must be >= 1, got {season_length}")
         self.path, self.n_variates = path, n_variates
         self.lookback, self.horizon = lookback, horizon
         self.features, self.target = features, target
         self.borders, self.ratios = borders, tuple(ratios)
         self.scale, self.freq = scale, freq
+        self.keep, self.drop = None if columns is None else list(columns), None if drop is None else list(drop)
+        self.gaps, self.season_length = gaps, season_length
+        self.step: TimeStep | None = None
         self.columns: list[str] | None = None
         self.scaler: StandardScaler | None = None
 
@@ -156,7 +173,7 @@ class ForecastingDataModule(BaseDataModule):
             "n_targets": self.n_variates if self.features == "M" else 1,
             "lookback": self.lookback,
             "horizon": self.horizon,
-            "n_time_features": len(TIME_FEATURES[self.freq]),
+            "n_time_features": len(TIME_FEATURES[self.freq or "h"]),
         }
 
     def data_ready(self) -> bool:
@@ -168,6 +185,23 @@ class ForecastingDataModule(BaseDataModule):
     def missing_data_hint(self) -> str:
         return (f"put the file there (first column 'date', target {self.target!r} last), or write one with "
                 "`seqzoo data synth forecasting --out DIR` (or set data.prepare: synth:forecasting)")
+
+    def read_frame(self) -> pd.DataFrame:
+        """The file through :func:`load_forecasting_csv` with this module's column, frequency and gap
+        settings; records the timestamps' step."""
+        frame = load_forecasting_csv(self.path, self.target, columns=self.keep, drop=self.drop,
+                                     freq=self.freq, gaps=self.gaps)
+        self.step = frame.attrs["step"]
+        return frame
+
+    def seasonal_period(self) -> int | None:
+        """Steps per season for the seasonal-naive baseline: ``season_length``, else the one the
+        file's step implies (None when none fits); reads the file if ``setup`` has not."""
+        if self.season_length is not None:
+            return self.season_length
+        if self.step is None:
+            self.setup("test")
+        return self.step.season_length
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict" and self.predict_windows != "test":
@@ -204,7 +238,7 @@ class ForecastingDataModule(BaseDataModule):
     def _read(self) -> pd.DataFrame:
         """The CSV, its variate columns in ``self.columns`` (target last) and, with a fitted
         transform, the trained columns checked and the saved scaler in ``self.scaler``."""
-        frame = load_forecasting_csv(self.path, self.target)
+        frame = self.read_frame()
         columns = variate_columns(frame, self.target)
         fitted = self.fitted_transform
         if fitted:
@@ -246,9 +280,9 @@ class ForecastingDataModule(BaseDataModule):
         values = frame[self.columns].to_numpy(np.float64)
         if self.scale:
             values = self.scaler.transform(values)
-        step = pd.Timedelta(self.fitted_transform["step"]) if self.fitted_transform else time_step(self._dates)
-        future = self._dates[-1] + step * np.arange(1, H + 1)
-        self._all_dates = self._dates.append(pd.DatetimeIndex(future))
+        saved = (self.fitted_transform or {}).get("step")
+        step = TimeStep.from_dict(saved) if isinstance(saved, dict) else self.step
+        self._all_dates = self._dates.append(step.after(self._dates[-1], H))
         self._actual = frame[self.target_columns].to_numpy(np.float64)
         marks = time_features(self._all_dates, self.freq)
         inputs = values[:, -1:] if self.features == "S" else values
@@ -270,8 +304,8 @@ class ForecastingDataModule(BaseDataModule):
         scaled = bool(self.scale)
         return {
             "kind": "forecasting", "columns": list(self.columns), "target": self.target,
-            "targets": self.target_columns, "features": self.features, "freq": self.freq,
-            "step": str(time_step(self._dates)), "scaled": scaled,
+            "targets": self.target_columns, "features": self.features, "freq": self.freq or "h",
+            "step": self.step.to_dict(), "scaled": scaled,
             "mean": self.scaler.mean_.tolist() if scaled else [0.0] * len(self.columns),
             "scale": self.scaler.scale_.tolist() if scaled else [1.0] * len(self.columns),
         }

@@ -41,7 +41,9 @@ def prepare_pvlib_tmy3(out: str, name: str = "weather.csv") -> Path:
     source = Path(pvlib.__file__).parent / "data" / "723170TYA.CSV"
     if not source.exists():
         raise DataError(f"pvlib is installed but its TMY3 file is missing: {source}")
-    frame, _meta = pvlib.iotools.read_tmy3(str(source), map_variables=True, coerce_year=2000)
+    # a TMY year has 365 days: put it in a non-leap year so that its 8,760 hours are contiguous
+    # (in 2000 the file would skip 29 February, a gap the reader refuses)
+    frame, _meta = pvlib.iotools.read_tmy3(str(source), map_variables=True, coerce_year=2001)
     missing = [c for c in (*PVLIB_TMY3_CHANNELS, "temp_air") if c not in frame.columns]
     if missing:
         raise DataError(f"{source}: pvlib did not return column(s) {missing}")
