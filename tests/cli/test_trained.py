@@ -35,7 +35,7 @@ def test_a_run_loads_in_one_call_with_its_scaler(trained, ett_csv):
     frame = pd.read_csv(ett_csv)
     columns = [c for c in frame.columns if c not in ("date", "OT")] + ["OT"]
     t = task.data_transform
-    assert t["columns"] == columns and t["targets"] == columns and t["freq"] == "h"
+    assert t["columns"] == columns and t["targets"] == columns and t["freq"] == "h" and t["step"] == {"duration": "0 days 01:00:00"}
     train = frame[columns].to_numpy(np.float64)[: int(len(frame) * 0.7)]  # the training rows only
     np.testing.assert_allclose(t["mean"], train.mean(0), rtol=1e-12)
     np.testing.assert_allclose(t["scale"], train.std(0), rtol=1e-12)
