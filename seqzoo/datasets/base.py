@@ -277,6 +277,25 @@ def check_numeric(frame: pd.DataFrame, columns: Sequence[str], path: str | os.Pa
     return pd.DataFrame(out, index=frame.index)
 
 
+def class_table(probabilities: Any, class_names: Sequence[str], labels: Any = None,
+                extra: dict[str, Any] | None = None) -> pd.DataFrame:
+    """A classifier's predictions as a table: one row per item with ``extra`` columns first, the
+    predicted class name and its probability, the true class (where ``labels`` are given) and
+    ``p_<class>`` for every class."""
+    probs = torch.as_tensor(probabilities).detach().double().cpu().numpy()
+    if probs.ndim != 2 or probs.shape[1] != len(class_names):
+        raise ValueError(f"expected probabilities (items, {len(class_names)}), got {probs.shape}")
+    names = np.asarray([str(c) for c in class_names], dtype=object)
+    table = pd.DataFrame(extra or {})
+    table["predicted"] = names[probs.argmax(1)]
+    table["probability"] = probs.max(1)
+    if labels is not None:
+        table["true"] = names[np.asarray(labels, dtype=np.int64)]
+    for k, name in enumerate(names):
+        table[f"p_{name}"] = probs[:, k]
+    return table
+
+
 # ---------------------------------------------------------------------------------------
 # data modules
 # ---------------------------------------------------------------------------------------

@@ -212,7 +212,8 @@ class PainTask(BaseTask):
         self.test_metrics.update(self(batch), batch["label"])
 
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self(batch).argmax(dim=-1)
+        """Class probabilities (items, classes); ``seqzoo predict`` tabulates them with class names."""
+        return self(batch).softmax(dim=-1)
 
     def baseline(self, datamodule: L.LightningDataModule) -> tuple[str, dict[str, float]]:
         """Predict the training windows' majority class for every test window."""

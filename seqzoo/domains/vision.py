@@ -191,7 +191,8 @@ class VisionTask(BaseTask):
         self.log_dict(values, sync_dist=True)
 
     def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self(batch).argmax(dim=-1)
+        """Class probabilities (items, classes); ``seqzoo predict`` tabulates them with class names."""
+        return self(batch).softmax(dim=-1)
 
     # -- baseline and export ----------------------------------------------------------
     def baseline(self, datamodule: L.LightningDataModule) -> tuple[str, dict[str, float]]:

@@ -183,3 +183,26 @@ def test_the_readme_onnx_example_runs_as_written(streaming_run, ett_csv, tmp_pat
     printed = out.getvalue().strip().splitlines()
     assert "OT" in printed[0] and len(printed) == 1 + 12 + 1
     assert float(printed[-1]) < 1e-3, "the step graph agrees with the window graph"
+
+
+@pytest.mark.parametrize("config, classes", [("configs/vision/digits.yaml", [str(k) for k in range(10)]),
+                                             ("configs/pain/emopain_synth.yaml", ["protective=0", "protective=1"])])
+def test_classifiers_predict_class_names_and_probabilities(config, classes, tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    run = tmp_path / "run"
+    small = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+             "--model.backbone.init_args.d_model", "16", "--model.backbone.init_args.n_layers", "1"]
+    assert main(["fit", "--config", str(root / config), "--run_dir", str(run),
+                 "--data.path", str(tmp_path / "data"), *small]) == 0
+    task = seqzoo.load(run)
+    assert task.data_transform["class_names"] == classes and task.data_transform["mean"]
+    table = seqzoo.predict(task)
+    probs = table[[f"p_{c}" for c in classes]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-6)
+    assert set(table["predicted"]) <= set(classes) and set(table["true"]) <= set(classes)
+    assert (table["predicted"].to_numpy() == np.asarray(classes)[probs.argmax(1)]).all()
+    assert main(["predict", "--config", str(run / "config.yaml")]) == 0  # the run's own config: its folder
+    written = pd.read_csv(run / "predictions.csv", dtype={"predicted": str, "true": str})
+    assert list(written.columns) == list(table.columns) and len(written) == len(table)

@@ -11,7 +11,7 @@ import torch
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import Dataset
 
-from seqzoo.datasets.base import BaseDataModule, read_csv_checked
+from seqzoo.datasets.base import BaseDataModule, class_table, read_csv_checked
 from seqzoo.datasets.pain.reader import SPLITS, SUBJECT_PREFIX, read_subject, segment_windows, subject_files
 from seqzoo.errors import ConfigError, DataError
 
@@ -187,8 +187,34 @@ class PainDataModule(BaseDataModule):
         if top >= self.n_classes:
             sid = next(s for s, f in frames.items() if f["label"].max() == top)
             raise DataError(f"{files[sid]}: label {top} does not fit data.n_classes = {self.n_classes}")
-        self.scaler = StandardScaler().fit(np.concatenate([frames[s][self.channels].to_numpy() for s in self.subjects["train"]]))
+        fitted = self.fitted_transform
+        if fitted:  # a trained model's scaler and channels: nothing refitted
+            if list(fitted["channels"]) != list(self.channels):
+                raise DataError(f"{self.path}: channels {self.channels} differ from the trained model's {fitted['channels']}")
+            self.scaler = StandardScaler()
+            self.scaler.mean_, self.scaler.scale_ = np.asarray(fitted["mean"]), np.asarray(fitted["scale"])
+            self.scaler.var_, self.scaler.n_features_in_ = self.scaler.scale_**2, len(self.scaler.mean_)
+        else:
+            self.scaler = StandardScaler().fit(np.concatenate([frames[s][self.channels].to_numpy()
+                                                               for s in self.subjects["train"]]))
         return frames
+
+    def transform_state(self) -> dict:
+        if self.scaler is None or not hasattr(self.scaler, "mean_"):
+            return dict(self.fitted_transform or {})
+        return {"kind": "pain", "channels": list(self.channels), "mean": self.scaler.mean_.tolist(),
+                "scale": self.scaler.scale_.tolist(), "window": self.window, "label_column": self.label_column,
+                "class_names": self.class_names}
+
+    @property
+    def class_names(self) -> list[str]:
+        return [f"{self.label_column}={k}" for k in range(self.n_classes)]
+
+    def prediction_table(self, predictions) -> pd.DataFrame:
+        """One row per test window: subject, the predicted class and probability, the true class,
+        and every class's probability."""
+        ds = self.datasets["test"]
+        return class_table(predictions, self.class_names, np.asarray(ds.y), {"subject": np.asarray(ds.subjects)})
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:

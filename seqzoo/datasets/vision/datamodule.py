@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from seqzoo.datasets.base import BaseDataModule
+from seqzoo.datasets.base import BaseDataModule, class_table
 from seqzoo.datasets.vision.reader import (
     Format,
     ImageSet,
@@ -103,13 +104,32 @@ class VisionDataModule(BaseDataModule):
         if self.datasets:
             return
         self._load()
-        if self.normalise:
+        fitted = self.fitted_transform
+        if fitted:  # a trained model's statistics and class names: nothing refitted
+            if list(fitted["class_names"]) != list(self.class_names):
+                raise DataError(f"{self.path}: classes {self.class_names} differ from the trained model's "
+                                f"{fitted['class_names']}")
+            self.mean, self.std = np.asarray(fitted["mean"]), np.asarray(fitted["std"])
+        elif self.normalise:
             train = self.splits["train"].images.astype(np.float64) / 255.0
             self.mean = train.mean(axis=(0, 2, 3))
             self.std = np.maximum(train.std(axis=(0, 2, 3)), 1e-6)
         else:
             self.mean, self.std = np.zeros(self.in_chans), np.ones(self.in_chans)
         self.datasets = {name: ImageDataset(data, self.mean, self.std) for name, data in self.splits.items()}
+
+    def transform_state(self) -> dict:
+        if not self.class_names or getattr(self, "mean", None) is None:
+            return dict(self.fitted_transform or {})
+        return {"kind": "vision", "class_names": list(self.class_names), "image_size": self.image_size,
+                "in_chans": self.in_chans, "mean": np.asarray(self.mean).tolist(), "std": np.asarray(self.std).tolist(),
+                "pixels": "uint8 / 255, then (x - mean) / std per channel"}
+
+    def prediction_table(self, predictions) -> pd.DataFrame:
+        """One row per test image: its index, the predicted class and probability, the true class,
+        and every class's probability."""
+        labels = self.datasets["test"].labels.numpy()
+        return class_table(predictions, self.class_names, labels, {"image": np.arange(len(labels))})
 
     def _load(self) -> None:
         if self.splits:
