@@ -132,7 +132,8 @@ def plot_metric(
     values = list(xs.values())
     if numeric_x and len(values) > 2 and min(values) > 0 and max(values) / min(values) >= 8:
         ax.set_xscale("log", base=2)
-    rotate = not numeric_x and (len(x_values) > 4 or max((len(v) for v in x_values), default=0) > 10)
+    # horizontal labels only while they surely fit side by side (about 40 characters in all)
+    rotate = not numeric_x and len(x_values) * max((len(v) for v in x_values), default=0) > 40
     ax.set_xticks(values, x_values, rotation=60 if rotate else 0, ha="right" if rotate else "center",
                   rotation_mode="anchor" if rotate else "default", fontsize=8)
     if not numeric_x:

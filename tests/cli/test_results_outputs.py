@@ -61,6 +61,8 @@ def test_plot_of_sixteen_families_has_readable_labels_error_bars_and_the_baselin
     assert ax.containers and ax.containers[0].has_yerr, "error bars over seeds"
     assert ax.containers[0].lines[0].get_linestyle() == "None", "backbones are categories: points, not a line"
     assert (tmp_path / "p.png").stat().st_size > 10_000
+    few = plot_metric(tmp_path / "q.png", title="t", ylabel="y", x_values=["gru", "lstm"], series={"": {"gru": (1, 0)}})
+    assert all(t.get_rotation() == 0 for t in few.axes[0].get_xticklabels()), "a few short names stay level"
 
 
 def test_sweep_curves_say_what_they_show(tmp_path):
