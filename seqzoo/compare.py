@@ -7,9 +7,10 @@ process (clean peak-memory figures, one failure does not stop the rest) that
 trains, tests the best checkpoint and times inference. Pairs a backbone cannot
 serve appear as ``n/a`` with the reason. Outputs in ``--out``:
 
-* ``results.csv`` -- one long-format row per (backbone, seed);
+* ``results.csv`` -- long (tidy) form: one row per (backbone, seed, fold, metric) with its
+  value, params and status (test metrics and the speed/memory measurements alike);
 * ``results.md``  -- mean +- std (n) per backbone, the trivial baseline, the command;
-* ``plot.png``    -- main metric against inference throughput;
+* ``plot.png``    -- main metric per backbone (mean +- std over the runs), baselines as lines;
 * ``best_checkpoint.txt`` -- the best run's checkpoint (for ``seqzoo export``).
 
 Arguments not listed below pass through to every run, e.g.
@@ -35,6 +36,7 @@ import yaml
 from seqzoo.backbones.base import SHARED_KEYWORDS, get_backbone_class, list_backbones, variant_label
 from seqzoo.cli_args import check_passthrough, int_list
 from seqzoo.errors import ConfigError
+from seqzoo.plots import figure_title, metric_label, plot_metric
 from seqzoo.run_config import (
     backbone_holder,
     class_path,
@@ -44,11 +46,12 @@ from seqzoo.run_config import (
     task_class_of,
 )
 
-FIELDS = [
-    "backbone", "family", "seed", "fold", "status", "reason", "params", "metrics",
-    "train_samples_per_s", "train_tokens_per_s", "infer_samples_per_s", "infer_tokens_per_s",
-    "peak_mem_mb", "device", "epochs", "fit_seconds", "checkpoint",
-]
+#: results.csv columns: one row per (backbone, seed, fold, metric).
+FIELDS = ["backbone", "family", "seed", "fold", "metric", "value", "params", "status", "reason", "device",
+          "checkpoint"]
+#: what each run measures besides the task's test metrics (rows of results.csv too)
+MEASUREMENTS = ("train_samples_per_s", "train_tokens_per_s", "infer_samples_per_s", "infer_tokens_per_s",
+                "peak_mem_mb", "fit_seconds", "epochs")
 
 
 def main(argv: list[str]) -> int:
@@ -248,21 +251,50 @@ def _mean_baseline(per_fold: list) -> Any:
 
 
 def write_results(out: Path, rows: list[dict], task_cls, baseline, config_path: str, command: str) -> None:
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        for row in rows:
-            flat = {k: row.get(k, "") for k in FIELDS}
-            flat["metrics"] = json.dumps(row.get("metrics", {})) if row.get("metrics") else ""
-            writer.writerow(flat)
+    write_results_csv(out / "results.csv", rows)
     summary = summarise(rows, task_cls)
     (out / "results.md").write_text(markdown_table(summary, task_cls, baseline, config_path, command, rows))
-    plot(summary, task_cls, baseline, out / "plot.png", title=Path(config_path).stem)
+    over = "seeds x folds" if any(r.get("fold") not in (None, "") for r in rows) else "seeds"
+    plot(summary, task_cls, baseline, out / "plot.png", title=figure_title(load_yaml(config_path), task_cls),
+         over=over)
     best = best_run(rows, task_cls)
     if best:
         (out / "best_checkpoint.txt").write_text(best["checkpoint"] + "\n")
     else:
         (out / "best_checkpoint.txt").unlink(missing_ok=True)
+
+
+def write_results_csv(path: Path, rows: list[dict]) -> None:
+    """results.csv in long (tidy) form: one row per (backbone, seed, fold, metric) with its
+    value, params and status; a run without values (n/a, failed) is one row with no metric."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        for row in rows:
+            base = {k: row.get(k, "") for k in FIELDS if k not in ("metric", "value")}
+            values = [*(row.get("metrics") or {}).items(), *((k, row[k]) for k in MEASUREMENTS if k in row)]
+            if not values:
+                writer.writerow(base)
+            for metric, value in values:
+                writer.writerow({**base, "metric": metric, "value": value})
+
+
+def read_results_csv(path: Path) -> list[dict[str, Any]]:
+    """results.csv back as one dict per run (the rows ``compare`` returns): backbone, family,
+    seed, fold, params, status, reason, device, checkpoint, ``metrics`` (the test metrics)
+    and the measurements, numbers as floats."""
+    runs: dict[tuple, dict[str, Any]] = {}
+    with open(path, newline="") as f:
+        for line in csv.DictReader(f):
+            run = runs.setdefault((line["backbone"], line["seed"], line["fold"]), {
+                **{k: line[k] for k in FIELDS if k not in ("metric", "value")}, "metrics": {}})
+            if line["metric"]:
+                value = float(line["value"])
+                if line["metric"] in MEASUREMENTS:
+                    run[line["metric"]] = value
+                else:
+                    run["metrics"][line["metric"]] = value
+    return list(runs.values())
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -372,36 +404,17 @@ def markdown_table(summary, task_cls, baseline, config_path, command, rows) -> s
     return "\n".join(lines) + "\n"
 
 
-def plot(summary, task_cls, baseline, path: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(summary, task_cls, baseline, path: Path, title: str = "", over: str = "seeds") -> None:
+    """The main metric of every backbone that ran (best first), mean ± std over its runs,
+    with the trivial baselines as named reference lines."""
     if not task_cls.report_metrics:
         return
     key = task_cls.report_metrics[0]
     ok = [e for e in summary if e["status"] == "ok" and key in e]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    for e in ok:
-        x = e["infer_samples_per_s"][0]
-        y, std = e[key]
-        ax.errorbar([x], [y], yerr=None if math.isnan(std) else [std], fmt="o", capsize=3)
-        ax.annotate(e["backbone"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    shown = [(name, values) for name, values in baselines_of(baseline) if key in values]
-    for (name, values), style in zip(shown, ("--", ":", "-.", (0, (1, 4)))):
-        ax.axhline(values[key], linestyle=style, color="grey", label=f"{name} (baseline)")
-    if shown:
-        ax.legend(fontsize=8)
-    if ok:
-        ax.set_xscale("log")
-    ax.set_xlabel(f"inference throughput (samples/s, {ok[0]['device'] if ok else ''})")
-    ax.set_ylabel(key)
-    ax.set_title(f"{task_cls.__name__}: {title}")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    plot_metric(path, title=title or task_cls.__name__, ylabel=metric_label(task_cls, key),
+                x_values=[e["backbone"] for e in ok], series={"": {e["backbone"]: e[key] for e in ok}},
+                baselines={name: values[key] for name, values in baselines_of(baseline) if key in values},
+                xlabel=f"backbone (mean ± std over {over})")
 
 
 def _sign(task_cls) -> int:

@@ -45,7 +45,7 @@ def make_cli(args: list[str] | dict, config_name: str = "default", run: bool = T
     from seqzoo.domains.base import BaseTask
     from seqzoo.errors import ConfigError
     from seqzoo.run_config import backbone_name_of, import_class
-    from seqzoo.runs import PredictionWriter, RunRecorder, default_run_dir, run_status
+    from seqzoo.runs import HparamsLogger, PredictionWriter, RunRecorder, default_run_dir, run_hparams, run_status
 
     class SeqzooCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:
@@ -123,8 +123,14 @@ def make_cli(args: list[str] | dict, config_name: str = "default", run: bool = T
                      "init_args": {"save_dir": str(run_dir), "name": "tensorboard", "version": ""}},
                 ]
             callbacks = list(trainer.callbacks or [])
+            fitting = self.subcommand in (None, "fit")
+            self.logging = trainer.logger not in (None, False, []) and trainer.logger != {}
+            if fitting and self.logging and not any("LearningRateMonitor" in str(getattr(c, "class_path", c))
+                                                    for c in callbacks):
+                callbacks.append({"class_path": "lightning.pytorch.callbacks.LearningRateMonitor",
+                                  "init_args": {"logging_interval": "step"}})
             has_checkpoint = any("ModelCheckpoint" in str(getattr(c, "class_path", c)) for c in callbacks)
-            self.checkpointing = self.subcommand in (None, "fit") and trainer.enable_checkpointing is not False
+            self.checkpointing = fitting and trainer.enable_checkpointing is not False
             if self.checkpointing and not has_checkpoint:
                 task_cls = import_class(cfg.model.class_path)
                 callbacks.append({
@@ -139,7 +145,8 @@ def make_cli(args: list[str] | dict, config_name: str = "default", run: bool = T
                         "enable_version_counter": False,
                     },
                 })
-                trainer.callbacks = callbacks
+            trainer.callbacks = callbacks
+            self._hparams = run_hparams(cfg.as_dict())
             self._schedule = cfg.checkpointing
             if self.subcommand not in (None, "fit") and (run_dir / "config.yaml").exists():
                 self.save_config_callback = None  # evaluating a trained run never rewrites its config
@@ -158,6 +165,9 @@ def make_cli(args: list[str] | dict, config_name: str = "default", run: bool = T
                     self.run_dir / "checkpoints", every_n_train_steps=self._schedule.every_n_train_steps,
                     every_n_minutes=self._schedule.every_n_minutes,
                     metrics_file=self.run_dir / "metrics.csv" if logs_csv else None, run_dir=self.run_dir))
+            if self.subcommand in (None, "fit") and any(type(lg).__name__ == "TensorBoardLogger"
+                                                        for lg in trainer.loggers):
+                trainer.callbacks.append(HparamsLogger(self._hparams))
             if self.subcommand == "predict":
                 trainer.callbacks.append(PredictionWriter(self.run_dir))
             resumable_data.install(self.datamodule, trainer, seed=torch_seed())

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,8 @@ class RunRecorder(Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
+            if self.verb == "fit":
+                print(f"seqzoo: run folder {self.run_dir}", file=sys.stderr, flush=True)
             previous = (read_status_file(self.run_dir) or {}) if trainer.ckpt_path else {}
             keep = {k: previous[k] for k in ("last_checkpoint", "best") if k in previous}  # resumed: still true
             write_status(self.run_dir, "running", verb=self.verb, pid=os.getpid(), host=socket.gethostname(),
@@ -148,6 +151,8 @@ class RunRecorder(Callback):
             record.update(epochs=trainer.current_epoch, global_step=trainer.global_step,
                           ended=time.strftime("%Y-%m-%d %H:%M:%S"))
             write_status(self.run_dir, "completed", **record)
+            if self.verb == "fit":
+                print(f"seqzoo: fit completed; {_best_checkpoint_words(trainer)}", file=sys.stderr, flush=True)
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         record = {"config": self.config_yaml, "dims": self.dims}
@@ -173,6 +178,77 @@ class RunRecorder(Callback):
                       resume="seqzoo fit ... --ckpt_path last" if (self.run_dir / "checkpoints" / "last.ckpt").exists()
                       else None)
         write_status(self.run_dir, "interrupted" if interrupted else "failed", **record)
+        print(f"seqzoo: {self.verb} {'interrupted' if interrupted else 'failed'}; run folder {self.run_dir}"
+              + (f" (resume: {record['resume']})" if record.get("resume") else ""), file=sys.stderr, flush=True)
+
+
+def _best_checkpoint_words(trainer: L.Trainer) -> str:
+    """"best checkpoint runs/.../best.ckpt (val/loss 0.1234)", or why there is none."""
+    callback = trainer.checkpoint_callback
+    path = getattr(callback, "best_model_path", "") if callback is not None else ""
+    if not path:
+        return "no best checkpoint (checkpointing off or nothing monitored)"
+    score = getattr(callback, "best_model_score", None)
+    said = f" ({callback.monitor} {float(score):.4g})" if score is not None and callback.monitor else ""
+    return f"best checkpoint {path}{said}"
+
+
+class HparamsLogger(Callback):
+    """Hyperparameters (backbone, its sizes, optimiser and lr, batch size, seed...) in
+    TensorBoard's HPARAMS tab, with the run's best monitored value as ``hp/best_<monitor>``
+    so runs can be compared there. Written at the end of fit, by rank 0."""
+
+    def __init__(self, hparams: dict[str, Any]) -> None:
+        self.hparams = hparams
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        if not trainer.is_global_zero:
+            return
+        callback = trainer.checkpoint_callback
+        monitor = getattr(pl_module, "monitor", None)
+        score = getattr(callback, "best_model_score", None) if callback is not None else None
+        if score is None and monitor:
+            score = trainer.callback_metrics.get(monitor)
+        metrics = {f"hp/best_{monitor}": float(score)} if monitor and score is not None else {}
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.log_hyperparams(self.hparams, metrics or None)
+                logger.save()
+
+
+def run_hparams(config: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config's scalar settings as flat hyperparameters: ``backbone`` (its
+    registry name), ``seed``, ``backbone.<keyword>``, ``optimizer`` and ``optimizer.lr``...,
+    ``task.<keyword>``, ``data.<keyword>``."""
+    from seqzoo.run_config import backbone_name_of
+
+    model = (config.get("model") or {}).get("init_args") or {}
+    out: dict[str, Any] = {}
+    backbone = model.get("backbone")
+    if isinstance(backbone, dict) and backbone.get("class_path"):
+        out["backbone"] = backbone_name_of(backbone["class_path"])
+    if config.get("seed_everything") is not None:
+        out["seed"] = config["seed_everything"]
+    for key, value in model.items():
+        if isinstance(value, dict) and "class_path" in value:
+            prefix = {"backbone": "backbone", "optimizer": "optimizer", "lr_scheduler": "lr_scheduler"}.get(key, key)
+            if key != "backbone":
+                out[prefix] = str(value["class_path"]).rsplit(".", 1)[-1]
+            _flatten(value.get("init_args") or {}, prefix + ".", out)
+        else:
+            _flatten({key: value}, "task.", out)
+    _flatten(((config.get("data") or {}).get("init_args") or {}), "data.", out)
+    return out
+
+
+def _flatten(values: dict, prefix: str, out: dict[str, Any]) -> None:
+    for key, value in values.items():
+        if isinstance(value, dict):
+            _flatten(value.get("init_args", value) if "class_path" in value else value, f"{prefix}{key}.", out)
+        elif isinstance(value, (bool, int, float, str)):
+            out[prefix + key] = value
 
 
 class PredictionWriter(BasePredictionWriter):

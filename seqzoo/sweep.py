@@ -30,6 +30,7 @@ from seqzoo.backbones.base import get_backbone_class, list_backbones
 from seqzoo.cli_args import check_passthrough, int_list
 from seqzoo.compare import compare, mean_std
 from seqzoo.errors import ConfigError
+from seqzoo.plots import figure_title, metric_label, plot_metric
 from seqzoo.run_config import load_yaml, task_class_of
 
 
@@ -96,7 +97,8 @@ def sweep(
         baseline = _read_baseline(run_out, task_cls)
         if baseline is not None:
             baselines[value] = baseline
-    write_curves(out, rows, task_cls, knob, values, baselines, threshold, command)
+    write_curves(out, rows, task_cls, knob, values, baselines, threshold, command,
+                 title=figure_title(load_yaml(config_path), task_cls))
     print((out / "curves.md").read_text())
     return rows
 
@@ -145,7 +147,7 @@ def breakdown(curve: dict[str, tuple[float, float]], values: list[str], threshol
 
 
 def write_curves(out: Path, rows, task_cls, knob: str, values: list[str], baselines: dict[str, float],
-                 threshold: float, command: str) -> None:
+                 threshold: float, command: str, title: str = "") -> None:
     metrics = list(task_cls.report_metrics)
     fields = ["knob", "value", "backbone", "family", "seed", "status", "reason", "params", *metrics,
               "baseline_" + metrics[0], "fit_seconds"]
@@ -181,7 +183,8 @@ def write_curves(out: Path, rows, task_cls, knob: str, values: list[str], baseli
         lines.append("| *best constant / trivial baseline* | – | "
                      + " | ".join(f"{baselines[v]:.3f}" if v in baselines else "" for v in values) + " | – |")
     (out / "curves.md").write_text("\n".join(lines) + "\n")
-    plot_curves(table, baselines, values, knob, key, out / "curves.png", title=task_cls.__name__)
+    plot_curves(table, baselines, values, knob, key, out / "curves.png", title=title or task_cls.__name__,
+                ylabel=metric_label(task_cls, key))
 
 
 def _fmt(mean_std: tuple[float, float]) -> str:
@@ -189,35 +192,12 @@ def _fmt(mean_std: tuple[float, float]) -> str:
     return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.2f}"
 
 
-def plot_curves(table, baselines, values, knob, key, path: Path, title: str = "") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    numeric = all(_is_number(v) for v in values)
-    xs = {v: (float(v) if numeric else i) for i, v in enumerate(values)}
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    for name, curve in table.items():
-        pts = [(xs[v], *curve[v]) for v in values if v in curve]
-        if not pts:
-            continue
-        x, y, std = zip(*pts)
-        ax.errorbar(x, y, yerr=[0 if math.isnan(s) else s for s in std], marker="o", capsize=2, label=name)
-    if baselines:
-        pts = [(xs[v], baselines[v]) for v in values if v in baselines]
-        ax.plot(*zip(*pts), linestyle="--", color="grey", label="trivial baseline")
-    if numeric and len(values) > 2 and min(xs.values()) > 0 and max(xs.values()) / min(xs.values()) >= 8:
-        ax.set_xscale("log", base=2)
-    ax.set_xticks(list(xs.values()), values)
-    ax.set_xlabel(knob)
-    ax.set_ylabel(key)
-    ax.set_title(f"{title}: {key} vs {knob.rsplit('.', 1)[-1]}")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+def plot_curves(table, baselines, values, knob, key, path: Path, title: str = "", ylabel: str = ""):
+    """Main metric against the knob, one line per backbone (mean ± std over seeds), the
+    trivial baseline dashed."""
+    return plot_metric(path, title=f"{title}: against {knob.rsplit('.', 1)[-1]}" if title else knob, ylabel=ylabel or key,
+                x_values=values, series=table, baselines={"trivial": baselines} if baselines else None,
+                xlabel=knob, numeric_x=all(_is_number(v) for v in values))
 
 
 def _is_number(text: str) -> bool:

@@ -11,7 +11,7 @@ import pytest
 
 from seqzoo import list_backbones
 from seqzoo.cli import main
-from seqzoo.compare import summarise
+from seqzoo.compare import read_results_csv, summarise
 from seqzoo.domains.forecasting import ForecastingTask
 from tests.conftest import forecasting_config
 
@@ -43,11 +43,15 @@ def test_compare_table_plot_csv_and_export_of_the_best(ett_csv, write_config, tm
     out = tmp_path / "cmp"
     assert main(["compare", "--config", str(cfg), "--backbones", "gru,transformer", "--seeds", "0,1",
                  "--out", str(out), "--trainer.limit_test_batches", "5"]) == 0
-    rows = list(csv.DictReader(open(out / "results.csv")))
+    tidy = list(csv.DictReader(open(out / "results.csv")))
+    assert list(tidy[0])[:6] == ["backbone", "family", "seed", "fold", "metric", "value"]
+    assert {"params", "status"} <= set(tidy[0])
+    assert {line["metric"] for line in tidy} >= {"test/mse", "test/mae", "infer_samples_per_s", "peak_mem_mb"}
+    rows = read_results_csv(out / "results.csv")
     assert [(r["backbone"], r["seed"], r["status"]) for r in rows] == [
         ("gru", "0", "ok"), ("gru", "1", "ok"), ("transformer", "0", "ok"), ("transformer", "1", "ok")]
     for r in rows:
-        metrics = json.loads(r["metrics"])
+        metrics = r["metrics"]
         assert metrics["test/mse"] > 0 and float(r["params"]) > 0
         assert float(r["train_samples_per_s"]) > 0 and float(r["infer_samples_per_s"]) > 0
         assert float(r["peak_mem_mb"]) > 0
@@ -205,7 +209,7 @@ def test_compare_builds_fixed_token_families_for_the_tokens_the_task_feeds(ett_c
         cmp.compare(str(write_config(config)), ["mambamixer", "vim2"], [0], tmp_path / "cmp")
     built = yaml.safe_load((tmp_path / "cmp/configs/mambamixer.yaml").read_text())["model"]["init_args"]["backbone"]
     assert built["init_args"]["n_tokens"] == config["data"]["init_args"]["lookback"]
-    rows = list(csv.DictReader(open(tmp_path / "cmp" / "results.csv")))
+    rows = read_results_csv(tmp_path / "cmp" / "results.csv")
     assert {r["backbone"]: r["status"] for r in rows}["vim2"] == "n/a"  # image tokens: not a forecaster
 
 

@@ -3,7 +3,6 @@ export, n/a for time-only tasks, and the paper-protocol configs."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 import yaml
 
 from seqzoo.cli import main
+from seqzoo.compare import read_results_csv
 from seqzoo.domains.forecasting import ForecastingTask
 from seqzoo.checkpoints import build_datamodule, build_task
 from tests.conftest import forecasting_config
@@ -32,9 +32,9 @@ def test_compare_trains_and_exports_a_variate_token_model(ett_csv, write_config,
     out = tmp_path / "cmp"
     assert main(["compare", "--config", str(write_config(config)), "--backbones", "itransformer",
                  "--out", str(out), "--trainer.limit_test_batches", "3"]) == 0
-    rows = {r["backbone"]: r for r in csv.DictReader(open(out / "results.csv"))}
+    rows = {r["backbone"]: r for r in read_results_csv(out / "results.csv")}
     assert {name: r["status"] for name, r in rows.items()} == {"itransformer": "ok"}
-    assert json.loads(rows["itransformer"]["metrics"])["test/mse"] > 0 and int(rows["itransformer"]["params"]) > 0
+    assert rows["itransformer"]["metrics"]["test/mse"] > 0 and int(rows["itransformer"]["params"]) > 0
     table = (out / "results.md").read_text()
     assert "| **itransformer** |" in table and "repeat last value" in table
 
@@ -51,7 +51,7 @@ def test_compare_marks_variate_backbones_na_for_a_time_only_task(ett_csv, write_
     out = tmp_path / "cmp"
     assert main(["compare", "--config", str(write_config(config)), "--backbones", "itransformer",
                  "--out", str(out)]) == 0
-    [row] = list(csv.DictReader(open(out / "results.csv")))
+    [row] = read_results_csv(out / "results.csv")
     assert (row["backbone"], row["status"]) == ("itransformer", "n/a")
     assert row["reason"] == "needs time tokens (the backbone mixes variate tokens)"
     assert "| itransformer | n/a (needs time tokens (the backbone mixes variate tokens)) |" in (

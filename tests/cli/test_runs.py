@@ -126,7 +126,11 @@ def trained_gru(ett_csv, tmp_path_factory):
 
 
 def _one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
+    """The error, one line, besides fit's own lines on where the run went and how it ended.
+    ``capsys``: the fixture, or a function returning what it captured."""
+    progress = ("seqzoo: run folder ", "seqzoo: fit failed; run folder ", "seqzoo: fit interrupted; run folder ")
+    captured = capsys() if callable(capsys) else capsys.readouterr()
+    err = [line for line in captured.err.strip().splitlines() if not line.startswith(progress)]
     assert len(err) == 1, err
     return err[0]
 
@@ -181,7 +185,9 @@ def test_non_finite_training_stops_naming_the_step_and_fails_the_run(ett_csv, wr
     config["model"]["init_args"]["optimizer"]["init_args"]["lr"] = 1e30  # weights explode on the first step
     run = tmp_path / "run"
     assert main(["fit", "--config", str(write_config(config)), "--run_dir", str(run)]) == 1
-    line = _one_line_error(capsys)
+    captured = capsys.readouterr()
+    assert f"seqzoo: fit failed; run folder {run}" in captured.err, "where the failed run went"
+    line = _one_line_error(lambda: captured)
     assert "training loss became" in line and "at step" in line and "learning rate" in line
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "failed" and "TrainingError" in status["error"]
