@@ -53,7 +53,7 @@ test-kernels: $(STAMP)
 demo: $(STAMP)
 	$(SEQZOO) data prepare pvlib-tmy3 --out data/weather
 	$(SEQZOO) compare --config configs/forecasting/weather.yaml \
-	    --backbones transformer,gru,s4d --seeds 0 --max-epochs 3 --out $(DEMO_OUT)
+	    --backbones transformer,gru,s4d --seeds 0 --max_epochs 3 --out $(DEMO_OUT)
 	$(SEQZOO) export --ckpt "$$(cat $(DEMO_OUT)/best_checkpoint.txt)" --out $(DEMO_OUT)/best.onnx
 	@echo; echo "== results ($(DEMO_OUT)/results.md) =="; cat $(DEMO_OUT)/results.md
 

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                    opts.backbones, "--seeds", opts.seeds, "--out", str(own),
                    "--data.init_args.path", str(data), "--data.init_args.seq_len", str(gap + CUE_LEN + RECALL_LEN)]
         if opts.max_epochs:
-            command += ["--max-epochs", str(opts.max_epochs)]
+            command += ["--max_epochs", str(opts.max_epochs)]
         print(" ".join(command), flush=True)
         subprocess.run(command, check=False)
     rows = collect(folders, out)

@@ -1,14 +1,19 @@
 """The ``seqzoo`` command.
 
     seqzoo fit|validate|test|predict --config CONFIG [--model.backbone NAME] [--any.key value]
-    seqzoo compare --config CONFIG --backbones a,b,c|all --seeds 0,1,2 [--max-epochs N] --out DIR
+    seqzoo compare --config CONFIG --backbones a,b,c|all --seeds 0,1,2 [--max_epochs N] --out DIR
     seqzoo sweep --config CONFIG --knob data.n_pairs --values 2,4,8 --backbones a,b|all --out DIR
     seqzoo reproduce etth1 --out DIR [--tables a,b] [--horizons 96,336] [--seeds 2021]
     seqzoo export --ckpt CKPT --out model.onnx [--streaming]
     seqzoo status [RUN_DIR ...]   (default: every run under runs/)
-    seqzoo backbones
+    seqzoo backbones [--d_model N] [--n_layers N]
     seqzoo data synth <domain> --out DIR [options] | prepare <source> --out DIR | list
     seqzoo pipeline laser --forecast CKPT --detect CKPT --rul CKPT [--data DIR] [--json OUT]
+
+One option style: ``--section.key value`` for the Lightning verbs (jsonargparse),
+``--snake_case`` for the others, which also accept the dashed spelling (``--max-epochs``).
+A ``--config`` is a path, or the name of a config shipped in the package
+(``forecasting/weather.yaml``; see :func:`seqzoo.run_config.resolve_config_path`).
 
 The Lightning verbs are LightningCLI (jsonargparse) in subclass mode: unknown keys
 and wrong types are rejected before training, naming the key. The data module's
@@ -18,20 +23,49 @@ and wrong types are rejected before training, naming the key. The data module's
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import textwrap
 from pathlib import Path
 
+from seqzoo.cli_args import option
 from seqzoo.errors import SeqzooError, TrainingError
 from seqzoo.lightning_cli import make_cli  # noqa: F401  (the parser behind the Lightning verbs)
 
-USAGE = __doc__.split("\n\n")[1]
 LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
+
+COMMANDS = {
+    "fit": "train a task on a config: --config CONFIG [--section.key value ...] (LightningCLI)",
+    "validate": "evaluate a checkpoint (--ckpt_path) on the validation split",
+    "test": "evaluate a checkpoint (--ckpt_path) on the test split, with the task's metrics",
+    "predict": "write a checkpoint's predictions on the predict split into the run folder",
+    "compare": "several backbones x seeds (x folds) on one config -> CSV, table, plot",
+    "sweep": "vary one config knob, run compare at each value, draw the curves",
+    "reproduce": "a paper's results table with one command, beside the published numbers",
+    "export": "export a trained checkpoint to ONNX, checked against onnxruntime",
+    "status": "state of runs (default: every run under runs/)",
+    "backbones": "the registered backbone families, with their capabilities and parameter counts",
+    "data": "write synthetic data, prepare real data shipped in packages, or list both",
+    "pipeline": "chain trained checkpoints into one application (laser: forecast -> detect -> RUL)",
+}
+"""Every verb of ``seqzoo`` with its one-line description (what ``seqzoo --help`` lists)."""
+
+
+def usage() -> str:
+    """``seqzoo --help``: every verb on one line."""
+    width = max(map(len, COMMANDS))
+    lines = ["usage: seqzoo <command> [options]      (seqzoo <command> --help: the command's options)", "",
+             "commands:"]
+    lines += [f"  {verb.ljust(width)}  {text}" for verb, text in COMMANDS.items()]
+    lines += ["", "CONFIG is a YAML path, or a config shipped with seqzoo, e.g. forecasting/weather.yaml."]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``seqzoo`` command; the exit status (0 ok, 1 training failed, 2 bad arguments)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print("usage:\n" + USAGE)
+        print(usage())
         return 0
     if argv[0] == "--version":
         from seqzoo import __version__
@@ -47,9 +81,11 @@ def main(argv: list[str] | None = None) -> int:
             run_lightning(verb, rest)
             return 0
         if verb not in commands:
-            print(f"seqzoo: unknown command {verb!r}\nusage:\n{USAGE}", file=sys.stderr)
+            print(f"seqzoo: unknown command {verb!r}\n{usage()}", file=sys.stderr)
             return 2
         return commands[verb](rest) or 0
+    except SystemExit as done:  # argparse/jsonargparse after --help (0) or a usage error (2)
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     except Exception as err:
         cause = user_error(err)
         if cause is not None:
@@ -136,9 +172,10 @@ def _compare(rest: list[str]) -> int:
 
 
 def run_lightning(verb: str, args: list[str]) -> None:
+    from seqzoo.lightning_cli import expand_help_names
     from seqzoo.run_config import rewrite_args
 
-    args, config_name = rewrite_args(args)
+    args, config_name = rewrite_args(expand_help_names(args))
     make_cli(args=[verb, *args], config_name=config_name)
 
 
@@ -201,8 +238,8 @@ def status_main(args: list[str]) -> int:
 
 def backbones_main(args: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="seqzoo backbones", description="Registered backbone families.")
-    parser.add_argument("--d-model", type=int, default=64, help="width for the parameter count")
-    parser.add_argument("--n-layers", type=int, default=2, help="depth for the parameter count")
+    parser.add_argument(*option("d_model"), type=int, default=64, help="width for the parameter count")
+    parser.add_argument(*option("n_layers"), type=int, default=2, help="depth for the parameter count")
     opts = parser.parse_args(args)
     print(backbones_table(opts.d_model, opts.n_layers))
     return 0
@@ -248,28 +285,32 @@ def _yes(flag: bool) -> str:
 def data_main(args: list[str]) -> int:
     from seqzoo.datasets import get_prepare, get_synth, prepare_sources, synth_generators
 
+    listings = {"synth": ("synthetic generators (public on-disk format):", synth_generators()),
+                "prepare": ("real data shipped in installed packages:", prepare_sources())}
     if not args or args[0] in ("-h", "--help", "list"):
         print("usage: seqzoo data synth <domain> --out DIR [options]\n"
-              "       seqzoo data prepare <source> --out DIR [options]\n")
-        print("synthetic generators (public on-disk format):")
-        for name, fn in synth_generators().items():
-            print(f"  {name:16s} {_first_line(fn)}")
-        print("real data shipped in installed packages:")
-        for name, fn in prepare_sources().items():
-            print(f"  {name:16s} {_first_line(fn)}")
+              "       seqzoo data prepare <source> --out DIR [options]\n"
+              "       seqzoo data list\n")
+        print("\n\n".join(f"{title}\n{_describe(registry)}" for title, registry in listings.values()))
         return 0
     action = args[0]
     if action not in ("synth", "prepare"):
         print(f"seqzoo data: unknown action {action!r} (synth, prepare, list)", file=sys.stderr)
         return 2
+    what = "domain" if action == "synth" else "source"
+    if len(args) >= 2 and args[1] in ("-h", "--help"):
+        title, registry = listings[action]
+        print(f"usage: seqzoo data {action} <{what}> --out DIR [options]\n"
+              f"       (seqzoo data {action} <{what}> --help: that {what}'s options)\n\n{title}")
+        print(_describe(registry))
+        return 0
     if len(args) < 2 or args[1].startswith("-"):
-        print(f"seqzoo data {action}: name the {'domain' if action == 'synth' else 'source'}; "
-              "see `seqzoo data list`", file=sys.stderr)
+        print(f"seqzoo data {action}: name the {what}; see `seqzoo data {action} --help`", file=sys.stderr)
         return 2
     fn = get_synth(args[1]) if action == "synth" else get_prepare(args[1])
     from jsonargparse import ArgumentParser
 
-    parser = ArgumentParser(prog=f"seqzoo data {action} {args[1]}", description=_first_line(fn))
+    parser = ArgumentParser(prog=f"seqzoo data {action} {args[1]}", description=first_sentence(fn.__doc__))
     parser.add_function_arguments(fn, as_positional=False)
     cfg = parser.parse_args(args[2:])
     path = fn(**cfg.as_dict())
@@ -277,8 +318,24 @@ def data_main(args: list[str]) -> int:
     return 0
 
 
-def _first_line(fn) -> str:
-    return (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+def _describe(registry: dict, width: int = 100) -> str:
+    """One entry per name: the name, then the whole first sentence of its docstring (wrapped)."""
+    lines = []
+    for name, fn in registry.items():
+        lines += textwrap.wrap(first_sentence(fn.__doc__), width=width, initial_indent=f"  {name:18s} ",
+                               subsequent_indent=" " * 21, break_on_hyphens=False) or [f"  {name}"]
+    return "\n".join(lines)
+
+
+_SENTENCE_END = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\betc)(?<!\bvs)[.!?](?=\s+[A-Z(`]|$)")
+
+
+def first_sentence(doc: str | None) -> str:
+    """The first sentence of a docstring's first paragraph, joined onto one line (``literal``
+    markup dropped); the whole paragraph when it has no sentence end."""
+    paragraph = " ".join((doc or "").strip().split("\n\n")[0].split()).replace("``", "")
+    end = _SENTENCE_END.search(paragraph)
+    return paragraph[:end.end()] if end else paragraph
 
 
 if __name__ == "__main__":

@@ -1,8 +1,19 @@
-"""Command-line helpers shared by ``seqzoo compare`` and ``seqzoo reproduce``."""
+"""Command-line helpers shared by the argparse verbs (``compare``, ``sweep``, ``reproduce``,
+``backbones``).
+
+One option style across seqzoo: ``--snake_case``, as the Lightning verbs spell their keys
+(``--trainer.max_epochs``); the dashed spelling stays accepted as an alias (:func:`option`)."""
 
 from __future__ import annotations
 
 from seqzoo.errors import ConfigError
+
+
+def option(name: str) -> tuple[str, ...]:
+    """The option strings of ``name`` for ``argparse.add_argument``: ``--max_epochs`` (the
+    documented form) and, when it differs, the dashed alias ``--max-epochs``."""
+    dashed = f"--{name.replace('_', '-')}"
+    return (f"--{name}", dashed) if dashed != f"--{name}" else (f"--{name}",)
 
 
 def check_passthrough(command: str, args: list[str]) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from seqzoo.backbones.base import SHARED_KEYWORDS, get_backbone_class, list_backbones, variant_label
-from seqzoo.cli_args import check_passthrough, int_list
+from seqzoo.cli_args import check_passthrough, int_list, option
 from seqzoo.errors import ConfigError
 from seqzoo.plots import figure_title, metric_label, plot_metric
 from seqzoo.run_config import (
@@ -42,6 +42,7 @@ from seqzoo.run_config import (
     class_path,
     load_yaml,
     rewrite_args,
+    resolve_config_path,
     rewrite_backbone_names,
     task_class_of,
 )
@@ -57,15 +58,16 @@ MEASUREMENTS = ("train_samples_per_s", "train_tokens_per_s", "infer_samples_per_
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="seqzoo compare", description=__doc__.split("\n\n")[0],
                                      epilog="Other --key value arguments pass through to each run.")
-    parser.add_argument("--config", "-c", required=True, help="experiment config (YAML)")
+    parser.add_argument("--config", "-c", required=True,
+                        help="experiment config: a YAML path or a shipped config, e.g. forecasting/weather.yaml")
     parser.add_argument("--backbones", default="all", help="comma-separated registry names, or 'all'")
     parser.add_argument("--seeds", default="0", help="comma-separated integer seeds")
-    parser.add_argument("--max-epochs", type=int, default=None, help="override trainer.max_epochs")
+    parser.add_argument(*option("max_epochs"), type=int, default=None, help="override trainer.max_epochs")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--folds", default=None,
                         help="cross-validation folds to run for every family and seed: 'all' or e.g. 0,1,2 "
                              "(passed as --data.fold; e.g. the pain domain's leave-one-subject-out)")
-    parser.add_argument("--shared_heads", action="store_true",
+    parser.add_argument(*option("shared_heads"), action="store_true",
                         help="give every family the config's embedding and head, also those whose paper defines "
                              "its own (Informer's decoder); such rows are labelled '(shared head)'")
     opts, passthrough = parser.parse_known_args(argv)
@@ -97,6 +99,7 @@ def compare(
     ``folds``: ``"all"`` or indices, passed as ``--data.fold``; the data module must have
     folds, e.g. the pain domain's leave-one-subject-out); write the table, plot and CSV.
     Each row of the table is the mean ± std over all its runs (seeds x folds)."""
+    config_path = str(resolve_config_path(config_path))
     config = load_yaml(config_path)
     rewrite_backbone_names(config)
     task_cls = task_class_of(config)

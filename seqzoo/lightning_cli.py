@@ -188,6 +188,75 @@ def make_cli(args: list[str] | dict, config_name: str = "default", run: bool = T
     )
 
 
+def expand_help_names(args: list[str]) -> list[str]:
+    """``--model.help ForecastingTask`` -> ``--model.help seqzoo.domains.forecasting.ForecastingTask``.
+
+    jsonargparse's ``--<key>.help`` takes a class path; a short class name of a seqzoo task,
+    data module or backbone (or a backbone registry name) becomes its path here. Other values
+    pass through; a short name under ``--model.``/``--data.`` that names no seqzoo class is a
+    ConfigError with the closest names.
+    """
+    out, i = [], 0
+    while i < len(args):
+        key, eq, value = args[i].partition("=")
+        if not key.endswith(".help") or not key.startswith("--") or (not eq and i + 1 >= len(args)):
+            out.append(args[i])
+            i += 1
+            continue
+        value = value if eq else args[i + 1]
+        if "." not in value and not value.startswith("-"):
+            value = _help_class_path(key, value)
+        out += [f"{key}={value}"] if eq else [key, value]
+        i += 1 if eq else 2
+    return out
+
+
+def _help_class_path(key: str, name: str) -> str:
+    import difflib
+
+    known = seqzoo_classes()
+    if name in known:
+        return known[name]
+    if not key.startswith(("--model.", "--data.")):
+        return name  # e.g. --trainer.callbacks.help ModelCheckpoint: jsonargparse's own lookup
+    from seqzoo.errors import ConfigError
+
+    close = difflib.get_close_matches(name, list(known), n=4, cutoff=0.6)
+    raise ConfigError(f"{key} {name}: no seqzoo task, data module or backbone of that name"
+                      + (f"; closest: {', '.join(close)}" if close else "") + " (a dotted class path also works)")
+
+
+@functools.cache
+def seqzoo_classes() -> dict[str, str]:
+    """Short name -> class path of every seqzoo task, data module and backbone (backbones also
+    by registry name), as ``--model.help NAME`` accepts them."""
+    import importlib
+    import pkgutil
+
+    import seqzoo.datasets
+    import seqzoo.domains
+    from seqzoo.backbones import get_backbone_class, list_backbones
+    from seqzoo.datasets.base import BaseDataModule
+    from seqzoo.domains.base import BaseTask
+    from seqzoo.run_config import class_path
+
+    for module in pkgutil.iter_modules(seqzoo.domains.__path__):
+        importlib.import_module(f"seqzoo.domains.{module.name}")
+    found: dict[str, str] = {}
+    for base in (BaseTask, BaseDataModule):
+        todo = list(base.__subclasses__())
+        while todo:
+            cls = todo.pop()
+            todo += cls.__subclasses__()
+            if cls.__module__.startswith("seqzoo.") and not cls.__name__.startswith("_"):
+                found.setdefault(cls.__name__, class_path(cls))
+    for name in list_backbones():
+        cls = get_backbone_class(name)
+        found.setdefault(cls.__name__, class_path(cls))
+        found.setdefault(name, class_path(cls))
+    return found
+
+
 def torch_seed() -> int:
     """The seed ``seed_everything`` gave torch in this process (the shuffle order's base seed)."""
     import torch

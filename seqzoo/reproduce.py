@@ -1,7 +1,7 @@
 """``seqzoo reproduce``: a paper's results table with one command, beside the published numbers.
 
     seqzoo reproduce etth1 --out DIR [--tables itransformer,informer,informer_paper]
-                           [--horizons 96,336] [--seeds 2021] [--max-epochs N] [--data.path CSV]
+                           [--horizons 96,336] [--seeds 2021] [--max_epochs N] [--data.path CSV]
 
 Each table is a paper-protocol config run at every horizon of the paper's table through
 ``seqzoo compare`` (one folder per horizon under ``DIR/<table>/h<H>``, with its own
@@ -20,9 +20,11 @@ import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from seqzoo.cli_args import check_passthrough, int_list, option
 from seqzoo.errors import ConfigError
+from seqzoo.run_config import PACKAGED_CONFIGS
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "forecasting"
+CONFIGS = PACKAGED_CONFIGS / "forecasting"  # the paper-protocol configs, shipped in the package
 
 
 @dataclass(frozen=True)
@@ -103,11 +105,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--tables", default="all", help="comma-separated tables, or 'all'")
     parser.add_argument("--horizons", default="all", help="comma-separated horizons of the tables, or 'all'")
     parser.add_argument("--seeds", default="2021", help="comma-separated integer seeds")
-    parser.add_argument("--max-epochs", type=int, default=None, help="override the protocol's epochs (quick looks)")
+    parser.add_argument(*option("max_epochs"), type=int, default=None, help="override the protocol's epochs (quick looks)")
     parser.add_argument("--out", required=True, help="output folder")
     opts, passthrough = parser.parse_known_args(argv)
-    from seqzoo.cli_args import check_passthrough, int_list
-
     check_passthrough("reproduce", passthrough)
 
     if opts.name not in PAPER_TABLES:
@@ -126,8 +126,6 @@ def select_tables(known: dict[str, Table], tables: str, horizons: str) -> dict[s
         raise ConfigError(f"unknown table(s) {unknown}; known: {', '.join(known)}")
     wanted = None
     if horizons.strip() != "all":
-        from seqzoo.cli_args import int_list
-
         wanted = set(int_list(horizons, "--horizons"))
     chosen = {}
     for name in names:

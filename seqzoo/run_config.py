@@ -5,6 +5,9 @@
   (:func:`rewrite_args`, :func:`rewrite_backbone_names`).
 * :func:`import_class` turns a ``class_path`` into the class, with a :class:`ConfigError`
   naming the path when it cannot.
+* :func:`resolve_config_path` finds a ``--config`` file: as given, else among the configs
+  shipped in the package (``seqzoo/configs``), so ``--config forecasting/weather.yaml`` works
+  from any directory once seqzoo is installed.
 
 A low module: it imports only the backbone registry and the errors, so the CLI, ``compare``,
 ``export`` and the checkpoint readers can all use it without importing each other.
@@ -12,6 +15,7 @@ A low module: it imports only the backbone registry and the errors, so the CLI, 
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 from pathlib import Path
@@ -20,6 +24,9 @@ import yaml
 
 from seqzoo.backbones.base import get_backbone_class
 from seqzoo.errors import ConfigError
+
+PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
+"""The experiment configs shipped inside the package (``configs/`` in a clone links here)."""
 
 BACKBONE_FLAGS = (
     "--model.backbone",
@@ -95,6 +102,36 @@ def load_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
+def packaged_configs() -> list[str]:
+    """Names of the shipped configs relative to :data:`PACKAGED_CONFIGS`, e.g. ``forecasting/weather.yaml``."""
+    return sorted(p.relative_to(PACKAGED_CONFIGS).as_posix() for p in PACKAGED_CONFIGS.rglob("*.yaml"))
+
+
+def resolve_config_path(path: str | os.PathLike) -> Path:
+    """The file a ``--config`` value names.
+
+    The path as given when that file exists (relative paths from the working directory);
+    otherwise the shipped config of that name, with or without a leading ``configs/``
+    (``forecasting/weather.yaml``, ``configs/forecasting/weather.yaml``). A ConfigError names
+    the path and the closest shipped configs when neither exists.
+    """
+    given = Path(path)
+    if given.is_file():
+        return given
+    if not given.is_absolute():
+        parts = given.parts[1:] if given.parts[:1] == ("configs",) else given.parts
+        packaged = PACKAGED_CONFIGS.joinpath(*parts) if parts else None
+        if packaged is not None and packaged.is_file():
+            return packaged
+    names = packaged_configs()
+    wanted = given.as_posix().removeprefix("configs/")
+    close = difflib.get_close_matches(wanted, names, n=4, cutoff=0.5)
+    close += [n for n in names if Path(n).name == given.name and n not in close]
+    hint = f"closest shipped configs: {', '.join(close)}" if close else f"{len(names)} shipped configs under {PACKAGED_CONFIGS}"
+    raise ConfigError(f"config file not found: {path} (not a file from {Path.cwd()}, nor a config shipped with seqzoo; "
+                      f"{hint})")
+
+
 def rewrite_args(args: list[str]) -> tuple[list[str], str]:
     """Rewrite registry names in ``--config`` files and backbone flags.
 
@@ -114,6 +151,7 @@ def rewrite_args(args: list[str]) -> tuple[list[str], str]:
             value = inline if eq else args[i + 1]
             i += 1 if eq else 2
             if key in ("--config", "-c"):
+                value = str(resolve_config_path(value))
                 config = load_yaml(value)
                 config_name = Path(value).stem
                 if rewrite_backbone_names(config):

@@ -27,22 +27,23 @@ from pathlib import Path
 from typing import Any
 
 from seqzoo.backbones.base import get_backbone_class, list_backbones
-from seqzoo.cli_args import check_passthrough, int_list
+from seqzoo.cli_args import check_passthrough, int_list, option
 from seqzoo.compare import compare, mean_std
 from seqzoo.errors import ConfigError
 from seqzoo.plots import figure_title, metric_label, plot_metric
-from seqzoo.run_config import load_yaml, task_class_of
+from seqzoo.run_config import load_yaml, resolve_config_path, task_class_of
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="seqzoo sweep", description=__doc__.split("\n\n")[0],
                                      epilog="Other --key value arguments pass through to each run.")
-    parser.add_argument("--config", "-c", required=True, help="experiment config (YAML)")
+    parser.add_argument("--config", "-c", required=True,
+                        help="experiment config: a YAML path or a shipped config, e.g. forecasting/weather.yaml")
     parser.add_argument("--knob", required=True, help="config key to vary, e.g. data.n_pairs or data.seq_len")
     parser.add_argument("--values", required=True, help="comma-separated values of the knob, e.g. 2,4,8,16")
     parser.add_argument("--backbones", default="all", help="comma-separated registry names, or 'all'")
     parser.add_argument("--seeds", default="0", help="comma-separated integer seeds")
-    parser.add_argument("--max-epochs", type=int, default=None, help="override trainer.max_epochs")
+    parser.add_argument(*option("max_epochs"), type=int, default=None, help="override trainer.max_epochs")
     parser.add_argument("--threshold", type=float, default=0.9,
                         help="a backbone breaks down at the first value where its main metric is below this")
     parser.add_argument("--out", required=True, help="output folder")
@@ -80,6 +81,7 @@ def sweep(
     command: str = "",
 ) -> list[dict[str, Any]]:
     """Run ``compare`` at each knob value; write curves.csv/.md/.png; return the rows."""
+    config_path = str(resolve_config_path(config_path))
     task_cls = task_class_of(load_yaml(config_path))
     if not task_cls.report_metrics:
         raise ConfigError(f"{task_cls.__name__} reports no test metrics to draw")
