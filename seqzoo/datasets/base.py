@@ -277,6 +277,16 @@ def check_numeric(frame: pd.DataFrame, columns: Sequence[str], path: str | os.Pa
     return pd.DataFrame(out, index=frame.index)
 
 
+def fitted_scaler(mean: Sequence[float], scale: Sequence[float]):
+    """A StandardScaler with a saved mean and scale (nothing refitted)."""
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler()
+    scaler.mean_, scaler.scale_ = np.asarray(mean, np.float64), np.asarray(scale, np.float64)
+    scaler.var_, scaler.n_features_in_ = scaler.scale_**2, len(scaler.mean_)
+    return scaler
+
+
 def class_table(probabilities: Any, class_names: Sequence[str], labels: Any = None,
                 extra: dict[str, Any] | None = None) -> pd.DataFrame:
     """A classifier's predictions as a table: one row per item with ``extra`` columns first, the

@@ -11,7 +11,7 @@ import torch
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import Dataset
 
-from seqzoo.datasets.base import BaseDataModule
+from seqzoo.datasets.base import BaseDataModule, fitted_scaler
 from seqzoo.datasets.forecasting.reader import (
     TIME_FEATURES,
     TimeStep,
@@ -65,14 +65,6 @@ class ForecastOrigins(Dataset):
         e, L, H = self.origins[i], self.lookback, self.horizon
         return {"x": self.inputs[e - L + 1 : e + 1], "x_mark": self.marks[e - L + 1 : e + 1],
                 "y_mark": self.marks[e + 1 : e + 1 + H]}
-
-
-def fitted_scaler(mean: list[float], scale: list[float]) -> StandardScaler:
-    """A StandardScaler with a saved mean and scale (nothing refitted)."""
-    scaler = StandardScaler()
-    scaler.mean_, scaler.scale_ = np.asarray(mean, np.float64), np.asarray(scale, np.float64)
-    scaler.var_, scaler.n_features_in_ = scaler.scale_**2, len(scaler.mean_)
-    return scaler
 
 
 class ForecastingDataModule(BaseDataModule):

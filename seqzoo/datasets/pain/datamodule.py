@@ -11,7 +11,7 @@ import torch
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import Dataset
 
-from seqzoo.datasets.base import BaseDataModule, class_table, read_csv_checked
+from seqzoo.datasets.base import BaseDataModule, class_table, fitted_scaler, read_csv_checked
 from seqzoo.datasets.pain.reader import SPLITS, SUBJECT_PREFIX, read_subject, segment_windows, subject_files
 from seqzoo.errors import ConfigError, DataError
 
@@ -191,9 +191,7 @@ class PainDataModule(BaseDataModule):
         if fitted:  # a trained model's scaler and channels: nothing refitted
             if list(fitted["channels"]) != list(self.channels):
                 raise DataError(f"{self.path}: channels {self.channels} differ from the trained model's {fitted['channels']}")
-            self.scaler = StandardScaler()
-            self.scaler.mean_, self.scaler.scale_ = np.asarray(fitted["mean"]), np.asarray(fitted["scale"])
-            self.scaler.var_, self.scaler.n_features_in_ = self.scaler.scale_**2, len(self.scaler.mean_)
+            self.scaler = fitted_scaler(fitted["mean"], fitted["scale"])
         else:
             self.scaler = StandardScaler().fit(np.concatenate([frames[s][self.channels].to_numpy()
                                                                for s in self.subjects["train"]]))
