@@ -46,11 +46,13 @@ class ExportReport:
     max_abs_diff: float
     checked_shapes: list[list[tuple[int, ...]]]
     dynamic: dict[str, dict[int, str]]
+    scaled: bool = False  # the difference was judged in the model's (scaled) units
 
     def summary(self) -> str:
         shapes = "; ".join(" ".join("x".join(map(str, s)) for s in inputs) for inputs in self.checked_shapes)
         return (
-            f"exported {self.path} -- onnxruntime parity: max |diff| = {self.max_abs_diff:.3g} "
+            f"exported {self.path} -- onnxruntime parity: max |diff| = {self.max_abs_diff:.3g}"
+            f"{' (relative to the output scaler)' if self.scaled else ''} "
             f"over {len(self.checked_shapes)} input sets ({shapes})"
         )
 
@@ -86,7 +88,8 @@ def export_onnx(spec: ExportSpec, path: str | os.PathLike, *, atol: float = 1e-4
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return ExportReport(path=path, max_abs_diff=diff, checked_shapes=shapes, dynamic=spec.dynamic)
+    return ExportReport(path=path, max_abs_diff=diff, checked_shapes=shapes, dynamic=spec.dynamic,
+                        scaled=spec.output_scale is not None)
 
 
 def _torch_export(spec: ExportSpec, module: nn.Module) -> torch.export.ExportedProgram:
@@ -193,12 +196,15 @@ def _check_parity(path: Path, spec: ExportSpec, module: nn.Module, atol: float) 
         want = [want] if isinstance(want, Tensor) else list(want)
         if len(got) != len(want):
             raise ExportError(f"ONNX graph returns {len(got)} outputs, the module {len(want)}")
-        for g, w in zip(got, want):
+        for k, (g, w) in enumerate(zip(got, want)):
             w = _to_numpy(w)
             if g.shape != w.shape:
                 raise ExportError(f"onnxruntime output shape {g.shape} != torch {w.shape}")
             if w.size:
-                worst = max(worst, float(np.max(np.abs(g.astype(np.float64) - w.astype(np.float64)))))
+                diff = np.abs(g.astype(np.float64) - w.astype(np.float64))
+                if k == 0 and spec.output_scale is not None:  # data's units: judged in the model's units
+                    diff = diff / _to_numpy(spec.output_scale).astype(np.float64)
+                worst = max(worst, float(np.max(diff)))
         shapes.append([tuple(t.shape) for t in inputs])
     if not worst <= atol:
         raise ExportError(f"onnxruntime differs from torch by {worst:.3g} (> atol {atol:g}) for {path}")

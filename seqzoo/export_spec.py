@@ -32,6 +32,9 @@ class ExportSpec:
     doc: dict[str, str] = field(default_factory=dict)
     #: a streaming graph's states: name, shape (axis labels), dtype and initial value
     states: list[dict] = field(default_factory=list)
+    #: per last-axis scale of the first output when it is in the data's units (``ScaledIO``):
+    #: parity is judged on the difference divided by it, i.e. in the units the model computes in
+    output_scale: Tensor | None = None
 
 
 class ScaledIO(nn.Module):

@@ -369,6 +369,7 @@ class ForecastingTask(BaseTask):
             return (x, *marks)[: len(names)]
 
         module, units = self._raw_units(net)
+        scale = module.out_scale if isinstance(module, ScaledIO) else None
         doc = {"x": f"(batch, {L_}, {C}) the last {L_} observations of {self._input_columns()}, {units}",
                "y": f"(batch, {H}, {net.n_targets}) the next {H} steps of {self._target_columns()}, {units}"}
         if F_:
@@ -384,6 +385,7 @@ class ForecastingTask(BaseTask):
             dynamic={n: {0: "batch"} for n in names},
             check_inputs=[make(2), make(5)],
             doc={k: v for k, v in doc.items() if k in names or k == "y"},
+            output_scale=scale,
         )
 
     # -- raw units in the exported graphs ---------------------------------------------------
@@ -430,6 +432,7 @@ class ForecastingTask(BaseTask):
         spec = step_spec(ForecastStepper(net), net.n_channels, in_dtype=torch.float32,
                          generator=torch.Generator().manual_seed(0))
         spec.module, units = self._raw_units(spec.module)
+        spec.output_scale = spec.module.out_scale if isinstance(spec.module, ScaledIO) else None
         spec.doc = {"x_t": f"(batch, {net.n_channels}) one new observation of {self._input_columns()}, {units}",
                     "y_t": f"(batch, {net.horizon}, {net.n_targets}) the forecast of the next {net.horizon} steps of "
                            f"{self._target_columns()} after it, {units}"}
