@@ -209,7 +209,7 @@ def check_bidirectional(name: str, bidirectional: bool, causal: bool) -> bool:
     return bool(bidirectional)
 
 
-VARIANT_KEYWORDS = {"bidirectional": False, "stem_shortcut": False, "bn_gain": 1.0}
+VARIANT_KEYWORDS = {"bidirectional": False, "stem_shortcut": False, "bn_gain": 1.0, "gate": False, "group_norm": False}
 """Keywords that turn a family into a named variant of its paper's model, with the paper's value."""
 
 

@@ -1,15 +1,18 @@
 """ViR: vision retention (Hatamizadeh et al. 2023) -- a ViT whose attention is retention.
 
 Each block is pre-LN with LayerScale (1e-5) and DropPath on both branches; the token
-mixer is RetNet's multi-scale retention (Sun et al. 2023):
+mixer is retention (RetNet, Sun et al. 2023) with one decay per head:
 
     q, k, v = x W_Q, x W_K, x W_V   (per head, q scaled by d_h^-1/2)
     head_h  = (q k^T ⊙ M_h) v,      M_h[t, u] = γ_h^{t-u} for t >= u, else 0
-    Y       = GroupNorm_H(concat_h head_h),   out = (swish(x W_G) ⊙ Y) W_O
+    out     = concat_h(head_h) W_O
 
+as in the authors' code (no output gate, no group norm; ``gate``/``group_norm`` add
+RetNet's swish gate and per-head GroupNorm as a labelled variant),
 with no softmax after the decay mask (a softmax there leaks the future through its
 normaliser). The decay of head h is γ_h = 1 - 1/w_h with memory windows w_h spaced
-log-uniformly from 32 to 512 tokens (γ from 1 - 2^-5 to 1 - 2^-9). ViR's model is causal:
+log-uniformly from 32 to 512 tokens (γ from 1 - 2^-5 to 1 - 2^-9), the authors' schedule
+(their ``DecayMask``: 1 - exp(linspace(log 1/32, log 1/512, H))). ViR's model is causal:
 the task appends the class token *last* so that it sees every patch, and the recurrent
 form streams one token at a time with a (d_h, d_h) state per head.
 
@@ -53,7 +56,8 @@ class MultiScaleRetention(nn.Module):
         *,
         causal: bool,
         decay_windows: tuple[float, float] = (32.0, 512.0),
-        gate: bool = True,
+        gate: bool = False,
+        group_norm: bool = False,
         chunk_size: int = 64,
         impl: str = "auto",
     ) -> None:
@@ -64,7 +68,7 @@ class MultiScaleRetention(nn.Module):
         self.causal, self.chunk_size, self.impl = causal, chunk_size, impl
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.gate = nn.Linear(d_model, d_model) if gate else None
-        self.head_norm = nn.GroupNorm(n_heads, d_model)
+        self.head_norm = nn.GroupNorm(n_heads, d_model) if group_norm else None
         self.proj = nn.Linear(d_model, d_model)
         self.register_buffer("gamma", decay_schedule(n_heads, *decay_windows), persistent=False)
 
@@ -82,8 +86,9 @@ class MultiScaleRetention(nn.Module):
         return retention(q, k, v, self.gamma, chunk_size=self.chunk_size, impl=self.impl)
 
     def _output(self, x: Tensor, o: Tensor) -> Tensor:
-        shape = o.shape
-        y = self.head_norm(o.reshape(-1, shape[-1])).reshape(shape)
+        y = o
+        if self.head_norm is not None:
+            y = self.head_norm(o.reshape(-1, o.shape[-1])).reshape(o.shape)
         if self.gate is not None:
             y = F.silu(self.gate(x)) * y
         return self.proj(y)
@@ -115,7 +120,8 @@ class ViR(BlockStack):
         impl: str = "auto",
         n_heads: int = 4,
         decay_windows: tuple[float, float] = (32.0, 512.0),
-        gate: bool = True,
+        gate: bool = False,
+        group_norm: bool = False,
         mlp_ratio: float = 4.0,
         mlp: MlpKind = "gelu",
         norm: NormKind = "layer",
@@ -129,7 +135,11 @@ class ViR(BlockStack):
             n_heads: retention heads (each with its own decay).
             decay_windows: memory windows 1 / (1 - γ) of the first and last head, spaced
                 log-uniformly between them.
-            gate: the swish output gate (RetNet's).
+            gate: RetNet's swish output gate. Off, as in the ViR authors' code, whose
+                retention is q, k, v -> decay-masked retention -> output projection.
+            group_norm: RetNet's per-head GroupNorm of the retention output. Off, as in
+                the ViR authors' code. ``gate: true, group_norm: true`` is RetNet's
+                multi-scale retention (a variant, labelled as such in tables).
             mlp_ratio: MLP hidden width / D.
             mlp: the channel MLP's kind.
             norm: the pre-norms' kind.
@@ -144,6 +154,6 @@ class ViR(BlockStack):
         self.build_residual_blocks(
             lambda i: MultiScaleRetention(d_model, n_heads, causal=not self.bidirectional,
                                           decay_windows=tuple(decay_windows),
-                                          gate=gate, chunk_size=chunk_size, impl=impl),
+                                          gate=gate, group_norm=group_norm, chunk_size=chunk_size, impl=impl),
             mlp=mlp, mlp_ratio=mlp_ratio, norm=norm, drop_path=drop_path, layer_scale=layer_scale,
         )

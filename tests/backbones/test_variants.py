@@ -57,3 +57,24 @@ def test_results_label_variants():
     assert variant_label("mamba", {"d_model": 64}) == "mamba"
     assert variant_label("mamba", {"bidirectional": False}) == "mamba"
     assert variant_label("mamba", {"bidirectional": True, "d_model": 64}) == "mamba (bidirectional)"
+
+
+def test_vir_retention_is_the_authors_form_and_retnet_msr_is_a_labelled_variant():
+    """ViR's authors' code: decay-masked retention -> output projection, no swish gate and no
+    group norm, decays 1 - exp(linspace(log 1/32, log 1/512, H)). RetNet's gate + GroupNorm
+    is a variant with its own label."""
+    import math
+
+    from seqzoo.backbones.vir import decay_schedule
+
+    paper = build("vir", n_heads=4)
+    mixer = paper.blocks[0].mixer
+    assert mixer.gate is None and mixer.head_norm is None
+    expected = 1 - torch.exp(torch.linspace(math.log(1 / 32), math.log(1 / 512), 4, dtype=torch.float64))
+    torch.testing.assert_close(decay_schedule(4).double(), expected, rtol=0, atol=1e-7)
+    msr = build("vir", n_heads=4, gate=True, group_norm=True)
+    assert msr.blocks[0].mixer.gate is not None and msr.blocks[0].mixer.head_norm is not None
+    extra = sum(p.numel() for p in msr.parameters()) - sum(p.numel() for p in paper.parameters())
+    assert extra == 2 * (D * D + D + 2 * D)  # per layer: gate Linear(D, D) + GroupNorm affine
+    assert variant_label("vir", {}) == "vir"
+    assert variant_label("vir", {"gate": True, "group_norm": True}) == "vir (gate, group_norm)"
