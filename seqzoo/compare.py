@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from seqzoo.backbones.base import SHARED_KEYWORDS, get_backbone_class, list_backbones, variant_label
+from seqzoo.budget import d_model_for_budget
 from seqzoo.cli_args import check_passthrough, int_list, option
 from seqzoo.errors import ConfigError
 from seqzoo.plots import figure_title, metric_label, plot_metric
@@ -70,6 +71,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument(*option("shared_heads"), action="store_true",
                         help="give every family the config's embedding and head, also those whose paper defines "
                              "its own (Informer's decoder); such rows are labelled '(shared head)'")
+    parser.add_argument(*option("param_budget"), type=int, default=None,
+                        help="equal parameter budgets: build every family at the d_model (a multiple of 8) whose "
+                             "backbone has the parameter count closest to this; rows say the width they got")
     opts, passthrough = parser.parse_known_args(argv)
     check_passthrough("compare", passthrough)
     seeds = int_list(opts.seeds, "--seeds")
@@ -78,7 +82,7 @@ def main(argv: list[str]) -> int:
         get_backbone_class(name)  # unknown names fail before anything runs
     command = "seqzoo compare " + " ".join(shlex.quote(a) for a in argv)
     compare(opts.config, names, seeds, Path(opts.out), max_epochs=opts.max_epochs, passthrough=passthrough,
-            command=command, shared_heads=opts.shared_heads,
+            command=command, shared_heads=opts.shared_heads, param_budget=opts.param_budget,
             folds=None if opts.folds is None else ("all" if opts.folds.strip() == "all" else int_list(opts.folds, "--folds")))
     return 0
 
@@ -94,11 +98,14 @@ def compare(
     command: str = "",
     shared_heads: bool = False,
     folds: list[int] | str | None = None,
+    param_budget: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train every family in ``names`` for every seed (and every cross-validation fold in
     ``folds``: ``"all"`` or indices, passed as ``--data.fold``; the data module must have
     folds, e.g. the pain domain's leave-one-subject-out); write the table, plot and CSV.
-    Each row of the table is the mean ± std over all its runs (seeds x folds)."""
+    Each row of the table is the mean ± std over all its runs (seeds x folds). With
+    ``param_budget`` every family is built at the width whose backbone has about that many
+    parameters (:func:`seqzoo.budget.d_model_for_budget`); its rows say ``d_model=...``."""
     config_path = str(resolve_config_path(config_path))
     config = load_yaml(config_path)
     rewrite_backbone_names(config)
@@ -142,8 +149,15 @@ def compare(
         run_config = copy.deepcopy(config)
         # the config's own family keeps all its keywords (a paper config's heads, factor...);
         # other families get the shared ones and their own defaults
+        if param_budget is not None:
+            width, count = d_model_for_budget(name, param_budget, init_args)
+            init_args["d_model"] = width
+            print(f"{name}: d_model {width} -> {count:,} backbone parameters (budget {param_budget:,})", flush=True)
         backbone_holder(run_config)["backbone"] = {"class_path": class_path(cls), "init_args": init_args}
         labels[name] = variant_label(name, backbone_holder(run_config)["backbone"]["init_args"])
+        if param_budget is not None:
+            labels[name] = (labels[name][:-1] + f", d_model={width})" if labels[name].endswith(")")
+                            else labels[name] + f" (d_model={width})")
         form = task_cls.paper_forms.get(cls.family, {})
         if form and not own:  # a family whose paper defines its own embedding/head runs as the paper's model
             if shared_heads:

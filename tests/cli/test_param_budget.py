@@ -1,0 +1,58 @@
+"""Equal parameter budgets: ``seqzoo compare --param_budget N`` builds every family at the width
+whose backbone has about N parameters, and its rows say which width."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from seqzoo import ConfigError
+from seqzoo.budget import backbone_params, d_model_for_budget
+from seqzoo.cli import main
+from tests.conftest import forecasting_config
+
+ARGS = {"n_layers": 2, "causal": True}
+
+
+@pytest.mark.parametrize("name", ["transformer", "gru", "mamba", "s4d"])
+def test_width_is_the_closest_multiple_of_8_by_brute_force(name):
+    budget = 60_000
+    width, count = d_model_for_budget(name, budget, ARGS)
+    assert width % 8 == 0 and count == backbone_params(name, width, ARGS)
+    brute = min(range(8, 257, 8), key=lambda w: (abs(backbone_params(name, w, ARGS) - budget), w))
+    assert width == brute
+    assert abs(count - budget) / budget < 0.25
+
+
+def test_budget_errors():
+    with pytest.raises(ConfigError, match="positive"):
+        d_model_for_budget("gru", 0)
+    with pytest.raises(ConfigError, match="nope"):
+        d_model_for_budget("nope", 1000)
+
+
+def test_compare_builds_each_family_at_its_budget_width(ett_csv, write_config, tmp_path, monkeypatch, capsys):
+    import seqzoo.compare as compare
+
+    ran = []
+
+    def fake_job(name, cls, seed, config_file, out, max_epochs, passthrough, tag=None):
+        ran.append(name)
+        return {"backbone": name, "family": cls.family, "seed": seed, "status": "failed", "reason": "not run"}
+
+    monkeypatch.setattr(compare, "_run_job", fake_job)
+    cfg = write_config(forecasting_config(ett_csv))
+    out = tmp_path / "cmp"
+    assert main(["compare", "--config", str(cfg), "--backbones", "gru,transformer,s4d", "--param_budget", "40000",
+                 "--out", str(out)]) == 0
+    assert ran == ["gru", "transformer", "s4d"]
+    printed = capsys.readouterr().out
+    for name in ran:
+        init = yaml.safe_load((out / "configs" / f"{name}.yaml").read_text())["model"]["init_args"]["backbone"]["init_args"]
+        width = init["d_model"]
+        assert (width, backbone_params(name, width, init)) == d_model_for_budget(name, 40_000, init)
+        assert f"{name}: d_model {width} ->" in printed
+        assert f"{name} (d_model={width})" in (out / "results.md").read_text()
+    widths = {yaml.safe_load((out / "configs" / f"{n}.yaml").read_text())["model"]["init_args"]["backbone"]
+              ["init_args"]["d_model"] for n in ran}
+    assert len(widths) > 1, "equal budgets give the families different widths"
