@@ -176,4 +176,10 @@ def test_export_parity_with_free_batch_and_length(tmp_path):
     report = export_onnx(task.export_spec(), tmp_path / "icd.onnx")
     assert report.max_abs_diff < 1e-4
     assert report.dynamic["tokens"] == {0: "batch", 1: "length"}
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "icd.onnx")).graph
+    for value in graph.input:  # the free axes carry their labels in the graph, not the exporter's s77
+        assert [d.dim_param for d in value.type.tensor_type.shape.dim] == ["batch", "length"], value.name
+    assert graph.output[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert {s[0] for s in report.checked_shapes} >= {(2, 24), (3, 33)}
