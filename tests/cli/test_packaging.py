@@ -81,3 +81,15 @@ def seqzoo_root() -> str:
     import seqzoo
 
     return str(Path(seqzoo.__file__).resolve().parent)
+
+
+def test_all_extra_covers_every_runtime_extra():
+    """``pip install 'seqzoo[all]'`` brings every shipped config's Python needs: every extra
+    except the benchmark peers and the test tools."""
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    (spec,) = extras["all"]
+    included = set(spec.split("[", 1)[1].rstrip("]").split(","))
+    assert included == set(extras) - {"all", "dev", "bench"}
+    assert "seqzoo[all]" in extras["dev"]
