@@ -71,6 +71,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument(*option("shared_heads"), action="store_true",
                         help="give every family the config's embedding and head, also those whose paper defines "
                              "its own (Informer's decoder); such rows are labelled '(shared head)'")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                        help="instead of running: merge the results.csv of earlier compares of this config "
+                             "(e.g. families run in parts) into one table, plot and CSV in --out")
     parser.add_argument(*option("param_budget"), type=int, default=None,
                         help="equal parameter budgets: build every family at the d_model (a multiple of 8) whose "
                              "backbone has the parameter count closest to this; rows say the width they got")
@@ -81,6 +84,9 @@ def main(argv: list[str]) -> int:
     for name in names:
         get_backbone_class(name)  # unknown names fail before anything runs
     command = "seqzoo compare " + " ".join(shlex.quote(a) for a in argv)
+    if opts.merge:
+        merge(opts.config, [Path(d) for d in opts.merge], Path(opts.out), passthrough=passthrough, command=command)
+        return 0
     compare(opts.config, names, seeds, Path(opts.out), max_epochs=opts.max_epochs, passthrough=passthrough,
             command=command, shared_heads=opts.shared_heads, param_budget=opts.param_budget,
             folds=None if opts.folds is None else ("all" if opts.folds.strip() == "all" else int_list(opts.folds, "--folds")))
@@ -182,6 +188,34 @@ def compare(
               + (f" ({_short_metrics(row)}, {row.get('fit_seconds', 0):.0f} s)" if row["status"] == "ok" else ""),
               flush=True)
 
+    write_results(out, rows, task_cls, baseline, config_path, command)
+    print((out / "results.md").read_text())
+    return rows
+
+
+def merge(config_path: str, dirs: list[Path], out: Path, *, passthrough: list[str] = (),
+          command: str = "") -> list[dict[str, Any]]:
+    """One table, plot and CSV from the ``results.csv`` of several compares of the same config
+    (families run in parts). Runs keep their rows as measured; a (backbone, seed, fold) met
+    twice is an error, since the table cannot say which run it shows."""
+    config_path = str(resolve_config_path(config_path))
+    task_cls = task_class_of(load_yaml(config_path))
+    rows: list[dict[str, Any]] = []
+    seen: dict[tuple, Path] = {}
+    for d in dirs:
+        path = d / "results.csv"
+        if not path.is_file():
+            raise ConfigError(f"--merge: {path} does not exist (not a compare output folder?)")
+        for row in read_results_csv(path):
+            key = (row["backbone"], row["seed"], row.get("fold", ""))
+            if key in seen:
+                raise ConfigError(f"--merge: {row['backbone']} seed {row['seed']} is in both {seen[key]} and {d}")
+            seen[key] = d
+            if row.get("params") not in (None, ""):
+                row["params"] = int(float(row["params"]))
+            rows.append(row)
+    baseline = _baseline(config_path, list(passthrough))
+    out.mkdir(parents=True, exist_ok=True)
     write_results(out, rows, task_cls, baseline, config_path, command)
     print((out / "results.md").read_text())
     return rows

@@ -56,3 +56,37 @@ def test_compare_builds_each_family_at_its_budget_width(ett_csv, write_config, t
     widths = {yaml.safe_load((out / "configs" / f"{n}.yaml").read_text())["model"]["init_args"]["backbone"]
               ["init_args"]["d_model"] for n in ran}
     assert len(widths) > 1, "equal budgets give the families different widths"
+
+
+def test_merge_joins_compares_run_in_parts_and_refuses_duplicates(ett_csv, write_config, tmp_path, monkeypatch,
+                                                                  capsys):
+    """``--merge`` writes one table, plot and CSV from compares of the same config run in parts."""
+    import seqzoo.compare as compare
+    from seqzoo.compare import read_results_csv
+
+    def fake_job(name, cls, seed, config_file, out, max_epochs, passthrough, tag=None):
+        mse = {"gru": 0.5, "transformer": 0.4}[name] + seed / 100
+        return {"backbone": name, "family": cls.family, "seed": seed, "status": "ok", "params": 1234,
+                "metrics": {"test/mse": mse, "test/mae": mse}, "train_samples_per_s": 10.0,
+                "infer_samples_per_s": 20.0, "peak_mem_mb": 100.0, "device": "CPU", "checkpoint": str(tmp_path / f"{name}.ckpt")}
+
+    monkeypatch.setattr(compare, "_run_job", fake_job)
+    cfg = write_config(forecasting_config(ett_csv))
+    for name in ("gru", "transformer"):
+        assert main(["compare", "--config", str(cfg), "--backbones", name, "--seeds", "0,1",
+                     "--out", str(tmp_path / name)]) == 0
+    merged = tmp_path / "merged"
+    assert main(["compare", "--config", str(cfg), "--merge", str(tmp_path / "gru"), str(tmp_path / "transformer"),
+                 "--out", str(merged)]) == 0
+    rows = read_results_csv(merged / "results.csv")
+    assert sorted((r["backbone"], r["seed"]) for r in rows) == [("gru", "0"), ("gru", "1"), ("transformer", "0"),
+                                                               ("transformer", "1")]
+    table = (merged / "results.md").read_text()
+    assert table.index("| **transformer** | 0.405") < table.index("| gru | 0.505")
+    assert "repeat last value" in table and (merged / "plot.png").stat().st_size > 10_000
+    assert (merged / "best_checkpoint.txt").read_text().strip().endswith("transformer.ckpt")
+    capsys.readouterr()
+    assert main(["compare", "--config", str(cfg), "--merge", str(tmp_path / "gru"), str(tmp_path / "gru"),
+                 "--out", str(tmp_path / "m2")]) == 2
+    assert "gru seed 0 is in both" in capsys.readouterr().err
+    assert main(["compare", "--config", str(cfg), "--merge", str(tmp_path / "nope"), "--out", str(tmp_path / "m3")]) == 2
