@@ -28,6 +28,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ FIELDS = ["backbone", "family", "seed", "fold", "metric", "value", "params", "st
           "checkpoint"]
 #: what each run measures besides the task's test metrics (rows of results.csv too)
 MEASUREMENTS = ("train_samples_per_s", "train_tokens_per_s", "infer_samples_per_s", "infer_tokens_per_s",
-                "peak_mem_mb", "fit_seconds", "epochs")
+                "peak_mem_mb", "fit_seconds", "epochs", "steps")
 
 
 def main(argv: list[str]) -> int:
@@ -64,6 +65,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--backbones", default="all", help="comma-separated registry names, or 'all'")
     parser.add_argument("--seeds", default="0", help="comma-separated integer seeds")
     parser.add_argument(*option("max_epochs"), type=int, default=None, help="override trainer.max_epochs")
+    parser.add_argument(*option("max_steps"), type=int, default=None,
+                        help="a step budget for every run (trainer.max_steps; training stops at whichever of "
+                             "max_epochs and max_steps comes first); the time left is estimated as runs finish")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--folds", default=None,
                         help="cross-validation folds to run for every family and seed: 'all' or e.g. 0,1,2 "
@@ -87,7 +91,10 @@ def main(argv: list[str]) -> int:
     if opts.merge:
         merge(opts.config, [Path(d) for d in opts.merge], Path(opts.out), passthrough=passthrough, command=command)
         return 0
-    compare(opts.config, names, seeds, Path(opts.out), max_epochs=opts.max_epochs, passthrough=passthrough,
+    if opts.max_steps is not None and opts.max_steps < 1:
+        raise ConfigError(f"--max_steps must be a positive number of optimiser steps, got {opts.max_steps}")
+    compare(opts.config, names, seeds, Path(opts.out), max_epochs=opts.max_epochs, max_steps=opts.max_steps,
+            passthrough=passthrough,
             command=command, shared_heads=opts.shared_heads, param_budget=opts.param_budget,
             folds=None if opts.folds is None else ("all" if opts.folds.strip() == "all" else int_list(opts.folds, "--folds")))
     return 0
@@ -100,6 +107,7 @@ def compare(
     out: Path,
     *,
     max_epochs: int | None = None,
+    max_steps: int | None = None,
     passthrough: list[str] = (),
     command: str = "",
     shared_heads: bool = False,
@@ -174,12 +182,17 @@ def compare(
         config_file.write_text(yaml.safe_dump(run_config, sort_keys=False))
         jobs += [(name, cls, seed, config_file, fold) for seed in seeds for fold in (fold_list or [None])]
 
+    budget = [f"{max_epochs} epochs" if max_epochs else "the config's epochs"]
+    if max_steps:
+        budget.append(f"at most {max_steps} steps")
+    print(f"{len(jobs)} runs ({', '.join(budget)} each, then test and timing)", flush=True)
+    started = time.perf_counter()
     for i, (name, cls, seed, config_file, fold) in enumerate(jobs, 1):
         where = "" if fold is None else f" fold {fold}"
         print(f"[{i}/{len(jobs)}] {name} seed {seed}{where} ...", flush=True)
         extra = [] if fold is None else ["--data.fold", str(fold)]
         row = _run_job(name, cls, seed, config_file, out, max_epochs, [*passthrough, *extra],
-                       tag=f"seed{seed}" + ("" if fold is None else f"-fold{fold}"))
+                       tag=f"seed{seed}" + ("" if fold is None else f"-fold{fold}"), max_steps=max_steps)
         if fold is not None:
             row["fold"] = fold
         row["backbone"] = labels[name]  # rows and plots name a variant: "mamba (bidirectional)"
@@ -187,6 +200,8 @@ def compare(
         print(f"      {row['status']}" + (f": {row['reason']}" if row.get("reason") else "")
               + (f" ({_short_metrics(row)}, {row.get('fit_seconds', 0):.0f} s)" if row["status"] == "ok" else ""),
               flush=True)
+        if i < len(jobs):
+            print("      " + _estimate(time.perf_counter() - started, i, len(jobs)), flush=True)
 
     write_results(out, rows, task_cls, baseline, config_path, command)
     print((out / "results.md").read_text())
@@ -221,14 +236,31 @@ def merge(config_path: str, dirs: list[Path], out: Path, *, passthrough: list[st
     return rows
 
 
+def _estimate(elapsed: float, done: int, total: int) -> str:
+    """How long the compare has run and, at the mean time per finished run, about how long the
+    rest takes (families differ in speed: a rough figure)."""
+    left = elapsed / done * (total - done)
+    return f"{_duration(elapsed)} so far; about {_duration(left)} left for {total - done} more run(s)"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _run_job(name: str, cls, seed: int, config_file: Path, out: Path, max_epochs, passthrough,
-             tag: str | None = None) -> dict[str, Any]:
+             tag: str | None = None, max_steps: int | None = None) -> dict[str, Any]:
     tag = tag or f"seed{seed}"
     run_dir = out / "runs" / name / tag
     result_file = out / "logs" / f"{name}-{tag}.json"
     log_file = out / "logs" / f"{name}-{tag}.log"
     result_file.unlink(missing_ok=True)
-    spec = {"config": str(config_file), "seed": seed, "max_epochs": max_epochs, "extra": passthrough,
+    spec = {"config": str(config_file), "seed": seed, "max_epochs": max_epochs, "max_steps": max_steps,
+            "extra": passthrough,
             "run_dir": str(run_dir), "result": str(result_file)}
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log_file, "w") as log:

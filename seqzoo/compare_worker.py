@@ -48,6 +48,8 @@ def run_worker(spec: dict) -> None:
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
     if spec.get("max_epochs"):
         args += ["--trainer.max_epochs", str(spec["max_epochs"])]
+    if spec.get("max_steps"):
+        args += ["--trainer.max_steps", str(spec["max_steps"])]
     args += list(spec.get("extra", []))
     cli = make_cli(args=args, run=False, config_name=Path(spec["config"]).stem)
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
@@ -81,6 +83,7 @@ def run_worker(spec: dict) -> None:
         "peak_mem_mb": peak_mb,
         "device": device_name,
         "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
         "fit_seconds": fit_seconds,
         "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else "",
     }

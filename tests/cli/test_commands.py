@@ -222,7 +222,7 @@ def test_compare_over_every_loso_fold_reports_the_mean_over_folds(tmp_path, monk
     config = str(Path(__file__).resolve().parents[2] / "configs" / "pain" / "emopain_synth.yaml")
     seen = []
 
-    def fake_job(name, cls, seed, config_file, out, max_epochs, passthrough, tag=None):
+    def fake_job(name, cls, seed, config_file, out, max_epochs, passthrough, tag=None, **kw):
         fold = int(passthrough[passthrough.index("--data.fold") + 1])
         seen.append((seed, fold, tag))
         return {"backbone": name, "family": cls.family, "seed": seed, "status": "ok", "params": 1, "device": "cpu",

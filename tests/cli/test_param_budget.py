@@ -36,7 +36,7 @@ def test_compare_builds_each_family_at_its_budget_width(ett_csv, write_config, t
 
     ran = []
 
-    def fake_job(name, cls, seed, config_file, out, max_epochs, passthrough, tag=None):
+    def fake_job(name, cls, seed, config_file, out, max_epochs, passthrough, tag=None, **kw):
         ran.append(name)
         return {"backbone": name, "family": cls.family, "seed": seed, "status": "failed", "reason": "not run"}
 
@@ -64,7 +64,7 @@ def test_merge_joins_compares_run_in_parts_and_refuses_duplicates(ett_csv, write
     import seqzoo.compare as compare
     from seqzoo.compare import read_results_csv
 
-    def fake_job(name, cls, seed, config_file, out, max_epochs, passthrough, tag=None):
+    def fake_job(name, cls, seed, config_file, out, max_epochs, passthrough, tag=None, **kw):
         mse = {"gru": 0.5, "transformer": 0.4}[name] + seed / 100
         return {"backbone": name, "family": cls.family, "seed": seed, "status": "ok", "params": 1234,
                 "metrics": {"test/mse": mse, "test/mae": mse}, "train_samples_per_s": 10.0,
@@ -90,3 +90,22 @@ def test_merge_joins_compares_run_in_parts_and_refuses_duplicates(ett_csv, write
                  "--out", str(tmp_path / "m2")]) == 2
     assert "gru seed 0 is in both" in capsys.readouterr().err
     assert main(["compare", "--config", str(cfg), "--merge", str(tmp_path / "nope"), "--out", str(tmp_path / "m3")]) == 2
+
+
+@pytest.mark.slow
+def test_max_steps_budget_is_honoured_and_the_time_left_estimated(ett_csv, write_config, tmp_path, monkeypatch,
+                                                                    capsys):
+    from seqzoo.compare import read_results_csv
+
+    monkeypatch.chdir(tmp_path)
+    cfg = write_config(forecasting_config(ett_csv, max_epochs=5, limit_val_batches=2))
+    out = tmp_path / "cmp"
+    assert main(["compare", "--config", str(cfg), "--backbones", "gru", "--seeds", "0,1", "--max-steps", "3",
+                 "--out", str(out), "--trainer.limit_test_batches", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 runs (the config's epochs, at most 3 steps each" in printed
+    assert "so far; about" in printed and "left for 1 more run(s)" in printed
+    rows = read_results_csv(out / "results.csv")
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert all(r["steps"] == 3 for r in rows), [r["steps"] for r in rows]
+    assert main(["compare", "--config", str(cfg), "--backbones", "gru", "--max_steps", "0", "--out", str(out)]) == 2
