@@ -137,6 +137,9 @@ class RunRecorder(Callback):
         if trainer.is_global_zero:
             if self.verb == "fit":
                 print(f"seqzoo: run folder {self.run_dir}", file=sys.stderr, flush=True)
+                note = streaming_note(pl_module)
+                if note:
+                    print(note, file=sys.stderr, flush=True)
             previous = (read_status_file(self.run_dir) or {}) if trainer.ckpt_path else {}
             keep = {k: previous[k] for k in ("last_checkpoint", "best") if k in previous}  # resumed: still true
             write_status(self.run_dir, "running", verb=self.verb, pid=os.getpid(), host=socket.gethostname(),
@@ -249,6 +252,19 @@ def _flatten(values: dict, prefix: str, out: dict[str, Any]) -> None:
             _flatten(value.get("init_args", value) if "class_path" in value else value, f"{prefix}{key}.", out)
         elif isinstance(value, (bool, int, float, str)):
             out[prefix + key] = value
+
+
+def streaming_note(task: L.LightningModule) -> str | None:
+    """What ``fit`` says when the model's backbone can stream but ``seqzoo export --streaming``
+    will not work for this model as configured (and what it would need); None otherwise."""
+    backbone = getattr(task, "backbone", None)
+    requirements = getattr(task, "streaming_requirements", None)
+    if backbone is None or requirements is None or not type(backbone).streaming:
+        return None
+    needs = requirements()
+    if not needs:
+        return None
+    return f"seqzoo: note: {type(backbone).name!r} streams, but `seqzoo export --streaming` will not work for this model: {needs}"
 
 
 class PredictionWriter(BasePredictionWriter):

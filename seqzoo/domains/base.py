@@ -134,6 +134,13 @@ class BaseTask(L.LightningModule):
     def export_step_spec(self) -> ExportSpec:
         raise ConfigError(f"{type(self).__name__} has no one-step (streaming) export")
 
+    def streaming_requirements(self) -> str | None:
+        """None when ``seqzoo export --streaming`` can write this model's one-step graph;
+        otherwise what it needs, in words (checked without touching the model, so ``fit`` can
+        say it before training). Tasks with a one-step export override it."""
+        return (f"{type(self).__name__} has no one-step (streaming) export; "
+                "`seqzoo export` writes its whole-input graph")
+
     # -- baseline ---------------------------------------------------------------------
     def baseline(
         self, datamodule: L.LightningDataModule

@@ -412,8 +412,8 @@ class ForecastingTask(BaseTask):
         t = getattr(self, "data_transform", None) or {}
         return list(t["targets"]) if t else "the target channels"
 
-    def export_step_spec(self) -> ExportSpec:
-        net = self.net.eval().cpu()
+    def streaming_requirements(self) -> str | None:
+        net = self.net
         problems = []
         if not type(net.backbone).streaming:
             problems.append(f"backbone {type(net.backbone).name!r} does not stream")
@@ -427,8 +427,13 @@ class ForecastingTask(BaseTask):
             problems.append("revin must be false (window statistics need the whole window)")
         if net.n_time_features:
             problems.append("use_time_features must be false")
+        return "streaming export of a forecasting model: " + "; ".join(problems) if problems else None
+
+    def export_step_spec(self) -> ExportSpec:
+        problems = self.streaming_requirements()
         if problems:
-            raise ConfigError("streaming export of a forecasting model: " + "; ".join(problems))
+            raise ConfigError(problems)
+        net = self.net.eval().cpu()
         spec = step_spec(ForecastStepper(net), net.n_channels, in_dtype=torch.float32,
                          generator=torch.Generator().manual_seed(0))
         spec.module, units = self._raw_units(spec.module)

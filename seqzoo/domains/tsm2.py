@@ -139,5 +139,8 @@ class TSM2Task(ForecastingTask):
     def tokens_per_sample(self, batch: Batch) -> int:
         return int(batch["x"].shape[2]) * self.net.n_patches
 
+    def streaming_requirements(self) -> str | None:
+        return "TSM2 mixes whole patches of the lookback window: it has no one-step (streaming) export"
+
     def export_step_spec(self) -> ExportSpec:
-        raise ConfigError("TSM2 mixes whole patches of the lookback window: it has no one-step (streaming) export")
+        raise ConfigError(self.streaming_requirements())

@@ -262,12 +262,18 @@ class WorldModelTask(BaseTask):
         return ExportSpec(module=module, example_inputs=make(2, t), input_names=["images", "actions"],
                           output_names=["frames", "reward", "prior"], dynamic=dynamic, check_inputs=checks)
 
+    def streaming_requirements(self) -> str | None:
+        if not self.net.streams:
+            return (f"backbone {type(self.net.backbone).name!r} does not stream: no one-step imagination "
+                    "graph (export the parallel model instead)")
+        return None
+
     def export_step_spec(self) -> ExportSpec:
         """One imagination step: (z_{t-1}, a_{t-1}, state...) -> (z_t, frame_t, reward_t, state...)."""
+        problems = self.streaming_requirements()
+        if problems:
+            raise ConfigError(problems)
         net = self.net.eval().cpu()
-        if not net.streams:
-            raise ConfigError(f"backbone {type(net.backbone).name!r} does not stream: no one-step imagination "
-                              "graph (export the parallel model instead)")
         module = ImaginationStep(net)
         gen = torch.Generator().manual_seed(0)
 
