@@ -109,7 +109,10 @@ def make_cli(args: list[str] | dict, config_name: str = "default", run: bool = T
         def before_instantiate_classes(self) -> None:
             cfg = self._cfg()
             run_dir = self._run_dir(cfg)
+            if self.subcommand == "fit" and not cfg.get("ckpt_path"):
+                run_dir = _fresh_run_dir(run_dir)
             cfg.run_dir = str(run_dir)
+            _retarget_frozen_paths(cfg.trainer, run_dir)
             self.run_dir, self.run_dir_existed = run_dir, run_dir.exists()
             if self.run_dir_existed:
                 _report_previous_run(run_status(run_dir), run_dir)
@@ -262,6 +265,48 @@ def torch_seed() -> int:
     import torch
 
     return int(torch.initial_seed() % 2**31)
+
+
+def _retarget_frozen_paths(trainer_cfg: Any, run_dir: Path) -> None:
+    """A run's saved ``config.yaml`` names its own folder in the loggers' ``save_dir`` and the
+    checkpoint callback's ``dirpath``; pointed at another run folder (a new fit from it, or
+    ``--run_dir``), those paths move to ``run_dir`` so nothing is written into the old run."""
+    entries = []
+    for key in ("logger", "callbacks"):
+        value = trainer_cfg.get(key) if hasattr(trainer_cfg, "get") else None
+        if isinstance(value, (list, tuple)):
+            entries += list(value)
+        elif value not in (None, True, False):
+            entries.append(value)
+    for entry in entries:
+        init = entry.get("init_args") if hasattr(entry, "get") else None
+        if init is None or not hasattr(init, "get"):
+            continue
+        for key in ("save_dir", "dirpath"):
+            value = init.get(key)
+            if not value:
+                continue
+            path = Path(str(value))
+            folder = path.parent if path.name == "checkpoints" else path
+            is_run = (folder / "config.yaml").exists() or (folder / "status.json").exists()
+            if is_run and folder.resolve() != run_dir.resolve():
+                init[key] = str(run_dir / "checkpoints" if path.name == "checkpoints" else run_dir)
+
+
+def _fresh_run_dir(run_dir: Path) -> Path:
+    """A new ``fit`` never overwrites a trained run: when ``run_dir`` already holds checkpoints
+    (re-running a command, or a run's own saved ``config.yaml``, whose paths are frozen), the
+    run goes to the next free ``<run_dir>-2``, ``-3``... and says so. ``--ckpt_path last``
+    continues the old run in its own folder."""
+    if not any((run_dir / "checkpoints").glob("*.ckpt")):
+        return run_dir
+    k = 2
+    while (run_dir.parent / f"{run_dir.name}-{k}").exists():
+        k += 1
+    fresh = run_dir.parent / f"{run_dir.name}-{k}"
+    print(f"seqzoo: note: {run_dir} already holds a trained run; this fit goes to {fresh} "
+          f"(--ckpt_path last continues the old run, --run_dir chooses another folder)", file=sys.stderr)
+    return fresh
 
 
 def _report_previous_run(record: dict | None, run_dir: Path) -> None:

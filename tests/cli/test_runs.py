@@ -128,7 +128,8 @@ def trained_gru(ett_csv, tmp_path_factory):
 def _one_line_error(capsys) -> str:
     """The error, one line, besides fit's own lines on where the run went and how it ended.
     ``capsys``: the fixture, or a function returning what it captured."""
-    progress = ("seqzoo: run folder ", "seqzoo: fit failed; run folder ", "seqzoo: fit interrupted; run folder ")
+    progress = ("seqzoo: run folder ", "seqzoo: fit failed; run folder ", "seqzoo: fit interrupted; run folder ",
+                "seqzoo: note: ")
     captured = capsys() if callable(capsys) else capsys.readouterr()
     err = [line for line in captured.err.strip().splitlines() if not line.startswith(progress)]
     assert len(err) == 1, err
