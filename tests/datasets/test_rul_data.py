@@ -71,7 +71,7 @@ def test_synthetic_lasers_rise_as_a_power_law_and_fail_at_plus_20_percent(laser_
 
 
 def test_synthetic_cmapss_units_drift_and_rul_file_matches(cmapss_dir):
-    train, test, _ = read_cmapss(cmapss_dir)
+    train, test = read_cmapss(cmapss_dir)
     assert len(train) == 10 and len(test) == 5
     assert len({len(u.time) for u in train}) > 5, "different lifetimes"
     s2 = np.concatenate([u.values[:, 4] for u in train])  # columns op1..op3, s1, s2, ...: s2 rises with wear
@@ -109,7 +109,7 @@ def test_cmapss_validation_units_come_from_the_train_file_by_unit(cmapss_dir):
 def test_cmapss_scaler_fitted_on_training_units_only(cmapss_dir):
     dm = RULDataModule(str(cmapss_dir), format="cmapss", lookback=30, channels=["s2", "s3", "s4"])
     dm.setup()
-    train, _, _ = read_cmapss(cmapss_dir)
+    train, _ = read_cmapss(cmapss_dir)
     kept = [u for u in train if u.unit_id in {p.unit_id for p in dm.units["train"]}]
     rows = np.concatenate([u.values[:, [4, 5, 6]] for u in kept])  # s2, s3, s4
     np.testing.assert_allclose(dm.scaler.data_min_, rows.min(axis=0))
@@ -269,50 +269,3 @@ def test_missing_rul_file_is_named(tmp_path):
     (tmp_path / "train_FD001.txt").write_text(_cmapss_line(1, 1) + "\n")
     with pytest.raises(DataError, match=r"C-MAPSS RUL file not found: .*RUL_FD001.txt"):
         read_cmapss(tmp_path)
-
-
-def _with_header(src: Path, dst: Path, keep: list[str], sep: str = ",") -> None:
-    """Copy a NASA-layout C-MAPSS folder keeping only ``keep`` columns, with a header line."""
-    from seqzoo.datasets.rul.reader import CMAPSS_COLUMNS
-
-    dst.mkdir()
-    idx = [CMAPSS_COLUMNS.index(c) if c in CMAPSS_COLUMNS else 5 for c in ["unit", "cycle", *keep]]
-    for name in ("train_FD001.txt", "test_FD001.txt"):
-        rows = [line.split() for line in (src / name).read_text().splitlines() if line.strip()]
-        text = [sep.join(["unit", "cycle", *keep])] + [sep.join(r[i] for i in idx) for r in rows]
-        (dst / name).write_text("\n".join(text) + "\n")
-    shutil.copy2(src / "RUL_FD001.txt", dst / "RUL_FD001.txt")
-
-
-def test_cmapss_file_with_a_header_and_only_some_sensors(cmapss_dir, tmp_path):
-    """Data with the sensors the user has: a header names them; data.channels picks from them."""
-    from seqzoo.errors import DataError
-
-    root = tmp_path / "subset"
-    _with_header(cmapss_dir, root, ["s2", "s3", "s4", "s7"])
-    train, test, columns = read_cmapss(root)
-    assert columns == ["s2", "s3", "s4", "s7"] and train[0].values.shape[1] == 4
-    full, _, _ = read_cmapss(cmapss_dir)
-    np.testing.assert_allclose(train[0].values, full[0].values[:, [4, 5, 6, 9]])
-
-    dm = RULDataModule(str(root), format="cmapss", lookback=30, channels=["s2", "s3", "s4"])
-    reference = RULDataModule(str(cmapss_dir), format="cmapss", lookback=30, channels=["s2", "s3", "s4"])
-    dm.setup()
-    reference.setup()
-    np.testing.assert_allclose(dm.units["train"][0].features, reference.units["train"][0].features)
-
-    with pytest.raises(DataError, match=r"has no channel\(s\) \['s8', 's9'"):  # the default 14 sensors
-        RULDataModule(str(root), format="cmapss", lookback=30).setup()
-
-    spaced = tmp_path / "spaced"
-    _with_header(cmapss_dir, spaced, ["s2", "s3"], sep=" ")
-    assert read_cmapss(spaced)[2] == ["s2", "s3"]
-    bad = tmp_path / "bad"
-    _with_header(cmapss_dir, bad, ["s2", "speed"])
-    with pytest.raises(DataError, match=r"train_FD001.txt, line 1: unknown column\(s\) \['speed'\]"):
-        read_cmapss(bad)
-    mixed = tmp_path / "mixed"
-    _with_header(cmapss_dir, mixed, ["s2", "s3"])
-    (mixed / "test_FD001.txt").write_text((spaced / "test_FD001.txt").read_text().replace("s3", "s4"))
-    with pytest.raises(DataError, match="both need the same ones"):
-        read_cmapss(mixed)

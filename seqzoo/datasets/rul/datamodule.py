@@ -200,8 +200,9 @@ class RULDataModule(BaseDataModule):
             raw, columns = read_laser(self.path)
             raw = [self._relative_current(u, columns) for u in raw]
         else:
-            train, test, columns = read_cmapss(self.path, self.subset)
+            train, test = read_cmapss(self.path, self.subset)
             raw = self._split_train_val(train) + test
+            columns = list(CMAPSS_COLUMNS[2:])
         missing = [c for c in self.channels if c not in columns]
         if missing:
             raise DataError(f"{self.path}: the {self.format} data has no channel(s) {missing} (it has {columns}); "

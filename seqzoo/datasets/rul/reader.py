@@ -121,43 +121,28 @@ def _check_increasing(time: np.ndarray, path: Path, column: str, line_of=lambda 
                         f"({time[i]:g} follows {time[i - 1]:g})")
 
 
-def read_cmapss_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Rows of a C-MAPSS file: (line numbers, values (N, columns), column names), checked field
-    by field.
-
-    Two layouts: NASA's (no header, 26 whitespace-separated columns: unit, cycle, op1..op3,
-    s1..s21), or a file whose first line names its columns -- ``unit``, ``cycle`` and any of
-    op1..op3, s1..s21, separated by whitespace or commas -- for data with only some sensors.
-    """
+def read_cmapss_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a C-MAPSS text file: (line numbers, values (N, 26)), checked field by field."""
     path = require_path(path, "C-MAPSS file")
     rows, lines = [], []
-    columns: list[str] = list(CMAPSS_COLUMNS)
     with open(path) as f:
         for n, text in enumerate(f, 1):
-            fields = text.replace(",", " ").split()
+            fields = text.split()
             if not fields:
                 continue
-            if not rows and not lines and not _is_float(fields[0]):  # a header line
-                columns = _cmapss_header(fields, path, n)
-                lines.append(-n)  # marks the header as read
-                continue
-            if len(fields) != len(columns):
-                if columns == list(CMAPSS_COLUMNS):
-                    expected = "whitespace-separated columns (unit, cycle, op1..op3, s1..s21)"
-                else:
-                    expected = f"columns ({', '.join(columns)}, as its header says)"
-                raise DataError(f"{path}, line {n}: expected {len(columns)} {expected}, found {len(fields)}")
+            if len(fields) != len(CMAPSS_COLUMNS):
+                raise DataError(f"{path}, line {n}: expected {len(CMAPSS_COLUMNS)} whitespace-separated columns "
+                                f"(unit, cycle, op1..op3, s1..s21), found {len(fields)}")
             try:
                 values = [float(v) for v in fields]
             except ValueError:
                 j = next(k for k, v in enumerate(fields) if not _is_float(v))
-                raise DataError(f"{path}, line {n}, column {columns[j]!r}: expected a number, got {fields[j]!r}") from None
+                raise DataError(f"{path}, line {n}, column {CMAPSS_COLUMNS[j]!r}: expected a number, got {fields[j]!r}") from None
             if not all(np.isfinite(values)):
                 j = int(np.argmax(~np.isfinite(values)))
-                raise DataError(f"{path}, line {n}, column {columns[j]!r}: missing or non-finite value {fields[j]!r}")
+                raise DataError(f"{path}, line {n}, column {CMAPSS_COLUMNS[j]!r}: missing or non-finite value {fields[j]!r}")
             rows.append(values)
             lines.append(n)
-    lines = [n for n in lines if n > 0]
     if not rows:
         raise DataError(f"{path}: no data rows")
     table = np.asarray(rows)
@@ -166,22 +151,7 @@ def read_cmapss_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, 
         if bad.any():
             i = int(np.argmax(bad))
             raise DataError(f"{path}, line {lines[i]}, column {name!r}: expected a positive integer, got {table[i, j]:g}")
-    return np.asarray(lines), table, columns
-
-
-def _cmapss_header(fields: list[str], path: Path, n: int) -> list[str]:
-    """The columns a header line names: unit and cycle first, then known C-MAPSS names, each once."""
-    names = [f.strip().lower() for f in fields]
-    if names[:2] != ["unit", "cycle"]:
-        raise DataError(f"{path}, line {n}: a header must start with 'unit' and 'cycle', got {fields[:2]}")
-    unknown = [f for f in names[2:] if f not in CMAPSS_COLUMNS[2:]]
-    if unknown:
-        raise DataError(f"{path}, line {n}: unknown column(s) {unknown}; C-MAPSS columns are "
-                        f"{', '.join(CMAPSS_COLUMNS[2:])}")
-    repeated = sorted({f for f in names if names.count(f) > 1})
-    if repeated:
-        raise DataError(f"{path}, line {n}: column(s) {repeated} appear more than once")
-    return names
+    return np.asarray(lines), table
 
 
 def _is_float(text: str) -> bool:
@@ -192,15 +162,13 @@ def _is_float(text: str) -> bool:
     return True
 
 
-def cmapss_units(path: str | os.PathLike, split: str, end_ruls: np.ndarray | None = None
-                 ) -> tuple[list[Unit], list[str]]:
-    """Units of a C-MAPSS file and the names of their value columns (settings and sensors);
-    rows of a unit are contiguous with increasing cycles.
+def cmapss_units(path: str | os.PathLike, split: str, end_ruls: np.ndarray | None = None) -> list[Unit]:
+    """Units of a C-MAPSS file; rows of a unit are contiguous with increasing cycles.
 
     ``end_ruls`` (test files) gives each unit's RUL after its last row, in unit order;
     training units run to failure (end RUL 0).
     """
-    lines, table, columns = read_cmapss_table(path)
+    lines, table = read_cmapss_table(path)
     unit_col = table[:, 0].astype(np.int64)
     starts = np.flatnonzero(np.r_[True, unit_col[1:] != unit_col[:-1]])
     ids = unit_col[starts]
@@ -218,7 +186,7 @@ def cmapss_units(path: str | os.PathLike, split: str, end_ruls: np.ndarray | Non
         block = table[bounds[k] : bounds[k + 1]]
         _check_increasing(block[:, 1], Path(path), "cycle", line_of=lambda i, o=bounds[k]: lines[o + i])
         units.append(Unit(str(unit), split, block[:, 1], block[:, 2:], 0.0 if end_ruls is None else float(end_ruls[k])))
-    return units, columns[2:]
+    return units
 
 
 def read_rul_file(path: str | os.PathLike) -> np.ndarray:
@@ -239,15 +207,10 @@ def read_rul_file(path: str | os.PathLike) -> np.ndarray:
     return np.asarray(values, dtype=np.float64)
 
 
-def read_cmapss(root: str | os.PathLike, subset: str = "FD001") -> tuple[list[Unit], list[Unit], list[str]]:
-    """Training units (run to failure), test units (truncated, RUL from the RUL file) and the
-    names of their value columns (all 24 settings and sensors in NASA's layout; those a
-    header names otherwise). Both files must have the same columns."""
+def read_cmapss(root: str | os.PathLike, subset: str = "FD001") -> tuple[list[Unit], list[Unit]]:
+    """Training units (run to failure) and test units (truncated, RUL from the RUL file)."""
     root = Path(root)
-    train, columns = cmapss_units(root / f"train_{subset}.txt", "train")
+    train = cmapss_units(root / f"train_{subset}.txt", "train")
     end_ruls = read_rul_file(root / f"RUL_{subset}.txt")
-    test, test_columns = cmapss_units(root / f"test_{subset}.txt", "test", end_ruls)
-    if test_columns != columns:
-        raise DataError(f"{root / f'test_{subset}.txt'} has columns {test_columns} but "
-                        f"{root / f'train_{subset}.txt'} has {columns}: both need the same ones")
-    return train, test, columns
+    test = cmapss_units(root / f"test_{subset}.txt", "test", end_ruls)
+    return train, test
