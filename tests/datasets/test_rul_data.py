@@ -71,7 +71,7 @@ def test_synthetic_lasers_rise_as_a_power_law_and_fail_at_plus_20_percent(laser_
 
 
 def test_synthetic_cmapss_units_drift_and_rul_file_matches(cmapss_dir):
-    train, test = read_cmapss(cmapss_dir)
+    train, test, _ = read_cmapss(cmapss_dir)
     assert len(train) == 10 and len(test) == 5
     assert len({len(u.time) for u in train}) > 5, "different lifetimes"
     s2 = np.concatenate([u.values[:, 4] for u in train])  # columns op1..op3, s1, s2, ...: s2 rises with wear
@@ -109,7 +109,7 @@ def test_cmapss_validation_units_come_from_the_train_file_by_unit(cmapss_dir):
 def test_cmapss_scaler_fitted_on_training_units_only(cmapss_dir):
     dm = RULDataModule(str(cmapss_dir), format="cmapss", lookback=30, channels=["s2", "s3", "s4"])
     dm.setup()
-    train, _ = read_cmapss(cmapss_dir)
+    train, _, _ = read_cmapss(cmapss_dir)
     kept = [u for u in train if u.unit_id in {p.unit_id for p in dm.units["train"]}]
     rows = np.concatenate([u.values[:, [4, 5, 6]] for u in kept])  # s2, s3, s4
     np.testing.assert_allclose(dm.scaler.data_min_, rows.min(axis=0))
@@ -269,3 +269,111 @@ def test_missing_rul_file_is_named(tmp_path):
     (tmp_path / "train_FD001.txt").write_text(_cmapss_line(1, 1) + "\n")
     with pytest.raises(DataError, match=r"C-MAPSS RUL file not found: .*RUL_FD001.txt"):
         read_cmapss(tmp_path)
+
+
+# -- C-MAPSS files with the sensors the user has (a header line) -------------------------------
+
+
+def _write_cmapss_with_header(root: Path, columns: list[str], test_columns: list[str] | None = None,
+                              sep: str = " ", constant: tuple[str, ...] = ()) -> Path:
+    """Three training engines (12 cycles) and two test engines (8 cycles) with the named columns;
+    a sensor's value is 100 * (its rank among the sensors' names + 1) + cycle / 10 + unit / 100, those
+    in ``constant`` fixed at 100 * (rank + 1)."""
+    root.mkdir(parents=True, exist_ok=True)
+
+    def value(name: str, unit: int, cycle: int) -> str:
+        if name == "unit":
+            return str(unit)
+        if name == "cycle":
+            return str(cycle)
+        sensors = sorted({*columns, *(test_columns or ())} - {"unit", "cycle"})
+        base = 100.0 * (sensors.index(name) + 1)
+        return f"{base:.2f}" if name in constant else f"{base + cycle / 10 + unit / 100:.2f}"
+
+    for kind, names, n_units, n_cycles in (("train", columns, 3, 12), ("test", test_columns or columns, 2, 8)):
+        lines = [sep.join(names)] + [sep.join(value(c, u, k) for c in names)
+                                     for u in range(1, n_units + 1) for k in range(1, n_cycles + 1)]
+        (root / f"{kind}_FD001.txt").write_text("\n".join(lines) + "\n")
+    (root / "RUL_FD001.txt").write_text("20\n30\n")
+    return root
+
+
+def _module(root: Path, **kw) -> RULDataModule:
+    return RULDataModule(str(root), format="cmapss", lookback=5, val_fraction=0.34, rul_cap=50, **kw)
+
+
+@pytest.mark.parametrize("sep", [" ", ","])
+def test_cmapss_file_with_a_header_and_a_subset_of_sensors(tmp_path, sep):
+    root = _write_cmapss_with_header(tmp_path / "d", ["unit", "cycle", "op1", "s2", "s3", "s7"], sep=sep)
+    train, test, channels = read_cmapss(root)
+    assert channels == ["op1", "s2", "s3", "s7"] and len(train) == 3 and len(test) == 2
+    dm = _module(root, channels=["s2", "s7"])
+    dm.setup()
+    assert dm.dims["n_channels"] == 2
+    x = dm.datasets["test"][0]["x"]
+    assert x.shape == (5, 2)
+    # the columns fed are s2 and s7: the last row of test unit 1 (cycle 8) back in the file's units
+    raw = dm.unscale(x.numpy(), ["s2", "s7"])
+    np.testing.assert_allclose(raw[-1], [200 + 0.8 + 0.01, 400 + 0.8 + 0.01], atol=1e-3)
+
+
+def test_cmapss_test_file_may_order_its_columns_differently(tmp_path):
+    root = _write_cmapss_with_header(tmp_path / "d", ["unit", "cycle", "s2", "s3"],
+                                     test_columns=["s3", "cycle", "unit", "s2"])
+    train, test, channels = read_cmapss(root)
+    assert channels == ["s2", "s3"]
+    np.testing.assert_allclose(test[0].values[0], [100 + 0.1 + 0.01, 200 + 0.1 + 0.01])
+    np.testing.assert_array_equal(test[1].time, np.arange(1, 9))
+
+
+@pytest.mark.parametrize("columns, test_columns, match", [
+    (["cycle", "s2", "s3"], None, r"train_FD001.txt: line 1 is a header without the required column\(s\) unit "
+                                  r"\(it names cycle, s2, s3\)"),
+    (["unit", "s2"], None, r"train_FD001.txt: line 1 is a header without the required column\(s\) cycle"),
+    (["unit", "cycle", "s2", "s2"], None, r"train_FD001.txt: the header line names s2 more than once"),
+    (["unit", "cycle", "s2", "s3"], ["unit", "cycle", "s2", "s4"],
+     r"test_FD001.txt and .*train_FD001.txt have different columns; only in train_FD001.txt: \['s3'\]; "
+     r"only in test_FD001.txt: \['s4'\]"),
+])
+def test_cmapss_header_errors_name_the_file_and_the_columns(tmp_path, columns, test_columns, match):
+    root = _write_cmapss_with_header(tmp_path / "d", columns, test_columns=test_columns)
+    with pytest.raises(DataError, match=match):
+        read_cmapss(root)
+
+
+def test_cmapss_header_row_length_is_checked(tmp_path):
+    root = _write_cmapss_with_header(tmp_path / "d", ["unit", "cycle", "s2"])
+    with open(root / "train_FD001.txt", "a") as f:
+        f.write("1 13 200.0 7\n")
+    with pytest.raises(DataError, match=r"train_FD001.txt, line 38: expected 3 columns \(the header's unit, cycle, "
+                                         r"s2\), found 4"):
+        read_cmapss(root)
+
+
+def test_default_sensors_missing_from_the_file_say_which_to_choose(tmp_path):
+    root = _write_cmapss_with_header(tmp_path / "d", ["unit", "cycle", "s2", "s3"])
+    dm = _module(root)  # the 14 informative sensors by default
+    with pytest.raises(DataError, match=r"has no channel\(s\) \['s4', .*\(it has \['s2', 's3'\]\); "
+                                        r"set data.channels to the ones to use"):
+        dm.setup()
+
+
+def test_constant_sensors_are_named_and_kept_or_refused(tmp_path, caplog):
+    root = _write_cmapss_with_header(tmp_path / "d", ["unit", "cycle", "s2", "s5", "s7"], constant=("s5",))
+    with caplog.at_level("WARNING", logger="seqzoo.datasets.rul.datamodule"):
+        kept = _module(root, channels=["s2", "s5", "s7"])
+        kept.setup()
+    assert kept.dims["n_channels"] == 3
+    [record] = [r for r in caplog.records if "constant" in r.getMessage()]
+    assert "channel(s) s5 are constant over the training units" in record.getMessage()
+    assert "data.channels: [s2, s7] leaves them out" in record.getMessage()
+    with pytest.raises(DataError, match=r"channel\(s\) s5 are constant .*data.channels: \[s2, s7\] leaves them out"):
+        _module(root, channels=["s2", "s5", "s7"], constant_channels="error").setup()
+    with pytest.raises(DataError, match="every channel is constant"):
+        _module(root, channels=["s5"]).setup()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="seqzoo.datasets.rul.datamodule"):
+        _module(root, channels=["s2", "s7"]).setup()
+    assert not [r for r in caplog.records if "constant" in r.getMessage()], "nothing said when none is constant"
+    with pytest.raises(ConfigError, match="constant_channels must be"):
+        _module(root, constant_channels="drop")

@@ -14,7 +14,11 @@ Formats (the user brings the files; nothing is downloaded):
 * **cmapss** -- ``train_FDxxx.txt``, ``test_FDxxx.txt`` (whitespace, no header, 26
   columns ``unit, cycle, op1..op3, s1..s21``) and ``RUL_FDxxx.txt`` (one integer per
   test unit: its remaining cycles after the last recorded one). Training units run
-  to failure. Validation units are drawn from the training file (by unit).
+  to failure. Validation units are drawn from the training file (by unit). A file
+  whose first line names its columns (``unit cycle op1 s2 s3 ...``, whitespace or
+  commas) may hold any settings and sensors besides the required ``unit`` and
+  ``cycle``; ``channels`` picks the inputs by name. Channels constant over the
+  training units are named in a warning (or refused: ``constant_channels="error"``).
 
 Labels (time in hours or cycles): RUL_t = remaining life, capped, ``min(rul_cap, RUL_t)``
 (the piecewise-linear target of the C-MAPSS literature, cap 125 cycles). A window

@@ -13,7 +13,6 @@ from torch.utils.data import Dataset
 
 from seqzoo.datasets.base import BaseDataModule
 from seqzoo.datasets.rul.reader import (
-    CMAPSS_COLUMNS,
     CMAPSS_INFORMATIVE,
     LASER_OPTIONAL,
     PreparedUnit,
@@ -88,8 +87,13 @@ class RULDataModule(BaseDataModule):
         horizon: forecast length H (stage ``forecast``).
         rul_cap: cap of the piecewise-linear RUL target.
         anomaly_rul: a window is anomalous when its RUL is below this (default ``rul_cap``).
-        channels: input channels (default: laser ``power_mW, temp_C, current_mA``; C-MAPSS the 14
-            informative sensors of the literature, ``CMAPSS_INFORMATIVE``).
+        channels: input channels, by column name (default: laser ``power_mW, temp_C, current_mA``;
+            C-MAPSS the 14 informative sensors of the literature, ``CMAPSS_INFORMATIVE``). A C-MAPSS
+            file with a header line may have any subset of sensors (and settings): list the ones to use.
+        constant_channels: channels constant over the training units carry nothing: ``keep`` feeds
+            them (each named in a warning, with the ``data.channels`` list without them), ``error``
+            refuses them. (The model's input width is fixed by ``channels`` before the data is read,
+            so leaving them out is done there.)
         targets: the degradation channels forecast and reconstructed (default: laser ``current_mA``,
             C-MAPSS every input channel); they are placed last.
         scaler: ``minmax`` or ``standard``, fitted on the training units.
@@ -130,6 +134,7 @@ class RULDataModule(BaseDataModule):
         eval_stride: int = 1,
         rul_eval: Literal["last", "all"] = "last",
         short_units: Literal["pad", "drop", "error"] = "pad",
+        constant_channels: Literal["keep", "error"] = "keep",
         baseline_points: int = 5,
         prepare: str | None = None,
         synth: bool | None = None,
@@ -153,6 +158,8 @@ class RULDataModule(BaseDataModule):
             raise ConfigError(f"rul_eval must be 'last' or 'all', got {rul_eval!r}")
         if short_units not in ("pad", "drop", "error"):
             raise ConfigError(f"short_units must be 'pad', 'drop' or 'error', got {short_units!r}")
+        if constant_channels not in ("keep", "error"):
+            raise ConfigError(f"constant_channels must be 'keep' or 'error', got {constant_channels!r}")
         if scaler not in ("minmax", "standard"):
             raise ConfigError(f"scaler must be 'minmax' or 'standard', got {scaler!r}")
         self.path, self.format, self.stage, self.subset = path, format, stage, subset
@@ -161,6 +168,7 @@ class RULDataModule(BaseDataModule):
         self.scaler_kind, self.val_fraction, self.split_seed = scaler, val_fraction, split_seed
         self.stride, self.eval_stride, self.rul_eval = stride, eval_stride, rul_eval
         self.baseline_points, self.short_units = baseline_points, short_units
+        self.constant_channels = constant_channels
         self.channels, self.targets = self._select_channels(channels, targets)  # model inputs, targets last
         self.units: dict[str, list[PreparedUnit]] = {}  # filled by setup: scaled units with labels, per split
         self.scaler: MinMaxScaler | StandardScaler | None = None
@@ -200,23 +208,36 @@ class RULDataModule(BaseDataModule):
             raw, columns = read_laser(self.path)
             raw = [self._relative_current(u, columns) for u in raw]
         else:
-            train, test = read_cmapss(self.path, self.subset)
+            train, test, columns = read_cmapss(self.path, self.subset)
             raw = self._split_train_val(train) + test
-            columns = list(CMAPSS_COLUMNS[2:])
         missing = [c for c in self.channels if c not in columns]
         if missing:
             raise DataError(f"{self.path}: the {self.format} data has no channel(s) {missing} (it has {columns}); "
-                            f"set data.channels to the ones it has")
+                            f"set data.channels to the ones to use"
+                            + (" (and data.targets)" if any(c in self.targets for c in missing) else ""))
         by_split = {s: [u for u in raw if u.split == s] for s in SPLITS}
         for split, units in by_split.items():
             if not units:
                 raise DataError(f"{self.path}: no {split} units -- every split needs at least one unit")
         idx = [columns.index(c) for c in self.channels]
         train_rows = np.concatenate([u.values for u in by_split["train"]])
+        self._check_constant(train_rows[:, idx])
         self.scaler = MinMaxScaler() if self.scaler_kind == "minmax" else StandardScaler()
         self.scaler.fit(train_rows[:, idx])
         for split, units in by_split.items():
             self.units[split] = [self._prepare(u, idx) for u in units]
+
+    def _check_constant(self, train_rows: np.ndarray) -> None:
+        """Name the input channels that never change over the training rows (``constant_channels``)."""
+        constant = [c for c, spread in zip(self.channels, np.ptp(train_rows, axis=0)) if spread == 0]
+        if not constant:
+            return
+        kept = [c for c in self.channels if c not in constant]
+        what = (f"{self.path}: channel(s) {', '.join(constant)} are constant over the training units and carry "
+                f"no information" + (f"; data.channels: [{', '.join(kept)}] leaves them out" if kept else ""))
+        if self.constant_channels == "error" or not kept:
+            raise DataError(f"{what}" + ("" if kept else "; every channel is constant: choose others in data.channels"))
+        log.warning("%s (kept: data.constant_channels=keep feeds them as constant inputs)", what)
 
     def _relative_current(self, unit: Unit, columns: list[str]) -> Unit:
         """Current as its relative rise I/I0 - 1 (I0: mean of the first samples)."""
@@ -237,10 +258,10 @@ class RULDataModule(BaseDataModule):
 
     def _select_channels(self, channels: list[str] | None, targets: list[str] | None) -> tuple[list[str], list[str]]:
         """Input channels (targets last) and forecast targets, from the arguments alone."""
-        known = list(CMAPSS_COLUMNS[2:]) if self.format == "cmapss" else [*LASER_OPTIONAL, "current_mA"]
+        known = [*LASER_OPTIONAL, "current_mA"]
         for name, wanted in (("channels", channels), ("targets", targets)):
             unknown = [c for c in wanted or () if c not in known]
-            if unknown:
+            if unknown and self.format == "laser":  # C-MAPSS files may name their own sensors (checked on reading)
                 raise ConfigError(f"data.{name}: unknown channel(s) {unknown}; {self.format} data has {known}")
         chosen = list(channels or (CMAPSS_INFORMATIVE if self.format == "cmapss" else known))
         if not chosen:

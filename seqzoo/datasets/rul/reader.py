@@ -121,37 +121,73 @@ def _check_increasing(time: np.ndarray, path: Path, column: str, line_of=lambda 
                         f"({time[i]:g} follows {time[i - 1]:g})")
 
 
-def read_cmapss_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of a C-MAPSS text file: (line numbers, values (N, 26)), checked field by field."""
+def read_cmapss_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Rows of a C-MAPSS file: (line numbers, values (N, K), the K column names, ``unit`` and ``cycle``
+    first), checked field by field.
+
+    Without a header the file has NASA's 26 columns (:data:`CMAPSS_COLUMNS`). A first line of
+    names instead (``unit cycle op1 s2 s3 ...``, whitespace- or comma-separated, data lines alike)
+    declares the file's own columns: ``unit`` and ``cycle`` are required, every other column is
+    a channel (settings and the sensors the user has, by any name).
+    """
     path = require_path(path, "C-MAPSS file")
     rows, lines = [], []
+    columns: list[str] | None = None
+    split = str.split
     with open(path) as f:
         for n, text in enumerate(f, 1):
-            fields = text.split()
+            if columns is None and text.strip():
+                split = (lambda t: [v.strip() for v in t.split(",")]) if "," in text else str.split
+                fields = split(text)
+                if all(_is_float(v) for v in fields):
+                    columns = list(CMAPSS_COLUMNS)
+                else:
+                    columns = _header_columns(fields, path)
+                    continue
+            fields = split(text) if text.strip() else []
             if not fields:
                 continue
-            if len(fields) != len(CMAPSS_COLUMNS):
-                raise DataError(f"{path}, line {n}: expected {len(CMAPSS_COLUMNS)} whitespace-separated columns "
-                                f"(unit, cycle, op1..op3, s1..s21), found {len(fields)}")
+            if len(fields) != len(columns):
+                what = ("whitespace-separated columns (unit, cycle, op1..op3, s1..s21; a file with other columns "
+                        "starts with a header line naming them)" if columns == list(CMAPSS_COLUMNS)
+                        else f"columns (the header's {', '.join(columns)})")
+                raise DataError(f"{path}, line {n}: expected {len(columns)} {what}, found {len(fields)}")
             try:
                 values = [float(v) for v in fields]
             except ValueError:
                 j = next(k for k, v in enumerate(fields) if not _is_float(v))
-                raise DataError(f"{path}, line {n}, column {CMAPSS_COLUMNS[j]!r}: expected a number, got {fields[j]!r}") from None
+                raise DataError(f"{path}, line {n}, column {columns[j]!r}: expected a number, got {fields[j]!r}") from None
             if not all(np.isfinite(values)):
                 j = int(np.argmax(~np.isfinite(values)))
-                raise DataError(f"{path}, line {n}, column {CMAPSS_COLUMNS[j]!r}: missing or non-finite value {fields[j]!r}")
+                raise DataError(f"{path}, line {n}, column {columns[j]!r}: missing or non-finite value {fields[j]!r}")
             rows.append(values)
             lines.append(n)
     if not rows:
         raise DataError(f"{path}: no data rows")
-    table = np.asarray(rows)
+    order = [columns.index("unit"), columns.index("cycle")]
+    order += [j for j in range(len(columns)) if j not in order]
+    table, columns = np.asarray(rows)[:, order], [columns[j] for j in order]
     for j, name in ((0, "unit"), (1, "cycle")):
         bad = (table[:, j] != np.round(table[:, j])) | (table[:, j] < 1)
         if bad.any():
             i = int(np.argmax(bad))
             raise DataError(f"{path}, line {lines[i]}, column {name!r}: expected a positive integer, got {table[i, j]:g}")
-    return np.asarray(lines), table
+    return np.asarray(lines), table, columns
+
+
+def _header_columns(names: list[str], path: Path) -> list[str]:
+    """A header's column names, checked: ``unit`` and ``cycle`` present, no name twice or empty."""
+    missing = [c for c in ("unit", "cycle") if c not in names]
+    if missing:
+        raise DataError(f"{path}: line 1 is a header without the required column(s) {', '.join(missing)} "
+                        f"(it names {', '.join(names)}); a C-MAPSS file needs unit and cycle, then any settings "
+                        "and sensors")
+    if not all(names):
+        raise DataError(f"{path}: the header line has an empty column name ({', '.join(names)})")
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:
+        raise DataError(f"{path}: the header line names {', '.join(twice)} more than once")
+    return names
 
 
 def _is_float(text: str) -> bool:
@@ -162,13 +198,15 @@ def _is_float(text: str) -> bool:
     return True
 
 
-def cmapss_units(path: str | os.PathLike, split: str, end_ruls: np.ndarray | None = None) -> list[Unit]:
-    """Units of a C-MAPSS file; rows of a unit are contiguous with increasing cycles.
+def cmapss_units(path: str | os.PathLike, split: str, end_ruls: np.ndarray | None = None
+                 ) -> tuple[list[Unit], list[str]]:
+    """Units of a C-MAPSS file and its channel names (the columns after unit and cycle); rows
+    of a unit are contiguous with increasing cycles.
 
     ``end_ruls`` (test files) gives each unit's RUL after its last row, in unit order;
     training units run to failure (end RUL 0).
     """
-    lines, table = read_cmapss_table(path)
+    lines, table, columns = read_cmapss_table(path)
     unit_col = table[:, 0].astype(np.int64)
     starts = np.flatnonzero(np.r_[True, unit_col[1:] != unit_col[:-1]])
     ids = unit_col[starts]
@@ -186,7 +224,7 @@ def cmapss_units(path: str | os.PathLike, split: str, end_ruls: np.ndarray | Non
         block = table[bounds[k] : bounds[k + 1]]
         _check_increasing(block[:, 1], Path(path), "cycle", line_of=lambda i, o=bounds[k]: lines[o + i])
         units.append(Unit(str(unit), split, block[:, 1], block[:, 2:], 0.0 if end_ruls is None else float(end_ruls[k])))
-    return units
+    return units, columns[2:]
 
 
 def read_rul_file(path: str | os.PathLike) -> np.ndarray:
@@ -207,10 +245,22 @@ def read_rul_file(path: str | os.PathLike) -> np.ndarray:
     return np.asarray(values, dtype=np.float64)
 
 
-def read_cmapss(root: str | os.PathLike, subset: str = "FD001") -> tuple[list[Unit], list[Unit]]:
-    """Training units (run to failure) and test units (truncated, RUL from the RUL file)."""
+def read_cmapss(root: str | os.PathLike, subset: str = "FD001") -> tuple[list[Unit], list[Unit], list[str]]:
+    """Training units (run to failure), test units (truncated, RUL from the RUL file) and the
+    channel names (test columns put in the training file's order; both files need the same ones)."""
     root = Path(root)
-    train = cmapss_units(root / f"train_{subset}.txt", "train")
+    train_path, test_path = root / f"train_{subset}.txt", root / f"test_{subset}.txt"
+    train, channels = cmapss_units(train_path, "train")
     end_ruls = read_rul_file(root / f"RUL_{subset}.txt")
-    test = cmapss_units(root / f"test_{subset}.txt", "test", end_ruls)
-    return train, test
+    test, test_channels = cmapss_units(test_path, "test", end_ruls)
+    if test_channels != channels:
+        if sorted(test_channels) != sorted(channels):
+            only_train = [c for c in channels if c not in test_channels]
+            only_test = [c for c in test_channels if c not in channels]
+            raise DataError(f"{test_path} and {train_path} have different columns"
+                            + (f"; only in {train_path.name}: {only_train}" if only_train else "")
+                            + (f"; only in {test_path.name}: {only_test}" if only_test else "")
+                            + " -- both files need the same ones")
+        order = [test_channels.index(c) for c in channels]
+        test = [Unit(u.unit_id, u.split, u.time, u.values[:, order], u.end_rul) for u in test]
+    return train, test, channels
