@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from torch.utils.data import Dataset
 
-from seqzoo.datasets.base import BaseDataModule
+from seqzoo.datasets.base import BaseDataModule, fitted_scaler
 from seqzoo.datasets.rul.reader import (
     CMAPSS_INFORMATIVE,
     LASER_OPTIONAL,
@@ -28,6 +29,15 @@ log = logging.getLogger(__name__)
 
 
 Stage = Literal["forecast", "detect", "rul"]
+
+
+def _saved_scaler(state: dict):
+    """The input scaler of a checkpoint's transform (min-max or standard), nothing refitted."""
+    if state["scaler"] == "standard":
+        return fitted_scaler(state["mean"], state["scale"])
+    scaler = MinMaxScaler()
+    scaler.fit(np.asarray([state["data_min"], state["data_max"]], dtype=np.float64))
+    return scaler
 
 
 class UnitWindows(Dataset):
@@ -220,10 +230,17 @@ class RULDataModule(BaseDataModule):
             if not units:
                 raise DataError(f"{self.path}: no {split} units -- every split needs at least one unit")
         idx = [columns.index(c) for c in self.channels]
-        train_rows = np.concatenate([u.values for u in by_split["train"]])
-        self._check_constant(train_rows[:, idx])
-        self.scaler = MinMaxScaler() if self.scaler_kind == "minmax" else StandardScaler()
-        self.scaler.fit(train_rows[:, idx])
+        fitted = self.fitted_transform
+        if fitted:  # a trained model's scaler and channels: nothing refitted on this data
+            if list(fitted["channels"]) != list(self.channels) or fitted["scaler"] != self.scaler_kind:
+                raise DataError(f"{self.path}: channels {self.channels} ({self.scaler_kind} scaler) differ from the "
+                                f"trained model's {fitted['channels']} ({fitted['scaler']})")
+            self.scaler = _saved_scaler(fitted)
+        else:
+            train_rows = np.concatenate([u.values for u in by_split["train"]])
+            self._check_constant(train_rows[:, idx])
+            self.scaler = MinMaxScaler() if self.scaler_kind == "minmax" else StandardScaler()
+            self.scaler.fit(train_rows[:, idx])
         for split, units in by_split.items():
             self.units[split] = [self._prepare(u, idx) for u in units]
 
@@ -238,6 +255,38 @@ class RULDataModule(BaseDataModule):
         if self.constant_channels == "error" or not kept:
             raise DataError(f"{what}" + ("" if kept else "; every channel is constant: choose others in data.channels"))
         log.warning("%s (kept: data.constant_channels=keep feeds them as constant inputs)", what)
+
+    def transform_state(self) -> dict:
+        """The fitted input scaler with its channels, and the RUL cap: predicting on other
+        engines reuses them."""
+        if self.scaler is None:
+            return dict(self.fitted_transform or {})
+        state = {"kind": "rul", "format": self.format, "channels": list(self.channels), "targets": list(self.targets),
+                 "scaler": self.scaler_kind, "rul_cap": self.rul_cap, "lookback": self.lookback,
+                 "time_column": "cycle" if self.format == "cmapss" else "time_h"}
+        if self.scaler_kind == "minmax":
+            state.update(data_min=self.scaler.data_min_.tolist(), data_max=self.scaler.data_max_.tolist())
+        else:
+            state.update(mean=self.scaler.mean_.tolist(), scale=self.scaler.scale_.tolist())
+        return state
+
+    def prediction_table(self, predictions) -> pd.DataFrame | None:
+        """Stage ``rul``: one row per test window -- the unit, its time (C-MAPSS cycle or laser
+        hours) at the window's end, the predicted RUL and the true RUL (capped at ``rul_cap``,
+        the label the model was trained on), in cycles or hours."""
+        if self.stage != "rul":
+            return None
+        ds, units = self.datasets["test"], self.units["test"]
+        pred = torch.as_tensor(predictions).detach().double().cpu().reshape(-1).numpy()
+        if len(pred) != len(ds.ends):
+            raise ValueError(f"expected {len(ds.ends)} predictions (one per test window), got {len(pred)}")
+        time_column = "cycle" if self.format == "cmapss" else "time_h"
+        return pd.DataFrame({
+            "unit": [units[u].unit_id for u, _ in ds.ends],
+            time_column: [units[u].time[e] for u, e in ds.ends],
+            "rul_predicted": pred,
+            f"rul_true_capped_{self.rul_cap:g}": [float(units[u].rul[e]) for u, e in ds.ends],
+        })
 
     def _relative_current(self, unit: Unit, columns: list[str]) -> Unit:
         """Current as its relative rise I/I0 - 1 (I0: mean of the first samples)."""
