@@ -58,3 +58,28 @@ def test_rul_prediction_on_other_engines_reuses_the_training_scaler(rul_run, tmp
     original = seqzoo.predict(task)
     moved = seqzoo.predict(task, other)
     np.testing.assert_allclose(moved["rul_predicted"], original["rul_predicted"], rtol=1e-5)
+
+
+def test_icd_predictions_name_codes_and_their_evidence_words(tmp_path):
+    pytest.importorskip("simple_icd_10_cm")
+    run = tmp_path / "run"
+    assert main(["fit", "--config", str(ROOT / "configs/icd/synthetic.yaml"), "--run_dir", str(run),
+                 "--data.path", str(tmp_path / "data"), "--trainer.max_epochs", "1",
+                 "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
+                 "--model.backbone.init_args.d_model", "16", "--data.synth_options.n_test", "12"]) == 0
+    assert main(["predict", "--config", str(run / "config.yaml")]) == 0
+    table = pd.read_csv(run / "predictions.csv", dtype={"HADM_ID": str}).fillna("")
+    task = seqzoo.load(run)
+    labels = task.data_transform["labels"]
+    assert list(table.columns[:5]) == ["HADM_ID", "predicted_codes", "probabilities", "true_codes", "evidence"]
+    assert [c[2:] for c in table.columns[5:]] == labels, (list(table.columns), labels)
+    test_notes = pd.read_csv(tmp_path / "data" / "test_12.csv", dtype={"HADM_ID": str})
+    assert table["HADM_ID"].tolist() == test_notes["HADM_ID"].tolist() and len(table) == 12
+    assert set(";".join(table["true_codes"]).split(";")) - {""} <= set(labels)
+    for _, row in table.iterrows():
+        codes = [c for c in row["predicted_codes"].split(";") if c]
+        assert all(row[f"p_{c}"] >= 0.5 for c in codes)
+        assert [e.split(":")[0] for e in row["evidence"].split(" | ") if e] == codes
+    vocab = set(task.data_transform["vocab"])
+    words = [w for e in table["evidence"] for part in e.split(" | ") if part for w in part.split(": ", 1)[1].split()]
+    assert words and set(words) <= vocab | {"<unk>", "<pad>"}

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
@@ -141,7 +142,14 @@ class IcdDataModule(BaseDataModule):
         if len(self.labels) != self.n_classes:
             raise ConfigError(f"{self.path}: the data has {len(self.labels)} codes but data.n_classes is "
                               f"{self.n_classes} -- set data.n_classes: {len(self.labels)}")
-        self.vocab = Vocabulary.build(self.notes["train"].words, self.vocab_size, self.min_df)
+        fitted = self.fitted_transform
+        if fitted:  # a trained model's vocabulary and code order: nothing rebuilt from this data
+            if list(fitted["labels"]) != list(self.labels):
+                raise DataError(f"{self.path}: its codes {list(self.labels)[:8]}... differ from the trained model's "
+                                f"{list(fitted['labels'])[:8]}... (same label set and order needed)")
+            self.vocab = Vocabulary(fitted["vocab"])
+        else:
+            self.vocab = Vocabulary.build(self.notes["train"].words, self.vocab_size, self.min_df)
         for name, notes in self.notes.items():
             ids, targets = encode_split(notes, self.vocab, self.labels, self.max_len,
                                         where=str(split_path(self.path, name, self.version)))
@@ -150,6 +158,42 @@ class IcdDataModule(BaseDataModule):
         total = sum(len(x) for x in self.datasets["train"].ids)
         log.info("ICD vocabulary: %d of %d rows used; %.2f%% of training tokens are UNK",
                  len(self.vocab), self.vocab_size, 100.0 * unk / max(total, 1))
+
+    # -- the fitted transform and predictions in the user's terms -------------------------
+    def transform_state(self) -> dict:
+        """The vocabulary (built from the training notes), the code order and the length cap."""
+        if self.vocab is None:
+            return dict(self.fitted_transform or {})
+        return {"kind": "icd", "vocab": self.vocab.itos[2:], "labels": list(self.labels), "max_len": self.max_len}
+
+    def prediction_table(self, predictions) -> pd.DataFrame | None:
+        """One row per test note: HADM_ID, the predicted codes (probability >= 0.5, ';'-joined)
+        with their probabilities, the true codes, each predicted code's top evidence words
+        (``code: word word ... | code: ...``, from its code-wise attention) and ``p_<code>``."""
+        batches = [p for p in predictions if isinstance(p, dict) and "probs" in p]
+        if not batches:
+            return None
+        probs = torch.cat([b["probs"] for b in batches]).double().numpy()
+        evidence = [note for b in batches for note in b["evidence"]]
+        if all(b.get("index") is not None for b in batches):  # back into the notes' order
+            order = np.argsort(torch.cat([b["index"] for b in batches]).numpy(), kind="stable")
+            probs, evidence = probs[order], [evidence[i] for i in order]
+        notes = self.notes["test"]
+        if len(probs) != len(notes):
+            raise ValueError(f"expected {len(notes)} predictions (one per test note), got {len(probs)}")
+        labels = list(self.labels)
+        predicted = [[j for j in np.argsort(-row) if row[j] >= 0.5] for row in probs]
+        table = pd.DataFrame({
+            "HADM_ID": notes.hadm_ids,
+            "predicted_codes": [";".join(labels[j] for j in js) for js in predicted],
+            "probabilities": [";".join(f"{row[j]:.3f}" for j in js) for row, js in zip(probs, predicted)],
+            "true_codes": [";".join(codes) for codes in notes.codes],
+            "evidence": [" | ".join(f"{labels[j]}: " + " ".join(str(w) for w, _ in note.get(labels[j], ()))
+                                    for j in js) for note, js in zip(evidence, predicted)],
+        })
+        for j, code in enumerate(labels):
+            table[f"p_{code}"] = probs[:, j]
+        return table
 
     # -- hooks for the task (see the module docstring) ----------------------------------
     def train_label_counts(self) -> np.ndarray:
