@@ -302,6 +302,9 @@ class PredictionWriter(BasePredictionWriter):
         torch.save(record, tmp)
         os.replace(tmp, self.path)
         print(f"wrote {self.path}")
+        write_files = getattr(trainer.datamodule, "prediction_files", None)
+        if write_files is not None:  # e.g. separated sources as audio files
+            write_files(record["predictions"], self.path.parent / "predictions")
         make_table = getattr(trainer.datamodule, "prediction_table", None)
         table = make_table(record["predictions"]) if make_table is not None else None
         if table is not None:

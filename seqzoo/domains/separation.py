@@ -142,8 +142,13 @@ class SeparationTask(BaseTask):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self.test_metrics.update(self(batch), batch["sources"], batch["mix"], batch.get("lengths"))
 
-    def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self(batch)
+    def predict_step(self, batch: Batch, batch_idx: int) -> tuple[Tensor, ...]:
+        """One (n_sources, samples) estimate per mixture, cut to the mixture's own length (a
+        tuple: mixtures differ in length, so a batch's estimates are not one tensor)."""
+        estimates = self(batch).detach().cpu()
+        lengths = batch.get("lengths")
+        return tuple(estimates[b, :, : int(lengths[b])] if lengths is not None else estimates[b]
+                     for b in range(len(estimates)))
 
     # -- baseline and export ----------------------------------------------------------
     def baseline(self, datamodule: L.LightningDataModule) -> tuple[str, dict[str, float]]:

@@ -83,3 +83,26 @@ def test_icd_predictions_name_codes_and_their_evidence_words(tmp_path):
     vocab = set(task.data_transform["vocab"])
     words = [w for e in table["evidence"] for part in e.split(" | ") if part for w in part.split(": ", 1)[1].split()]
     assert words and set(words) <= vocab | {"<unk>", "<pad>"}
+
+
+def test_separation_predictions_are_wav_files_of_each_source(tmp_path):
+    sf = pytest.importorskip("soundfile")
+    from seqzoo.datasets.separation import synth_separation
+
+    data = synth_separation(str(tmp_path / "data"), n_train=4, n_val=2, n_test=3, seconds=0.4)
+    run = tmp_path / "run"
+    assert main(["fit", "--config", str(ROOT / "configs/separation/synthetic.yaml"), "--run_dir", str(run),
+                 "--data.path", str(data), "--data.prepare", "null", "--trainer.max_epochs", "1",
+                 "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
+                 "--model.backbone.init_args.d_model", "8", "--model.n_filters", "8"]) == 0
+    assert main(["predict", "--config", str(run / "config.yaml")]) == 0
+    table = pd.read_csv(run / "predictions.csv")
+    assert list(table.columns) == ["mixture_id", "mixture", "seconds", "sample_rate", "s1", "s2"]
+    assert len(table) == 3 and (table["sample_rate"] == 8000).all()
+    for _, row in table.iterrows():
+        mix, rate = sf.read(row["mixture"])
+        for k in ("s1", "s2"):
+            audio, written_rate = sf.read(run / row[k])
+            assert written_rate == rate == 8000 and len(audio) == len(mix)
+            assert np.isfinite(audio).all() and np.abs(audio).max() > 0
+    assert seqzoo.load(run).data_transform == {"kind": "separation", "sample_rate": 8000, "n_sources": 2}

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
@@ -18,6 +19,7 @@ from seqzoo.datasets.separation.reader import (
     index_libri_mix,
     index_wsj0_mix,
     read_audio,
+    write_audio,
 )
 from seqzoo.errors import ConfigError
 
@@ -130,6 +132,34 @@ class SeparationDataModule(BaseDataModule):
                                    "Libri2Mix metadata CSV", hint="set libri_splits to the split names you have")
                 self.records[split] = index_libri_mix(csv, self.path, self.n_sources)
         return self.records[split]
+
+    # -- predictions as audio ------------------------------------------------------------
+    def transform_state(self) -> dict:
+        return {"kind": "separation", "sample_rate": self.sample_rate, "n_sources": self.n_sources}
+
+    def _estimates(self, predictions) -> list:
+        items = [item for batch in predictions for item in (batch if isinstance(batch, (list, tuple)) else [batch])]
+        records = self.split_records("test")
+        if len(items) != len(records):
+            raise ValueError(f"expected {len(records)} estimates (one per test mixture), got {len(items)}")
+        return list(zip(records, items))
+
+    def prediction_files(self, predictions, folder: Path) -> None:
+        """Each test mixture's separated sources as ``<folder>/<mixture id>_s<k>.wav`` at the
+        data's sample rate (32-bit float: the estimates' scale is free under SI-SNR training)."""
+        for record, estimate in self._estimates(predictions):
+            for k, source in enumerate(torch.as_tensor(estimate).float().numpy(), 1):
+                write_audio(Path(folder) / f"{record.mixture_id}_s{k}.wav", source, self.sample_rate, subtype="FLOAT")
+
+    def prediction_table(self, predictions) -> pd.DataFrame:
+        """One row per test mixture: its id, file and duration, and the written estimates."""
+        rows = []
+        for record, estimate in self._estimates(predictions):
+            n = torch.as_tensor(estimate).shape[-1]
+            rows.append({"mixture_id": record.mixture_id, "mixture": str(record.mixture),
+                         "seconds": round(n / self.sample_rate, 4), "sample_rate": self.sample_rate,
+                         **{f"s{k}": f"predictions/{record.mixture_id}_s{k}.wav" for k in range(1, self.n_sources + 1)}})
+        return pd.DataFrame(rows)
 
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}

@@ -148,11 +148,11 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
         return resample_poly(audio, rate_out // g, rate_in // g).astype(np.float32)
 
 
-def write_audio(path: Path, audio: np.ndarray, sample_rate: int) -> None:
+def write_audio(path: Path, audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> None:
     import soundfile as sf
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), audio, sample_rate, subtype="PCM_16")
+    sf.write(str(path), audio, sample_rate, subtype=subtype)
 
 
 def _require_soundfile() -> None:
