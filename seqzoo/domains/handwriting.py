@@ -177,8 +177,9 @@ class HandwritingCTCTask(_HandwritingTask):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self.test_metrics.update(*self._texts(batch))
 
-    def predict_step(self, batch: Batch, batch_idx: int) -> list[str]:
-        return self._texts(batch)[0]
+    def predict_step(self, batch: Batch, batch_idx: int) -> tuple[str, ...]:
+        """The greedy CTC transcription of each sequence (a tuple per batch)."""
+        return tuple(self._texts(batch)[0])
 
     def _texts(self, batch: Batch, log_probs: Tensor | None = None,
                frames: Tensor | None = None) -> tuple[list[str], list[str]]:
@@ -241,8 +242,9 @@ class HandwritingCharTask(_HandwritingTask):
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self.test_metrics.update(self(batch), character_labels(batch))
 
-    def predict_step(self, batch: Batch, batch_idx: int) -> list[str]:
-        return [self.alphabet[i] for i in self(batch).argmax(-1).tolist()]
+    def predict_step(self, batch: Batch, batch_idx: int) -> tuple[str, ...]:
+        """The predicted character of each sequence (a tuple per batch)."""
+        return tuple(self.alphabet[i] for i in self(batch).argmax(-1).tolist())
 
     def baseline(self, datamodule: L.LightningDataModule) -> tuple[str, dict[str, float]]:
         """Always the most frequent training character."""

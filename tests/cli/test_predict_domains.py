@@ -106,3 +106,26 @@ def test_separation_predictions_are_wav_files_of_each_source(tmp_path):
             assert written_rate == rate == 8000 and len(audio) == len(mix)
             assert np.isfinite(audio).all() and np.abs(audio).max() > 0
     assert seqzoo.load(run).data_transform == {"kind": "separation", "sample_rate": 8000, "n_sources": 2}
+
+
+@pytest.mark.parametrize("config, fold", [("handwriting/chars.yaml", "chars_indep_0"),
+                                          ("handwriting/words.yaml", "words_dep/0")])
+def test_handwriting_predictions_are_texts(config, fold, tmp_path):
+    from seqzoo.datasets.handwriting import synth_handwriting
+
+    data = synth_handwriting(str(tmp_path / "hw"), n_writers=5, words=["ab", "ba"], chars="ab", char_repeats=3,
+                             n_folds=1, speed=3.0)
+    run = tmp_path / "run"
+    assert main(["fit", "--config", str(ROOT / "configs" / config), "--run_dir", str(run), "--data.path", str(data),
+                 "--data.prepare", "null", "--data.fold", fold, *SMALL]) == 0
+    assert main(["predict", "--config", str(run / "config.yaml")]) == 0
+    table = pd.read_csv(run / "predictions.csv", dtype={"predicted": str, "true": str}, keep_default_na=False)
+    assert list(table.columns) == ["predicted", "true", "correct"]
+    raw = torch.load(run / "predictions.pt", weights_only=False)["predictions"]
+    dm = seqzoo.trained.datamodule_for(seqzoo.load(run))
+    dm.setup("test")
+    assert len(table) == sum(len(b) for b in raw) == len(dm.splits["test"][1]), "every batch, not only the first"
+    assert set(table["true"]) <= {"a", "b", "ab", "ba"}
+    transform = seqzoo.load(run).data_transform
+    assert set("".join(table["predicted"])) <= set(transform["alphabet"])
+    assert transform["kind"] == "handwriting" and len(transform["mean"]) == 13

@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
 from seqzoo.datasets.base import BaseDataModule
 from seqzoo.datasets.handwriting.reader import (
+    CHANNEL_NAMES,
     N_CHANNELS,
     Split,
     detect_format,
@@ -132,8 +134,33 @@ class HandwritingDataModule(BaseDataModule):
             if unknown:
                 raise DataError(f"{self.fold_dir}: {part} labels use characters {unknown} that are not in "
                                 f"data.alphabet {self.alphabet!r}")
-        stacked = np.concatenate(self.splits["train"][0])
-        self.mean, self.std = stacked.mean(axis=0), stacked.std(axis=0) + 1e-6
+        fitted = self.fitted_transform
+        if fitted:  # a trained model's normalisation: nothing refitted on this data
+            if fitted["alphabet"] != self.alphabet:
+                raise DataError(f"{self.fold_dir}: data.alphabet {self.alphabet!r} differs from the trained "
+                                f"model's {fitted['alphabet']!r}")
+            self.mean, self.std = np.asarray(fitted["mean"]), np.asarray(fitted["std"])
+        else:
+            stacked = np.concatenate(self.splits["train"][0])
+            self.mean, self.std = stacked.mean(axis=0), stacked.std(axis=0) + 1e-6
+
+    # -- the fitted transform and predictions ----------------------------------------------
+    def transform_state(self) -> dict:
+        """The channel normalisation fitted on the training split and the alphabet."""
+        if getattr(self, "mean", None) is None:
+            return dict(self.fitted_transform or {})
+        return {"kind": "handwriting", "alphabet": self.alphabet, "channels": list(CHANNEL_NAMES),
+                "mean": np.asarray(self.mean).tolist(), "std": np.asarray(self.std).tolist()}
+
+    def prediction_table(self, predictions) -> pd.DataFrame:
+        """One row per test sequence: the predicted text (a character, or a word by greedy CTC)
+        and the true one."""
+        predicted = [text for batch in predictions for text in (batch if isinstance(batch, (list, tuple)) else [batch])]
+        truth = list(self.splits["test"][1])
+        if len(predicted) != len(truth):
+            raise ValueError(f"expected {len(truth)} predictions (one per test sequence), got {len(predicted)}")
+        return pd.DataFrame({"predicted": predicted, "true": truth,
+                             "correct": [p == t for p, t in zip(predicted, truth)]})
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
