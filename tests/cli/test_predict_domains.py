@@ -129,3 +129,43 @@ def test_handwriting_predictions_are_texts(config, fold, tmp_path):
     transform = seqzoo.load(run).data_transform
     assert set("".join(table["predicted"])) <= set(transform["alphabet"])
     assert transform["kind"] == "handwriting" and len(transform["mean"]) == 13
+
+
+def test_graph_classification_predicts_a_class_and_probability_per_test_graph(tmp_path):
+    pytest.importorskip("torch_geometric")
+    run = tmp_path / "run"
+    assert main(["fit", "--config", str(ROOT / "seqzoo/configs/graph/cycle.yaml"), "--run_dir", str(run),
+                 "--data.init_args.path", str(tmp_path / "data"), "--trainer.max_epochs", "1",
+                 "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
+                 "--data.init_args.prepare_args", "{task: cycle, n_graphs: 20}",
+                 "--trainer.enable_progress_bar", "false"]) == 0
+    task = seqzoo.load(run)
+    assert task.data_transform["kind"] == "graph"
+    table = seqzoo.predict(task)
+    dm = seqzoo.trained.datamodule_for(task)
+    dm.setup("test")
+    assert list(table.columns[:4]) == ["graph", "predicted", "probability", "true"]
+    assert len(table) == len(dm.datasets["test"])
+    assert table["graph"].tolist() == [int(d.graph_id) for d in dm.datasets["test"]]
+    probs = table[[c for c in table.columns if c.startswith("p_")]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-6)
+    names = task.data_transform["class_names"]
+    assert names == ["not cycle", "cycle"], "the data's own class names"
+    assert table["true"].tolist() == [names[int(d.y)] for d in dm.datasets["test"]]
+    assert set(table["predicted"]) <= set(names)
+    assert main(["predict", "--config", str(run / "config.yaml")]) == 0
+    written = pd.read_csv(run / "predictions.csv")
+    assert list(written.columns) == list(table.columns) and len(written) == len(table)
+
+
+def test_graph_node_level_predicts_one_row_per_scored_test_node(tmp_path):
+    pytest.importorskip("torch_geometric")
+    run = tmp_path / "run"
+    assert main(["fit", "--config", str(ROOT / "seqzoo/configs/graph/karate.yaml"), "--run_dir", str(run),
+                 "--data.init_args.path", str(tmp_path / "data"), "--trainer.max_epochs", "1",
+                 "--trainer.enable_progress_bar", "false"]) == 0
+    table = seqzoo.predict(run)
+    dm = seqzoo.trained.datamodule_for(seqzoo.load(run))
+    dm.setup("test")
+    assert list(table.columns[:5]) == ["graph", "node", "predicted", "probability", "true"]
+    assert len(table) == sum(int(d.node_mask.sum()) for d in dm.datasets["test"])

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 
-from seqzoo.datasets.base import BaseDataModule
+from seqzoo.datasets.base import BaseDataModule, class_table
 from seqzoo.datasets.graph.reader import FILE, SPLITS, feature_sizes, read_graphs
 from seqzoo.errors import ConfigError, DataError
 
@@ -131,6 +132,47 @@ class GraphDataModule(BaseDataModule):
 
         return DataLoader(self.split_dataset(split), shuffle=False, batch_size=self.eval_batch_size,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    # -- the fitted transform and the predictions table ---------------------------------
+    def transform_state(self) -> dict[str, Any]:
+        """The data's class names (classification) and target name and units, when it stores
+        them: nothing is fitted on graphs (no scaler), so this only names the outputs."""
+        if not self.meta:
+            return dict(self.fitted_transform or {})
+        return {"kind": "graph", **{k: self.meta[k] for k in ("class_names", "target_name", "units")
+                                    if k in self.meta}}
+
+    def _output_names(self) -> dict[str, Any]:
+        return {**(self.fitted_transform or {}), **self.transform_state()}
+
+    def prediction_table(self, predictions) -> pd.DataFrame:
+        """One row per test graph (graph level) or scored test node (node level): ``graph`` (its
+        index in the file) and ``node``; classification: the predicted class name, its probability,
+        the true class and ``p_<class>``; regression: ``predicted`` and ``true`` in the target's units
+        (the data's ``target_name``/``units``, when stored, in ``transform_state``)."""
+        pred = torch.as_tensor(predictions).detach().double().cpu()
+        graphs, nodes, targets = [], [], []
+        for d in self.split_dataset("test"):
+            gid = int(d.graph_id.reshape(-1)[0])
+            if self.level == "node":
+                idx = torch.nonzero(d.node_mask.reshape(-1)).reshape(-1)
+                graphs += [gid] * len(idx)
+                nodes += idx.tolist()
+                targets.append(d.y.reshape(-1)[idx])
+            else:
+                graphs.append(gid)
+                targets.append(d.y.reshape(-1)[:1])
+        true = torch.cat(targets)
+        if len(pred) != len(true):
+            raise ValueError(f"{len(pred)} predictions for {len(true)} scored test {self.level}s")
+        extra: dict[str, Any] = {"graph": graphs, **({"node": nodes} if self.level == "node" else {})}
+        if self.target == "classification":
+            names = self._output_names().get("class_names") or [str(k) for k in range(self.n_classes)]
+            return class_table(torch.softmax(pred.reshape(len(true), -1), -1), names, true.long().numpy(), extra)
+        table = pd.DataFrame(extra)
+        table["predicted"] = pred.reshape(-1).numpy()
+        table["true"] = true.double().numpy()
+        return table
 
     # -- helpers -----------------------------------------------------------------------
     def _data_file(self) -> Path:
