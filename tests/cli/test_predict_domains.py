@@ -19,6 +19,13 @@ SMALL = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--t
          "--model.backbone.init_args.d_model", "8"]
 
 
+def fit_small(config: str, run: Path, *extra: str, batches: int = 3) -> None:
+    """A one-epoch fit of a shipped config (``configs/<config>``) on a few batches."""
+    assert main(["fit", "--config", str(ROOT / "configs" / config), "--run_dir", str(run),
+                 "--trainer.max_epochs", "1", "--trainer.limit_train_batches", str(batches),
+                 "--trainer.limit_val_batches", "1", *extra]) == 0
+
+
 @pytest.fixture(scope="module")
 def rul_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("rul")
@@ -63,10 +70,8 @@ def test_rul_prediction_on_other_engines_reuses_the_training_scaler(rul_run, tmp
 def test_icd_predictions_name_codes_and_their_evidence_words(tmp_path):
     pytest.importorskip("simple_icd_10_cm")
     run = tmp_path / "run"
-    assert main(["fit", "--config", str(ROOT / "configs/icd/synthetic.yaml"), "--run_dir", str(run),
-                 "--data.path", str(tmp_path / "data"), "--trainer.max_epochs", "1",
-                 "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
-                 "--model.backbone.init_args.d_model", "16", "--data.synth_options.n_test", "12"]) == 0
+    fit_small("icd/synthetic.yaml", run, "--data.path", str(tmp_path / "data"),
+              "--model.backbone.init_args.d_model", "16", "--data.synth_options.n_test", "12")
     assert main(["predict", "--config", str(run / "config.yaml")]) == 0
     table = pd.read_csv(run / "predictions.csv", dtype={"HADM_ID": str}).fillna("")
     task = seqzoo.load(run)
@@ -134,11 +139,8 @@ def test_handwriting_predictions_are_texts(config, fold, tmp_path):
 def test_graph_classification_predicts_a_class_and_probability_per_test_graph(tmp_path):
     pytest.importorskip("torch_geometric")
     run = tmp_path / "run"
-    assert main(["fit", "--config", str(ROOT / "seqzoo/configs/graph/cycle.yaml"), "--run_dir", str(run),
-                 "--data.init_args.path", str(tmp_path / "data"), "--trainer.max_epochs", "1",
-                 "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1",
-                 "--data.init_args.prepare_args", "{task: cycle, n_graphs: 20}",
-                 "--trainer.enable_progress_bar", "false"]) == 0
+    fit_small("graph/cycle.yaml", run, "--data.init_args.path", str(tmp_path / "data"),
+              "--data.init_args.prepare_args", "{task: cycle, n_graphs: 20}", batches=1)
     task = seqzoo.load(run)
     assert task.data_transform["kind"] == "graph"
     table = seqzoo.predict(task)
