@@ -254,6 +254,17 @@ def _flatten(values: dict, prefix: str, out: dict[str, Any]) -> None:
             out[prefix + key] = value
 
 
+def _item(prediction: Any, j: int) -> Any:
+    """Item ``j`` of one batch's prediction: a row of a tensor, an element of a tuple, or, for a
+    dict of per-batch values, the dict of its rows (tensors keep a batch axis of 1)."""
+    import torch
+
+    if isinstance(prediction, dict):
+        return {k: (v[j : j + 1] if isinstance(v, torch.Tensor) else [v[j]] if isinstance(v, (list, tuple)) else v)
+                for k, v in prediction.items()}
+    return prediction[j]
+
+
 def streaming_note(task: L.LightningModule) -> str | None:
     """What ``fit`` says when the model's backbone can stream but ``seqzoo export --streaming``
     will not work for this model as configured (and what it would need); None otherwise."""
@@ -289,11 +300,14 @@ class PredictionWriter(BasePredictionWriter):
             torch.distributed.all_gather_object(shards, ([_cpu(p) for p in outputs], list(indices or [])))
             if not trainer.is_global_zero:
                 return
-            rows = [(i, pred[j]) for preds, idx in shards for pred, batch in zip(preds, idx)
+            rows = [(i, _item(pred, j)) for preds, idx in shards for pred, batch in zip(preds, idx)
                     for j, i in enumerate(batch)]
             rows.sort(key=lambda r: r[0])
-            record = {"predictions": torch.stack([r[1] for r in rows]) if rows else [],
-                      "batches": sum(len(p) for p, _ in shards)}
+            items = [r[1] for r in rows]
+            same = items and all(isinstance(x, torch.Tensor) and x.shape == items[0].shape for x in items)
+            # one tensor when every item is one of a shape; else the items in data order (texts,
+            # audio of different lengths, per-note dicts), which prediction_table reads alike
+            record = {"predictions": torch.stack(items) if same else items, "batches": sum(len(p) for p, _ in shards)}
         else:
             tensors = [p for p in outputs if isinstance(p, torch.Tensor)]
             record = {"predictions": torch.cat(tensors) if tensors else outputs, "batches": len(outputs)}

@@ -171,3 +171,34 @@ def test_graph_node_level_predicts_one_row_per_scored_test_node(tmp_path):
     dm.setup("test")
     assert list(table.columns[:5]) == ["graph", "node", "predicted", "probability", "true"]
     assert len(table) == sum(int(d.node_mask.sum()) for d in dm.datasets["test"])
+
+
+@pytest.mark.slow
+def test_two_ranks_predict_the_same_tables_as_one(tmp_path):
+    """Per-item outputs that are not one tensor (texts, per-note dicts with evidence) are
+    gathered from 2 CPU ranks back into the data's order: the same predictions.csv as 1 rank."""
+    pytest.importorskip("simple_icd_10_cm")
+    from tests.cli.test_runs import seqzoo as run_seqzoo
+
+    from seqzoo.datasets.handwriting import synth_handwriting
+
+    hw = synth_handwriting(str(tmp_path / "hw"), n_writers=5, words=["ab", "ba"], chars="ab", char_repeats=3,
+                           n_folds=1, speed=3.0)
+    cases = {"chars": ("handwriting/chars.yaml", ["--data.path", str(hw), "--data.prepare", "null",
+                                                  "--data.fold", "chars_indep_0", "--data.batch_size", "2"]),
+             "icd": ("icd/synthetic.yaml", ["--data.path", str(tmp_path / "icd"), "--data.synth_options.n_test", "10",
+                                            "--data.batch_size", "2"])}
+    ddp = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+    for name, (config, data) in cases.items():
+        run = tmp_path / name
+        fit_small(config, run, *data, "--model.backbone.init_args.d_model", "16")
+        ckpt = str(run / "checkpoints" / "best.ckpt")
+        assert main(["predict", "--config", str(run / "config.yaml"), "--run_dir", str(tmp_path / f"{name}1"),
+                     "--ckpt_path", ckpt]) == 0
+        two = run_seqzoo("predict", "--config", str(run / "config.yaml"), "--run_dir", str(tmp_path / f"{name}2"),
+                         "--ckpt_path", ckpt, *ddp, cwd=tmp_path)
+        assert two.returncode == 0, two.stderr[-3000:]
+        one, both = (pd.read_csv(tmp_path / f"{name}{k}" / "predictions.csv", keep_default_na=False,
+                                 dtype={"HADM_ID": str, "predicted": str, "true": str}) for k in (1, 2))
+        assert len(one) > 2
+        pd.testing.assert_frame_equal(both, one, check_exact=False, rtol=1e-5)
