@@ -162,6 +162,16 @@ class WorldModelTask(BaseTask):
     def tokens_per_sample(self, batch: Batch) -> int:
         return int(batch["image"].shape[1])
 
+    def predict_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        """Per test window (B, 4): imagination MSE (all imagined frames, the last ``tail_frames``)
+        and reward accuracy (all, last), as the test metrics measure them but per window."""
+        images = self._inputs(batch)[0]
+        imagined = self(batch)
+        err = (imagined["frames"].float() - images[:, self.context:].float()).pow(2).flatten(2).mean(-1)  # (B, S)
+        hit = ((imagined["reward"].float() - batch["reward"][:, self.context:].float()).abs() < 0.5).float()
+        tail = self.tail_frames
+        return torch.stack([err.mean(1), err[:, -tail:].mean(1), hit.mean(1), hit[:, -tail:].mean(1)], 1).cpu()
+
     # -- loss -------------------------------------------------------------------------
     def loss_terms(self, batch: Batch) -> dict[str, Tensor]:
         images, actions, is_first = self._inputs(batch)

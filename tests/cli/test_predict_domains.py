@@ -202,3 +202,23 @@ def test_two_ranks_predict_the_same_tables_as_one(tmp_path):
                                  dtype={"HADM_ID": str, "predicted": str, "true": str}) for k in (1, 2))
         assert len(one) > 2
         pd.testing.assert_frame_equal(both, one, check_exact=False, rtol=1e-5)
+
+
+def test_worldmodel_predictions_score_each_test_window(tmp_path):
+    from seqzoo.datasets.worldmodel import synth_worldmodel
+
+    data = synth_worldmodel(str(tmp_path / "wm"), n_train=8, n_val=4, n_test=6)
+    run = tmp_path / "run"
+    fit_small("worldmodel/memory_cue.yaml", run, "--data.path", str(data), "--data.prepare", "null",
+              "--data.batch_size", "4", batches=2)
+    assert main(["predict", "--config", str(run / "config.yaml")]) == 0
+    table = pd.read_csv(run / "predictions.csv")
+    assert list(table.columns) == ["episode", "start", "imag_mse", "tail_mse", "reward_acc", "tail_reward_acc"]
+    files = sorted(p.name for p in (data / "test").glob("*.npz"))
+    assert sorted(set(table["episode"])) == files and (table["start"] >= 0).all()
+    assert table["imag_mse"].between(0, 1).all() and table["reward_acc"].between(0, 1).all()
+    # the per-window scores average to the test metrics (equal-size windows)
+    assert main(["test", "--config", str(run / "config.yaml"), "--run_dir", str(tmp_path / "test"),
+                 "--ckpt_path", str(run / "checkpoints" / "best.ckpt")]) == 0
+    logged = pd.read_csv(tmp_path / "test" / "metrics.csv")
+    assert table["imag_mse"].mean() == pytest.approx(logged["test/imag_mse"].dropna().item(), rel=1e-4)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
@@ -29,7 +30,7 @@ class EpisodeWindows(Dataset):
     """Fixed-length windows over a list of episodes."""
 
     def __init__(self, episodes: list[Episode], names: list[str], seq_len: int, stride: int) -> None:
-        self.episodes = episodes
+        self.episodes, self.names = episodes, list(names)
         self.index: list[tuple[int, int]] = []
         for e, (episode, name) in enumerate(zip(episodes, names)):
             if len(episode) < seq_len:
@@ -105,6 +106,20 @@ class WorldModelDataModule(SplitLoaders, BaseDataModule):
 
     def data_ready(self) -> bool:
         return all((Path(self.path) / split).is_dir() for split in SPLITS)
+
+    def prediction_table(self, predictions) -> pd.DataFrame:
+        """One row per test window: its episode file and first step, and the imagination scores
+        of the trained model on it (``WorldModelTask.predict_step``: per-pixel MSE of the imagined
+        frames after the context, of the last ones, and reward accuracy, all and last)."""
+        scores = torch.as_tensor(predictions).detach().double().cpu().numpy()
+        ds = self.datasets["test"]
+        if scores.shape != (len(ds.index), 4):
+            raise ValueError(f"expected ({len(ds.index)}, 4) scores (one row per test window), got {scores.shape}")
+        table = pd.DataFrame({"episode": [Path(ds.names[e]).name for e, _ in ds.index],
+                              "start": [start for _, start in ds.index]})
+        for k, name in enumerate(("imag_mse", "tail_mse", "reward_acc", "tail_reward_acc")):
+            table[name] = scores[:, k]
+        return table
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
