@@ -226,8 +226,6 @@ def merge(config_path: str, dirs: list[Path], out: Path, *, passthrough: list[st
             if key in seen:
                 raise ConfigError(f"--merge: {row['backbone']} seed {row['seed']} is in both {seen[key]} and {d}")
             seen[key] = d
-            if row.get("params") not in (None, ""):
-                row["params"] = int(float(row["params"]))
             rows.append(row)
     baseline = _baseline(config_path, list(passthrough))
     out.mkdir(parents=True, exist_ok=True)
@@ -364,13 +362,15 @@ def write_results_csv(path: Path, rows: list[dict]) -> None:
 
 def read_results_csv(path: Path) -> list[dict[str, Any]]:
     """results.csv back as one dict per run (the rows ``compare`` returns): backbone, family,
-    seed, fold, params, status, reason, device, checkpoint, ``metrics`` (the test metrics)
-    and the measurements, numbers as floats."""
+    seed, fold, params (an int), status, reason, device, checkpoint, ``metrics`` (the test
+    metrics) and the measurements, numbers as floats."""
     runs: dict[tuple, dict[str, Any]] = {}
     with open(path, newline="") as f:
         for line in csv.DictReader(f):
             run = runs.setdefault((line["backbone"], line["seed"], line["fold"]), {
                 **{k: line[k] for k in FIELDS if k not in ("metric", "value")}, "metrics": {}})
+            if run["params"] not in (None, ""):
+                run["params"] = int(float(run["params"]))
             if line["metric"]:
                 value = float(line["value"])
                 if line["metric"] in MEASUREMENTS:

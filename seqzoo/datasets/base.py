@@ -287,6 +287,13 @@ def fitted_scaler(mean: Sequence[float], scale: Sequence[float]):
     return scaler
 
 
+def prediction_items(predictions: Any) -> list[Any]:
+    """``seqzoo predict``'s outputs as one list of items in data order: the per-batch tuples
+    (texts, audio of different lengths) of one process flattened, the items gathered from
+    several processes kept as they are."""
+    return [item for batch in predictions for item in (batch if isinstance(batch, (list, tuple)) else [batch])]
+
+
 def class_table(probabilities: Any, class_names: Sequence[str], labels: Any = None,
                 extra: dict[str, Any] | None = None) -> pd.DataFrame:
     """A classifier's predictions as a table: one row per item with ``extra`` columns first, the

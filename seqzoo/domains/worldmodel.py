@@ -167,10 +167,9 @@ class WorldModelTask(BaseTask):
         and reward accuracy (all, last), as the test metrics measure them but per window."""
         images = self._inputs(batch)[0]
         imagined = self(batch)
-        err = (imagined["frames"].float() - images[:, self.context:].float()).pow(2).flatten(2).mean(-1)  # (B, S)
-        hit = ((imagined["reward"].float() - batch["reward"][:, self.context:].float()).abs() < 0.5).float()
-        tail = self.tail_frames
-        return torch.stack([err.mean(1), err[:, -tail:].mean(1), hit.mean(1), hit[:, -tail:].mean(1)], 1).cpu()
+        scores = window_scores(imagined["frames"], imagined["reward"], images[:, self.context:],
+                               batch["reward"][:, self.context:], self.tail_frames)
+        return torch.stack([scores[name] for name in IMAGINATION_METRICS], 1).cpu()
 
     # -- loss -------------------------------------------------------------------------
     def loss_terms(self, batch: Batch) -> dict[str, Tensor]:
@@ -304,16 +303,23 @@ class WorldModelTask(BaseTask):
                           dynamic=dynamic, check_inputs=[make(2), make(3)])
 
 
-def imagination_scores(frames: Tensor, reward: Tensor, true_frames: Tensor, true_reward: Tensor,
-                       tail: int) -> dict[str, Tensor]:
-    """Per-pixel MSE and reward accuracy (|r_hat - r| < 0.5) over all and the last ``tail`` imagined steps.
+def window_scores(frames: Tensor, reward: Tensor, true_frames: Tensor, true_reward: Tensor,
+                  tail: int) -> dict[str, Tensor]:
+    """Per window (B,): per-pixel MSE and reward accuracy (|r_hat - r| < 0.5) over all and the
+    last ``tail`` imagined steps.
 
     ``frames``/``true_frames`` (B, S, C, H, W) in [0, 1]; ``reward``/``true_reward`` (B, S).
     """
-    err = (frames.float() - true_frames.float()).pow(2)
+    err = (frames.float() - true_frames.float()).pow(2).flatten(2).mean(-1)  # (B, S)
     hit = ((reward.float() - true_reward.float()).abs() < 0.5).float()
-    return {"imag_mse": err.mean(), "tail_mse": err[:, -tail:].mean(),
-            "reward_acc": hit.mean(), "tail_reward_acc": hit[:, -tail:].mean()}
+    return {"imag_mse": err.mean(1), "tail_mse": err[:, -tail:].mean(1),
+            "reward_acc": hit.mean(1), "tail_reward_acc": hit[:, -tail:].mean(1)}
+
+
+def imagination_scores(frames: Tensor, reward: Tensor, true_frames: Tensor, true_reward: Tensor,
+                       tail: int) -> dict[str, Tensor]:
+    """:func:`window_scores` averaged over the batch (every window has the same length)."""
+    return {k: v.mean() for k, v in window_scores(frames, reward, true_frames, true_reward, tail).items()}
 
 
 def copy_last_frame_scores(batch: Batch, context: int, tail: int) -> dict[str, Tensor]:

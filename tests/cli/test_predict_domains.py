@@ -13,6 +13,7 @@ import torch
 
 import seqzoo
 from seqzoo.cli import main
+from seqzoo.trained import datamodule_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
@@ -127,7 +128,7 @@ def test_handwriting_predictions_are_texts(config, fold, tmp_path):
     table = pd.read_csv(run / "predictions.csv", dtype={"predicted": str, "true": str}, keep_default_na=False)
     assert list(table.columns) == ["predicted", "true", "correct"]
     raw = torch.load(run / "predictions.pt", weights_only=False)["predictions"]
-    dm = seqzoo.trained.datamodule_for(seqzoo.load(run))
+    dm = datamodule_for(seqzoo.load(run))
     dm.setup("test")
     assert len(table) == sum(len(b) for b in raw) == len(dm.splits["test"][1]), "every batch, not only the first"
     assert set(table["true"]) <= {"a", "b", "ab", "ba"}
@@ -144,7 +145,7 @@ def test_graph_classification_predicts_a_class_and_probability_per_test_graph(tm
     task = seqzoo.load(run)
     assert task.data_transform["kind"] == "graph"
     table = seqzoo.predict(task)
-    dm = seqzoo.trained.datamodule_for(task)
+    dm = datamodule_for(task)
     dm.setup("test")
     assert list(table.columns[:4]) == ["graph", "predicted", "probability", "true"]
     assert len(table) == len(dm.datasets["test"])
@@ -167,7 +168,7 @@ def test_graph_node_level_predicts_one_row_per_scored_test_node(tmp_path):
                  "--data.init_args.path", str(tmp_path / "data"), "--trainer.max_epochs", "1",
                  "--trainer.enable_progress_bar", "false"]) == 0
     table = seqzoo.predict(run)
-    dm = seqzoo.trained.datamodule_for(seqzoo.load(run))
+    dm = datamodule_for(seqzoo.load(run))
     dm.setup("test")
     assert list(table.columns[:5]) == ["graph", "node", "predicted", "probability", "true"]
     assert len(table) == sum(int(d.node_mask.sum()) for d in dm.datasets["test"])
@@ -232,7 +233,7 @@ def test_graph_regression_predicts_the_target_per_test_molecule(tmp_path):
     fit_small("graph/freesolv.yaml", run, "--data.init_args.path", str(tmp_path / "data"),
               "--model.backbone.init_args.d_model", "16", batches=2)
     table = seqzoo.predict(run)
-    dm = seqzoo.trained.datamodule_for(seqzoo.load(run))
+    dm = datamodule_for(seqzoo.load(run))
     dm.setup("test")
     assert list(table.columns) == ["graph", "predicted", "true"]
     assert len(table) == len(dm.datasets["test"])

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from seqzoo.datasets.base import BaseDataModule
+from seqzoo.datasets.base import BaseDataModule, prediction_items
 from seqzoo.datasets.handwriting.reader import (
     CHANNEL_NAMES,
     N_CHANNELS,
@@ -155,7 +155,7 @@ class HandwritingDataModule(BaseDataModule):
     def prediction_table(self, predictions) -> pd.DataFrame:
         """One row per test sequence: the predicted text (a character, or a word by greedy CTC)
         and the true one."""
-        predicted = [text for batch in predictions for text in (batch if isinstance(batch, (list, tuple)) else [batch])]
+        predicted = prediction_items(predictions)
         truth = list(self.splits["test"][1])
         if len(predicted) != len(truth):
             raise ValueError(f"expected {len(truth)} predictions (one per test sequence), got {len(predicted)}")

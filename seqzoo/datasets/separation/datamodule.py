@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from seqzoo.datasets.base import BaseDataModule, require_path
+from seqzoo.datasets.base import BaseDataModule, prediction_items, require_path
 from seqzoo.datasets.separation.reader import (
     LIBRI_SPLITS,
     MixtureRecord,
@@ -138,7 +138,7 @@ class SeparationDataModule(BaseDataModule):
         return {"kind": "separation", "sample_rate": self.sample_rate, "n_sources": self.n_sources}
 
     def _estimates(self, predictions) -> list:
-        items = [item for batch in predictions for item in (batch if isinstance(batch, (list, tuple)) else [batch])]
+        items = prediction_items(predictions)
         records = self.split_records("test")
         if len(items) != len(records):
             raise ValueError(f"expected {len(records)} estimates (one per test mixture), got {len(items)}")
