@@ -133,8 +133,25 @@ def _first_error_line(text: str) -> str:
                     break
                 detail.append(follow.rstrip(":"))
             where = f"{section.group(1) if section else 'config'} ({problem.group(1).rsplit('.', 1)[-1]})"
-            return f"{where}: {': '.join(detail)}"
+            return f"{where}: {': '.join(detail)}{_moved_hint(problem.group(1), ' '.join(detail))}"
     return " ".join(lines[:2])
+
+
+def _moved_hint(class_path: str, detail: str) -> str:
+    """Where an option of an older config lives now (a class's ``moved_options``), else ''."""
+    import re
+
+    option = re.search(r"Option '([^']+)' is not accepted", detail)
+    if not option:
+        return ""
+    try:
+        from seqzoo.run_config import import_class
+
+        moved = getattr(import_class(class_path), "moved_options", {})
+    except Exception:  # noqa: BLE001 - a hint only
+        return ""
+    new = moved.get(option.group(1))
+    return f" (it moved: write it under {new.rsplit('.', 1)[0]}:, on the command line --model.{new})" if new else ""
 
 
 def _reproduce(rest: list[str]) -> int:

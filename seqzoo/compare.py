@@ -177,7 +177,9 @@ def compare(
             if shared_heads:
                 labels[name] += " (shared head)"
             else:
-                backbone_holder(run_config).update(form)
+                holder = backbone_holder(run_config)
+                for key, value in form.items():  # nested groups (``net``) merge into the config's own
+                    holder[key] = {**(holder.get(key) or {}), **value} if isinstance(value, dict) else value
         config_file = out / "configs" / f"{name}.yaml"
         config_file.write_text(yaml.safe_dump(run_config, sort_keys=False))
         jobs += [(name, cls, seed, config_file, fold) for seed in seeds for fold in (fold_list or [None])]

@@ -48,7 +48,7 @@ def _width(d: int) -> tuple[str, ...]:
 
 
 def _windows(lookback: int, label_len: int) -> tuple[str, ...]:
-    return ("--data.lookback", str(lookback), "--model.label_len", str(label_len))
+    return ("--data.lookback", str(lookback), "--model.net.label_len", str(label_len))
 
 
 ETTH1: dict[str, Table] = {
@@ -86,7 +86,7 @@ ETTH1: dict[str, Table] = {
         args=("--trainer.max_epochs", "6"),
         rows=(
             Row(24, (0.577, 0.549), _windows(48, 48)
-                + ("--model.backbone.init_args.factor", "3", "--model.decoder_factor", "3")),
+                + ("--model.backbone.init_args.factor", "3", "--model.net.decoder_factor", "3")),
             Row(48, (0.685, 0.625), _windows(96, 48)),
             Row(168, (0.931, 0.752), _windows(168, 168)),
             Row(336, (1.128, 0.873), _windows(168, 168)),

@@ -63,18 +63,24 @@ class BaseTask(L.LightningModule):
     #: as {family: {task keyword: value}}. ``compare`` gives a family these unless asked for
     #: the shared embedding/head (``--shared_heads``), which it then labels as a variant.
     paper_forms: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: Options of older configs that live elsewhere now: {old key: new dotted key} (the CLI's
+    #: error for the old key names the new place).
+    moved_options: ClassVar[dict[str, str]] = {}
 
     def __init__(
         self,
         backbone: Backbone,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
         reason = self.incompatibility(type(backbone))
         if reason:
             raise ConfigError(f"{type(self).__name__} cannot use backbone {type(backbone).name!r}: {reason}")
-        self.optimizer_factory = optimizer
+        # None -> AdamW with torch's defaults. (A class as the signature's default would leak its
+        # init args into a config that names another optimiser: jsonargparse keeps the arguments
+        # the new class also accepts, so ``torch.optim.Adam`` silently got AdamW's weight_decay 0.01.)
+        self.optimizer_factory = optimizer or torch.optim.AdamW
         self.lr_scheduler_factory = lr_scheduler
         # Subclasses build self.net (embedding -> backbone -> head) around the backbone.
 

@@ -76,7 +76,7 @@ class DiagnosticsTask(BaseTask):
         seq_len: int,
         positions: Literal["sinusoidal", "learned", "none"] = "sinusoidal",
         embed_dropout: float = 0.0,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         """
@@ -87,7 +87,7 @@ class DiagnosticsTask(BaseTask):
             seq_len: longest sequence, sizes the position table (linked from the data).
             positions: sinusoidal, learned or no absolute positions added to the embeddings.
             embed_dropout: dropout on the embedded tokens.
-            optimizer: optimiser factory.
+            optimizer: optimiser factory (default: AdamW with torch's defaults).
             lr_scheduler: optional scheduler factory.
         """
         super().__init__(backbone, optimizer=optimizer, lr_scheduler=lr_scheduler)

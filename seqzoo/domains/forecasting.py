@@ -26,6 +26,7 @@ its period from the data's step) and DLinear fitted on the training windows.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, fields, replace
 from typing import Literal
 
 import lightning as L
@@ -55,12 +56,56 @@ Head = Literal["linear", "last", "decoder"]
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class ForecastingNetConfig:
+    """How the forecaster is built around its backbone: the ``net`` group of a forecasting
+    task's config (``model.init_args.net`` in YAML, ``--model.net.head`` on the command line).
+
+    Args:
+        revin: instance-normalise each window (subtract its mean, divide by its std) and undo
+            it on the forecast, as iTransformer; off for streaming (it reads the whole window).
+        head: ``linear`` (time L -> H, then D -> targets), ``last`` (the last token -> the
+            whole horizon; streams) or ``decoder`` (Informer's generative decoder).
+        positions: positional encoding of the time tokens (sinusoidal | learned | none).
+        embed_dropout: dropout on the embedded tokens.
+        embedding: value embedding of a time step: ``linear`` (Linear(C, D)) or ``conv``
+            (Informer's circular Conv1d, kernel 3).
+        label_len: start tokens of the decoder head, taken from the end of the window
+            (default: half the lookback).
+        decoder_layers: layers of the decoder head.
+        decoder_heads: attention heads of the decoder head.
+        decoder_mlp_ratio: MLP width of the decoder layers, a multiple of d_model.
+        decoder_attention: masked self-attention of the decoder: ``prob`` (ProbSparse) or
+            ``full``.
+        decoder_factor: ProbSparse sampling factor of the decoder's self-attention.
+    """
+
+    revin: bool = True
+    head: Head = "linear"
+    positions: Positions = "sinusoidal"
+    embed_dropout: float = 0.0
+    embedding: EmbeddingKind = "linear"
+    label_len: int | None = None
+    decoder_layers: int = 1
+    decoder_heads: int = 8
+    decoder_mlp_ratio: float = 4.0
+    decoder_attention: AttentionKind = "prob"
+    decoder_factor: int = 5
+
+    def __post_init__(self) -> None:
+        if self.head not in ("linear", "last", "decoder"):
+            raise ConfigError(f"net.head must be 'linear', 'last' or 'decoder', got {self.head!r}")
+        if self.embedding not in ("linear", "conv"):
+            raise ConfigError(f"net.embedding must be 'linear' or 'conv', got {self.embedding!r}")
+
+
 class ForecastingNet(nn.Module):
     """Normalisation -> embedding -> backbone -> head, on plain tensors.
 
     ``forward(x, x_mark, y_mark)``: the window (B, L, C), its time features (B, L, F) and,
     for the decoder head, the horizon's time features (B, H, F) -- calendar values known
-    in advance, as Informer's decoder uses them.
+    in advance, as Informer's decoder uses them. The options are a
+    :class:`ForecastingNetConfig` (``config``), or its fields as keywords.
     """
 
     def __init__(
@@ -71,31 +116,24 @@ class ForecastingNet(nn.Module):
         lookback: int,
         horizon: int,
         n_time_features: int = 0,
-        revin: bool = True,
-        head: Head = "linear",
-        positions: Positions = "sinusoidal",
-        embed_dropout: float = 0.0,
-        embedding: EmbeddingKind = "linear",
-        label_len: int | None = None,
-        decoder_layers: int = 1,
-        decoder_heads: int = 8,
-        decoder_mlp_ratio: float = 4.0,
-        decoder_attention: AttentionKind = "prob",
-        decoder_factor: int = 5,
+        config: ForecastingNetConfig | None = None,
+        **options,
     ) -> None:
         super().__init__()
         if n_targets > n_channels:
             raise ConfigError(f"n_targets ({n_targets}) cannot exceed n_channels ({n_channels})")
-        if head not in ("linear", "last", "decoder"):
-            raise ConfigError(f"head must be 'linear', 'last' or 'decoder', got {head!r}")
-        if embedding not in ("linear", "conv"):
-            raise ConfigError(f"embedding must be 'linear' or 'conv', got {embedding!r}")
+        unknown = sorted(set(options) - {f.name for f in fields(ForecastingNetConfig)})
+        if unknown:
+            raise ConfigError(f"ForecastingNet: unknown option(s) {', '.join(unknown)}; "
+                              f"the options are the fields of ForecastingNetConfig")
+        self.config = cfg = replace(config or ForecastingNetConfig(), **options)
+        head, embedding, positions, embed_dropout = cfg.head, cfg.embedding, cfg.positions, cfg.embed_dropout
         d = backbone.d_model
         self.backbone = backbone
         self.n_channels, self.n_targets = n_channels, n_targets
         self.lookback, self.horizon = lookback, horizon
         self.n_time_features = n_time_features
-        self.revin, self.head_kind, self.embedding_kind = revin, head, embedding
+        self.revin, self.head_kind, self.embedding_kind = cfg.revin, head, embedding
         self.variate_tokens = type(backbone).tokens == "variate"
         if self.variate_tokens:
             if head != "linear" or embedding != "linear":
@@ -118,9 +156,9 @@ class ForecastingNet(nn.Module):
         else:
             self.head = GenerativeDecoder(
                 n_channels, n_time_features, n_targets, d, lookback=lookback, horizon=horizon,
-                label_len=lookback // 2 if label_len is None else label_len, n_layers=decoder_layers,
-                n_heads=decoder_heads, mlp_ratio=decoder_mlp_ratio, attention=decoder_attention,
-                factor=decoder_factor, dropout=backbone.dropout_p, embedding=embedding, positions=positions,
+                label_len=lookback // 2 if cfg.label_len is None else cfg.label_len, n_layers=cfg.decoder_layers,
+                n_heads=cfg.decoder_heads, mlp_ratio=cfg.decoder_mlp_ratio, attention=cfg.decoder_attention,
+                factor=cfg.decoder_factor, dropout=backbone.dropout_p, embedding=embedding, positions=positions,
                 embed_dropout=embed_dropout,
             )
 
@@ -187,12 +225,19 @@ class ForecastStepper(nn.Module):
 class ForecastingTask(BaseTask):
     """Long-horizon forecasting with any time- or variate-token backbone.
 
-    Embedding and head options (see the module docstring): ``embedding`` linear | conv,
-    ``head`` linear | last | decoder; the decoder head takes ``label_len`` start tokens
-    (default: half the lookback), ``decoder_layers``, ``decoder_heads``,
-    ``decoder_mlp_ratio``, ``decoder_attention`` (prob | full, causal) with ProbSparse
-    factor ``decoder_factor``, and the backbone's dropout. With ``use_time_features`` the
-    decoder tokens carry the time features of their steps (the horizon's included).
+    Args:
+        backbone: the sequence backbone (any registered family with time or variate tokens).
+        n_channels: input channels (from the data).
+        n_targets: forecast channels, the last ``n_targets`` inputs (from the data).
+        lookback: window length L (from the data).
+        horizon: forecast length H (from the data).
+        n_time_features: calendar features per step the data provides (from the data).
+        use_time_features: feed those features to the model (time-token embedding, the
+            decoder's tokens; iTransformer: extra variate tokens).
+        net: how the forecaster is built around the backbone (normalisation, embedding,
+            head, decoder): see :class:`ForecastingNetConfig`.
+        optimizer: optimiser factory (default: AdamW with torch's defaults).
+        lr_scheduler: learning-rate scheduler factory.
     """
 
     token_kinds = frozenset({"time", "variate"})
@@ -201,8 +246,11 @@ class ForecastingTask(BaseTask):
     report_modes = ("min", "min")
     # Informer (Zhou et al. 2021, Sec. 3 and Fig. 1): conv token embedding with calendar
     # stamps, no RevIN, a generative decoder (ProbSparse self-attention, start tokens).
-    paper_forms = {"informer": {"embedding": "conv", "use_time_features": True, "revin": False,
-                                "head": "decoder", "decoder_attention": "prob"}}
+    paper_forms = {"informer": {"use_time_features": True,
+                                "net": {"embedding": "conv", "revin": False, "head": "decoder",
+                                        "decoder_attention": "prob"}}}
+
+    moved_options = {f.name: f"net.{f.name}" for f in fields(ForecastingNetConfig)}
 
     @classmethod
     def fixed_token_keywords(cls, backbone_cls, task_args: dict, dims: dict) -> dict:
@@ -218,41 +266,15 @@ class ForecastingTask(BaseTask):
         horizon: int,
         n_time_features: int = 0,
         use_time_features: bool = False,
-        revin: bool = True,
-        head: Head = "linear",
-        positions: Positions = "sinusoidal",
-        embed_dropout: float = 0.0,
-        embedding: EmbeddingKind = "linear",
-        label_len: int | None = None,
-        decoder_layers: int = 1,
-        decoder_heads: int = 8,
-        decoder_mlp_ratio: float = 4.0,
-        decoder_attention: AttentionKind = "prob",
-        decoder_factor: int = 5,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        net: ForecastingNetConfig = ForecastingNetConfig(),  # noqa: B008 (frozen: never mutated)
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(backbone, optimizer=optimizer, lr_scheduler=lr_scheduler)
         self.use_time_features = use_time_features
-        self.net = ForecastingNet(
-            backbone,
-            n_channels=n_channels,
-            n_targets=n_targets,
-            lookback=lookback,
-            horizon=horizon,
-            n_time_features=n_time_features if use_time_features else 0,
-            revin=revin,
-            head=head,
-            positions=positions,
-            embed_dropout=embed_dropout,
-            embedding=embedding,
-            label_len=label_len,
-            decoder_layers=decoder_layers,
-            decoder_heads=decoder_heads,
-            decoder_mlp_ratio=decoder_mlp_ratio,
-            decoder_attention=decoder_attention,
-            decoder_factor=decoder_factor,
-        )
+        self.net = ForecastingNet(backbone, n_channels=n_channels, n_targets=n_targets, lookback=lookback,
+                                  horizon=horizon, n_time_features=n_time_features if use_time_features else 0,
+                                  config=net)
         self.set_metrics()
 
     def make_metrics(self) -> MetricCollection:

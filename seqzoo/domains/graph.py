@@ -243,7 +243,7 @@ class GraphClassificationTask(_GraphTask):
         hierarchical_positions: HAC's HPE (default: on with the hac tokenizer).
         dropout: dropout of the embedding and GINE MLPs.
         label_smoothing: cross-entropy label smoothing.
-        optimizer: optimiser factory.
+        optimizer: optimiser factory (default: AdamW with torch's defaults).
         lr_scheduler: learning-rate scheduler factory.
     """
 
@@ -256,7 +256,7 @@ class GraphClassificationTask(_GraphTask):
                  hybrid: bool = False, pool: Literal["mean", "attention"] = "mean",
                  positions: Literal["sinusoidal", "none"] = "sinusoidal", hierarchical_positions: bool | None = None,
                  dropout: float = 0.0, label_smoothing: float = 0.0,
-                 optimizer: OptimizerCallable = torch.optim.AdamW, lr_scheduler: LRSchedulerCallable | None = None) -> None:
+                 optimizer: OptimizerCallable | None = None, lr_scheduler: LRSchedulerCallable | None = None) -> None:
         if n_classes < 2:
             raise ConfigError(f"n_classes must be >= 2, got {n_classes}")
         super().__init__(backbone, n_node_features, n_edge_features, n_classes, level, tokenizer, affinity,
@@ -306,7 +306,7 @@ class GraphRegressionTask(_GraphTask):
         positions: sequence-index positions, ``sinusoidal`` or ``none``.
         hierarchical_positions: HAC's HPE (default: on with the hac tokenizer).
         dropout: dropout of the embedding and GINE MLPs.
-        optimizer: optimiser factory.
+        optimizer: optimiser factory (default: AdamW with torch's defaults).
         lr_scheduler: learning-rate scheduler factory.
     """
 
@@ -318,7 +318,7 @@ class GraphRegressionTask(_GraphTask):
                  walk_length: int = 8, hops: int = 2, max_tokens: int = 32, n_gnn_layers: int = 2,
                  hybrid: bool = False, pool: Literal["mean", "attention"] = "mean",
                  positions: Literal["sinusoidal", "none"] = "sinusoidal", hierarchical_positions: bool | None = None,
-                 dropout: float = 0.0, optimizer: OptimizerCallable = torch.optim.AdamW,
+                 dropout: float = 0.0, optimizer: OptimizerCallable | None = None,
                  lr_scheduler: LRSchedulerCallable | None = None) -> None:
         super().__init__(backbone, n_node_features, n_edge_features, 1, level, tokenizer, affinity,
                          walk_length, hops, max_tokens, n_gnn_layers, hybrid, pool, positions,

@@ -145,7 +145,7 @@ class HandwritingCTCTask(_HandwritingTask):
         alphabet: str | None = None,
         downsample: int = 2,
         positions: bool = True,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(backbone, n_classes, n_channels, alphabet, optimizer, lr_scheduler)
@@ -218,7 +218,7 @@ class HandwritingCharTask(_HandwritingTask):
         alphabet: str | None = None,
         downsample: int = 1,
         positions: bool = True,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(backbone, n_classes, n_channels, alphabet, optimizer, lr_scheduler)

@@ -212,7 +212,7 @@ class IcdCodingTask(BaseTask):
         embed_dropout: dropout on the embeddings (paper: 0.1).
         precision_at: k of the reported P@k (5 for top-50; 8 and 15 for full).
         explain_top: attention-ranked evidence tokens returned per predicted code by predict.
-        optimizer: optimiser factory (paper: AdamW, lr 1e-3).
+        optimizer: optimiser factory (default: AdamW with torch's defaults, lr 1e-3 as the paper).
         lr_scheduler: optional scheduler factory.
     """
 
@@ -235,7 +235,7 @@ class IcdCodingTask(BaseTask):
         embed_dropout: float = 0.1,
         precision_at: list[int] = [5],  # noqa: B006 (jsonargparse needs a plain default)
         explain_top: int = 5,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(backbone, optimizer=optimizer, lr_scheduler=lr_scheduler)

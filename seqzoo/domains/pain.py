@@ -163,7 +163,7 @@ class PainTask(BaseTask):
         head_dropout: float = 0.1,
         positions: Literal["sinusoidal", "learned", "none"] = "sinusoidal",
         embed_dropout: float = 0.0,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(backbone, optimizer=optimizer, lr_scheduler=lr_scheduler)

@@ -212,7 +212,7 @@ class AnomalyDetectionTask(BaseTask):
         kernel_size: int = 5,
         positions: Literal["sinusoidal", "learned", "none"] = "sinusoidal",
         threshold_criterion: Literal["f1", "accuracy"] = "f1",
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(backbone, optimizer=optimizer, lr_scheduler=lr_scheduler)
@@ -366,7 +366,7 @@ class RULTask(BaseTask):
         pooling: Literal["attention", "last", "mean"] = "attention",
         positions: Literal["sinusoidal", "learned", "none"] = "sinusoidal",
         embed_dropout: float = 0.0,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(backbone, optimizer=optimizer, lr_scheduler=lr_scheduler)

@@ -109,7 +109,7 @@ class SeparationTask(BaseTask):
         stride: int = 8,
         positions: bool = True,
         sdr_filter_length: int = 512,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(backbone, optimizer=optimizer, lr_scheduler=lr_scheduler)

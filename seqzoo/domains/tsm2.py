@@ -127,7 +127,7 @@ class TSM2Task(ForecastingTask):
         stride: int = 8,
         revin: bool = True,
         head_dropout: float = 0.0,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         BaseTask.__init__(self, backbone, optimizer=optimizer, lr_scheduler=lr_scheduler)

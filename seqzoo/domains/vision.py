@@ -136,7 +136,7 @@ class VisionTask(BaseTask):
         positions: Literal["learned", "sinusoidal", "none"] = "learned",
         embed_dropout: float = 0.0,
         label_smoothing: float = 0.0,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__(backbone, optimizer=optimizer, lr_scheduler=lr_scheduler)

@@ -91,7 +91,7 @@ class WorldModelTask(BaseTask):
         reward_scale: float = 1.0,
         imagine_sample: bool = False,
         strip_path: str | None = "imagination_strip.png",
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         """
@@ -113,7 +113,7 @@ class WorldModelTask(BaseTask):
             reward_scale: weight of the reward loss.
             imagine_sample: sample the prior during imagination (default: its mode).
             strip_path: PNG of imagined vs true frames written by `test` into the run folder (None: none).
-            optimizer: optimiser factory.
+            optimizer: optimiser factory (default: AdamW with torch's defaults).
             lr_scheduler: learning-rate scheduler factory.
         """
         super().__init__(backbone, optimizer=optimizer, lr_scheduler=lr_scheduler)

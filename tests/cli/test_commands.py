@@ -104,7 +104,7 @@ def test_export_streaming_writes_step_graph_and_refuses_with_reason(ett_csv, wri
                                                                     capsys):
     monkeypatch.chdir(tmp_path)
     config = forecasting_config(ett_csv, limit_train_batches=2)
-    config["model"]["init_args"].update(head="last", revin=False)
+    config["model"]["init_args"]["net"] = {"head": "last", "revin": False}
     config["model"]["init_args"]["backbone"]["init_args"]["causal"] = True
     assert main(["fit", "--config", str(write_config(config))]) == 0
     ckpt = tmp_path / "runs/tiny/gru/seed0/checkpoints/last.ckpt"
@@ -181,10 +181,11 @@ def test_compare_runs_informer_as_the_papers_model_unless_shared_heads(ett_csv, 
     by_name = {r["backbone"]: r for r in rows}
     assert by_name["informer"]["status"] == "ok", by_name["informer"]
     model = yaml.safe_load((tmp_path / "paper/configs/informer.yaml").read_text())["model"]["init_args"]
-    for key, value in ForecastingTask.paper_forms["informer"].items():
-        assert model[key] == value, key
+    form = ForecastingTask.paper_forms["informer"]
+    assert model["use_time_features"] is True
+    assert {k: model["net"][k] for k in form["net"]} == form["net"]
     gru = yaml.safe_load((tmp_path / "paper/configs/gru.yaml").read_text())["model"]["init_args"]
-    assert gru.get("head", "linear") == "linear", "other families keep the config's head"
+    assert gru.get("net", {}).get("head", "linear") == "linear", "other families keep the config's head"
 
     import unittest.mock as mock
     with mock.patch.object(cmp, "_run_job", lambda name, cls, seed, *a, **kw: {
@@ -192,7 +193,7 @@ def test_compare_runs_informer_as_the_papers_model_unless_shared_heads(ett_csv, 
         rows = cmp.compare(path, ["informer"], [0], tmp_path / "shared", shared_heads=True)
     assert rows[0]["backbone"] == "informer (shared head)"
     shared = yaml.safe_load((tmp_path / "shared/configs/informer.yaml").read_text())["model"]["init_args"]
-    assert shared.get("head", "linear") == "linear"
+    assert shared.get("net", {}).get("head", "linear") == "linear"
 
 
 def test_compare_builds_fixed_token_families_for_the_tokens_the_task_feeds(ett_csv, write_config, tmp_path):

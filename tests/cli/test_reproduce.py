@@ -44,8 +44,8 @@ def test_one_command_runs_each_table_with_its_papers_settings(ett_long, tmp_path
     assert itr["model"]["init_args"]["backbone"]["init_args"]["n_heads"] == 8, "the paper config's keywords are kept"
     assert itr["model"]["init_args"]["backbone"]["init_args"]["d_model"] == 16, "the user's override wins"
     inf = run_config("informer_paper", 24, "informer")
-    assert (inf["data"]["init_args"]["lookback"], inf["model"]["init_args"]["label_len"]) == (48, 48)
-    assert inf["model"]["init_args"]["backbone"]["init_args"]["factor"] == 3 == inf["model"]["init_args"]["decoder_factor"]
+    assert (inf["data"]["init_args"]["lookback"], inf["model"]["init_args"]["net"]["label_len"]) == (48, 48)
+    assert inf["model"]["init_args"]["backbone"]["init_args"]["factor"] == 3 == inf["model"]["init_args"]["net"]["decoder_factor"]
     assert inf["trainer"]["max_epochs"] == 1, "--max-epochs beats the table's own epochs"
 
 

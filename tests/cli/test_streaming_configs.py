@@ -46,7 +46,7 @@ def test_fit_says_what_a_streaming_export_needs(ett_csv, write_config, tmp_path,
     assert "'gru' streams, but `seqzoo export --streaming` will not work" in err
     assert "revin must be false" in err and "head must be 'last'" in err
 
-    config["model"]["init_args"].update(head="last", revin=False)
+    config["model"]["init_args"]["net"] = {"head": "last", "revin": False}
     config["model"]["init_args"]["backbone"]["init_args"]["causal"] = True
     path.write_text(yaml.safe_dump(config))
     assert main(["fit", "--config", str(path), "--run_dir", str(tmp_path / "run2")]) == 0

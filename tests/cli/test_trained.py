@@ -118,7 +118,7 @@ def streaming_run(ett_csv, tmp_path_factory):
     """A gru forecaster that streams (head last, no RevIN), exported with its step graph."""
     root = tmp_path_factory.mktemp("streaming")
     config = forecasting_config(ett_csv, max_epochs=1, limit_train_batches=4, limit_val_batches=2)
-    config["model"]["init_args"].update(head="last", revin=False)
+    config["model"]["init_args"]["net"] = {"head": "last", "revin": False}
     config["model"]["init_args"]["backbone"]["init_args"]["causal"] = True
     cfg = root / "stream.yaml"
     cfg.write_text(yaml.safe_dump(config))

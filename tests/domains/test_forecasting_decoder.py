@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from seqzoo import ConfigError, build_backbone
 from seqzoo.datasets.forecasting import ForecastingDataModule
-from seqzoo.domains.forecasting import ForecastingNet, ForecastingTask
+from seqzoo.domains.forecasting import ForecastingNet, ForecastingNetConfig, ForecastingTask
 from seqzoo.layers import TimeEmbedding, sinusoidal_positions
 from seqzoo.export import export_onnx
 from tests.learning import assert_learns, fit_and_score, forecast_constant_baselines
@@ -80,8 +80,8 @@ def test_conv_embedding_is_a_circular_conv_plus_time_features_and_positions():
 
 def test_streaming_export_refuses_the_decoder_and_conv_embedding(ett_csv):
     dm = ForecastingDataModule(str(ett_csv), lookback=48, horizon=12)
-    task = ForecastingTask(build_backbone("gru", d_model=16, n_layers=1, causal=True), **dm.dims, revin=False,
-                           head="decoder", embedding="conv", decoder_heads=4)
+    task = ForecastingTask(build_backbone("gru", d_model=16, n_layers=1, causal=True), **dm.dims,
+                           net=ForecastingNetConfig(revin=False, head="decoder", embedding="conv", decoder_heads=4))
     with pytest.raises(ConfigError, match="head must be 'last' \\(the 'decoder' head.*embedding must be 'linear'"):
         task.export_step_spec()
 
@@ -90,8 +90,8 @@ def test_streaming_export_refuses_the_decoder_and_conv_embedding(ett_csv):
 def test_decoder_head_learns_beyond_repeating_the_last_value(ett_csv, tiny_trainer):
     L.seed_everything(0)
     dm = ForecastingDataModule(str(ett_csv), lookback=48, horizon=12, batch_size=32)
-    task = ForecastingTask(build_backbone("transformer", d_model=16, n_layers=1), **dm.dims, head="decoder",
-                           label_len=24, decoder_heads=4, use_time_features=True,
+    task = ForecastingTask(build_backbone("transformer", d_model=16, n_layers=1), **dm.dims, use_time_features=True,
+                           net=ForecastingNetConfig(head="decoder", label_len=24, decoder_heads=4),
                            optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3))
     before, after = fit_and_score(lambda: tiny_trainer(max_epochs=1), task, dm, "test/mse")
     name, baseline = task.baseline(dm)[0]  # repeat last value
@@ -103,8 +103,9 @@ def test_decoder_head_learns_beyond_repeating_the_last_value(ett_csv, tiny_train
 def test_informer_with_decoder_head_exports_with_time_features(ett_csv, tmp_path):
     dm = ForecastingDataModule(str(ett_csv), lookback=48, horizon=12)
     torch.manual_seed(0)
-    task = ForecastingTask(build_backbone("informer", d_model=16, n_layers=2), **dm.dims, head="decoder",
-                           embedding="conv", use_time_features=True, revin=False, label_len=24, decoder_heads=4)
+    task = ForecastingTask(build_backbone("informer", d_model=16, n_layers=2), **dm.dims, use_time_features=True,
+                           net=ForecastingNetConfig(head="decoder", embedding="conv", revin=False, label_len=24,
+                                                    decoder_heads=4))
     spec = task.export_spec()
     assert spec.input_names == ["x", "x_mark", "y_mark"]
     report = export_onnx(spec, tmp_path / "informer.onnx")

@@ -10,7 +10,7 @@ from torch import nn
 
 from seqzoo import Backbone, ConfigError, build_backbone
 from seqzoo.datasets.forecasting import ForecastingDataModule
-from seqzoo.domains.forecasting import ForecastingNet, ForecastingTask
+from seqzoo.domains.forecasting import ForecastingNet, ForecastingNetConfig, ForecastingTask
 from seqzoo.export import export_onnx
 from tests.learning import assert_learns, fit_and_score, forecast_constant_baselines
 
@@ -136,7 +136,7 @@ def test_export_parity(ett_csv, tmp_path):
 @pytest.mark.slow
 def test_streaming_export_of_a_streaming_forecaster(ett_csv, tmp_path):
     dm = ForecastingDataModule(str(ett_csv), lookback=48, horizon=12)
-    task = _task(dm, "gru", causal=True, head="last", revin=False).eval()
+    task = _task(dm, "gru", causal=True, net=ForecastingNetConfig(head="last", revin=False)).eval()
     report = export_onnx(task.export_step_spec(), tmp_path / "s.onnx")
     assert report.max_abs_diff <= 1e-4
     # stepping through the window gives the same forecast as the full forward

@@ -1,0 +1,79 @@
+"""Task options as the CLI resolves them: the forecaster's ``net`` group, where an option of an
+older config moved, and optimiser arguments that must not leak between optimiser classes."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+import yaml
+
+from seqzoo.cli import main
+from seqzoo.domains.forecasting import ForecastingNet, ForecastingNetConfig, ForecastingTask
+from seqzoo.errors import ConfigError
+from seqzoo.run_config import resolve_config_path
+
+
+def _run(args: list[str]) -> int | None:
+    try:
+        return main(args)
+    except SystemExit as done:  # jsonargparse exits after printing
+        return done.code
+
+
+def _printed_model(config: str, capsys, *extra: str) -> dict:
+    assert _run(["fit", "--config", config, *extra, "--print_config"]) in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+
+
+def test_the_forecaster_options_are_one_net_group_with_their_help(capsys):
+    model = _printed_model(str(resolve_config_path("forecasting/etth1_informer.yaml")), capsys,
+                           "--model.net.label_len", "24")
+    assert model["net"]["head"] == "decoder" and model["net"]["label_len"] == 24
+    assert set(model["net"]) == {f.name for f in fields(ForecastingNetConfig)}
+    assert _run(["fit", "--model.help", "ForecastingTask"]) in (0, None)
+    help_text = capsys.readouterr().out
+    for f in fields(ForecastingNetConfig):  # every option listed once, with its description
+        assert f"--model.net.{f.name}" in help_text, f.name
+    assert "start tokens of the decoder head" in help_text
+
+
+def test_an_option_of_an_older_config_says_where_it_moved(capsys):
+    code = main(["fit", "--config", str(resolve_config_path("forecasting/weather.yaml")), "--model.head", "last"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Option 'head' is not accepted (it moved: write it under net:, on the command line --model.net.head)" in err
+
+
+def test_net_options_are_checked_where_they_are_given():
+    with pytest.raises(ConfigError, match="net.head must be"):
+        ForecastingNetConfig(head="first")
+    from seqzoo.backbones import build_backbone
+
+    with pytest.raises(ConfigError, match="unknown option.*heads"):
+        ForecastingNet(build_backbone("gru", d_model=8, n_layers=1), 3, 3, 8, 2, heads=2)
+    net = ForecastingNet(build_backbone("gru", d_model=8, n_layers=1), 3, 3, 8, 2, head="last", revin=False)
+    assert net.config == ForecastingNetConfig(head="last", revin=False)
+
+
+@pytest.mark.parametrize("config", ["forecasting/etth1.yaml", "forecasting/etth1_informer.yaml",
+                                    "forecasting/etth1_itransformer.yaml"])
+def test_a_config_naming_adam_gets_adams_arguments_not_adamws(config, capsys):
+    """The papers train with Adam and no weight decay. With AdamW as a task's signature default,
+    jsonargparse carried AdamW's weight_decay 0.01 over into these configs' Adam."""
+    optimizer = _printed_model(str(resolve_config_path(config)), capsys)["optimizer"]
+    assert optimizer["class_path"] == "torch.optim.Adam"
+    assert optimizer["init_args"]["weight_decay"] == 0
+
+
+def test_the_default_optimiser_is_adamw_with_torchs_defaults(ett_csv):
+    import torch
+
+    from seqzoo.backbones import build_backbone
+    from seqzoo.datasets.forecasting import ForecastingDataModule
+
+    dm = ForecastingDataModule(str(ett_csv), lookback=24, horizon=6)
+    task = ForecastingTask(build_backbone("gru", d_model=8, n_layers=1), **dm.dims)
+    optimizer = task.configure_optimizers()
+    assert type(optimizer) is torch.optim.AdamW
+    assert optimizer.defaults["lr"] == 1e-3 and optimizer.defaults["weight_decay"] == 1e-2
