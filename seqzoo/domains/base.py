@@ -104,11 +104,18 @@ class BaseTask(L.LightningModule):
         return task if map_location is None else task.to(map_location)
 
     # -- what the task can feed -------------------------------------------------------
+    #: The ``dims`` entry that is the number of time tokens the task feeds its backbone, for a
+    #: task whose every sample has the same length (None: lengths vary or the task cannot say).
+    token_count_dim: ClassVar[str | None] = None
+
     @classmethod
     def fixed_token_keywords(cls, backbone_cls: type[Backbone], task_args: dict, dims: dict) -> dict[str, Any]:
         """The keywords that build a fixed-token family (``n_tokens``...) for the tokens this
         task feeds, from its init args and the data's ``dims``; ``{}`` where the task cannot
-        say (``compare`` then lists the family n/a unless the config sets them)."""
+        say (``compare`` then lists the family n/a unless the config sets them). By default:
+        ``n_tokens`` from the ``token_count_dim`` entry, for a time-token family."""
+        if backbone_cls.tokens == "time" and cls.token_count_dim in dims:
+            return {"n_tokens": int(dims[cls.token_count_dim])}
         return {}
 
     @classmethod

@@ -252,10 +252,7 @@ class ForecastingTask(BaseTask):
 
     moved_options = {f.name: f"net.{f.name}" for f in fields(ForecastingNetConfig)}
 
-    @classmethod
-    def fixed_token_keywords(cls, backbone_cls, task_args: dict, dims: dict) -> dict:
-        """One time token per lookback step."""
-        return {"n_tokens": dims["lookback"]} if backbone_cls.tokens == "time" and "lookback" in dims else {}
+    token_count_dim = "lookback"  # one time token per lookback step
 
     def __init__(
         self,

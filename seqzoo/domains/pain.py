@@ -145,6 +145,7 @@ class PainTask(BaseTask):
     monitor_mode = "max"
     report_metrics = ("test/mcc", "test/f1_macro", "test/acc")
     report_modes = ("max", "max", "max")
+    token_count_dim = "seq_len"  # one token per window step
 
     def __init__(
         self,

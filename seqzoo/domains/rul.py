@@ -355,6 +355,7 @@ class RULTask(BaseTask):
     monitor = "val/rmse"
     report_metrics = ("test/rmse", "test/score", "test/mae")
     report_modes = ("min", "min", "min")
+    token_count_dim = "lookback"  # one token per window step
 
     def __init__(
         self,

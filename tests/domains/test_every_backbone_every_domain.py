@@ -79,3 +79,21 @@ def test_trains_a_step_or_is_refused_with_a_reason(domain, backbone, domain_data
     trainer.fit(task, dm)
     losses = {k: float(v) for k, v in trainer.callback_metrics.items() if "loss" in k}
     assert losses and all(math.isfinite(v) for v in losses.values()), losses
+
+
+def test_fixed_token_families_are_built_for_each_fixed_length_task():
+    """MambaMixer's channel mixer has one feature per token: a task whose samples all have the
+    same length builds it for that length; tasks with free lengths leave it to the config."""
+    from seqzoo.backbones.mambamixer import MambaMixer
+    from seqzoo.domains.forecasting import ForecastingTask
+    from seqzoo.domains.handwriting import HandwritingCharTask
+    from seqzoo.domains.pain import PainTask
+    from seqzoo.domains.rul import AnomalyDetectionTask, DegradationForecastTask, RULTask
+
+    assert ForecastingTask.fixed_token_keywords(MambaMixer, {}, {"lookback": 96}) == {"n_tokens": 96}
+    assert DegradationForecastTask.fixed_token_keywords(MambaMixer, {}, {"lookback": 48}) == {"n_tokens": 48}
+    assert RULTask.fixed_token_keywords(MambaMixer, {}, {"lookback": 30, "rul_cap": 125}) == {"n_tokens": 30}
+    assert PainTask.fixed_token_keywords(MambaMixer, {}, {"seq_len": 100, "n_channels": 6}) == {"n_tokens": 100}
+    # the autoencoder's strided convs shorten the window; handwriting lengths vary
+    assert AnomalyDetectionTask.fixed_token_keywords(MambaMixer, {}, {"lookback": 32}) == {}
+    assert HandwritingCharTask.fixed_token_keywords(MambaMixer, {}, {"n_channels": 13}) == {}
