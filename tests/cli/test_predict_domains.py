@@ -240,3 +240,28 @@ def test_graph_regression_predicts_the_target_per_test_molecule(tmp_path):
     assert table["true"].tolist() == pytest.approx([float(d.y.reshape(-1)[0]) for d in dm.datasets["test"]])
     assert np.isfinite(table["predicted"]).all()
     assert table["true"].between(-30, 10).all() and table["true"].std() > 1, "hydration free energies in kcal/mol"
+
+
+def test_diagnostics_predictions_score_each_test_sequence(tmp_path):
+    """MQAR: one row per test sequence with its answers, predicted and true; the mean of the
+    per-answer hits over the table equals the test accuracy of the same checkpoint."""
+    run = tmp_path / "run"
+    fit_small("diagnostics/mqar.yaml", run, "--data.init_args.n_train", "64", "--data.init_args.n_test", "24",
+              "--data.init_args.n_val", "8", "--model.backbone.init_args.d_model", "16", batches=2)
+    task = seqzoo.load(run)
+    table = seqzoo.predict(task)
+    dm = datamodule_for(task)
+    dm.setup("test")
+    targets = dm.datasets["test"].targets
+    assert list(table.columns) == ["sequence", "answers", "correct", "accuracy", "all_correct", "predicted", "true"]
+    assert len(table) == len(targets) == 24
+    scored = (targets != -100).sum(1)
+    assert table["answers"].tolist() == scored.tolist()
+    assert table["true"].tolist() == [" ".join(map(str, t[t != -100].tolist())) for t in targets]
+    with torch.no_grad():
+        logits = task({"tokens": dm.datasets["test"].inputs})
+    hits = (logits.argmax(-1) == targets)[targets != -100].double().mean().item()
+    assert table["correct"].sum() / table["answers"].sum() == pytest.approx(hits)
+    assert main(["predict", "--config", str(run / "config.yaml")]) == 0
+    written = pd.read_csv(run / "predictions.csv")
+    assert len(written) == 24 and written["correct"].sum() == table["correct"].sum()

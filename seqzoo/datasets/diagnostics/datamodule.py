@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
@@ -72,6 +73,26 @@ class DiagnosticsDataModule(BaseDataModule):
         if not self.datasets:
             splits = generate_splits(self.probe, self.sizes, self.seed)
             self.datasets = {split: TokenSequences(*splits[split]) for split in SPLITS}
+
+    def prediction_table(self, predictions) -> pd.DataFrame:
+        """One row per test sequence: ``sequence`` (its index in the test split), ``answers``
+        (scored positions), ``correct``, ``accuracy``, ``all_correct``, and the predicted and
+        true answer tokens at the scored positions (space-separated, in order)."""
+        self.setup()
+        targets = self.datasets["test"].targets
+        pred = torch.as_tensor(predictions).long().cpu()
+        if pred.shape != targets.shape:
+            raise ValueError(f"predictions {tuple(pred.shape)} do not match the test targets {tuple(targets.shape)}")
+        rows = []
+        for i, (p_row, t_row) in enumerate(zip(pred, targets)):
+            scored = t_row != IGNORE
+            p_ans, t_ans = p_row[scored].tolist(), t_row[scored].tolist()
+            correct = sum(a == b for a, b in zip(p_ans, t_ans))
+            rows.append({"sequence": i, "answers": len(t_ans), "correct": correct,
+                         "accuracy": correct / len(t_ans) if t_ans else float("nan"),
+                         "all_correct": correct == len(t_ans),
+                         "predicted": " ".join(map(str, p_ans)), "true": " ".join(map(str, t_ans))})
+        return pd.DataFrame(rows)
 
     def answers(self, split: str) -> np.ndarray:
         """The scored targets of a split, flattened (for baselines)."""
