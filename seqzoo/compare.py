@@ -337,9 +337,10 @@ def write_results(out: Path, rows: list[dict], task_cls, baseline, config_path: 
     write_results_csv(out / "results.csv", rows)
     summary = summarise(rows, task_cls)
     (out / "results.md").write_text(markdown_table(summary, task_cls, baseline, config_path, command, rows))
-    over = "seeds x folds" if any(r.get("fold") not in (None, "") for r in rows) else "seeds"
-    plot(summary, task_cls, baseline, out / "plot.png", title=figure_title(load_yaml(config_path), task_cls),
-         over=over)
+    folds = {r.get("fold") for r in rows if r.get("fold") not in (None, "")}
+    over = "seeds x folds" if folds else "seeds"
+    plot(summary, task_cls, baseline, out / "plot.png",
+         title=figure_title(load_yaml(config_path), task_cls, folds=len(folds) or None), over=over)
     best = best_run(rows, task_cls)
     if best:
         (out / "best_checkpoint.txt").write_text(best["checkpoint"] + "\n")

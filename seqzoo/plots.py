@@ -63,9 +63,10 @@ def metric_label(task_cls, key: str) -> str:
     return name
 
 
-def figure_title(config: dict, task_cls) -> str:
+def figure_title(config: dict, task_cls, folds: int | None = None) -> str:
     """``"forecasting: ett_synthetic.csv"``: the domain (the task's module) and the dataset
-    (the data's ``dataset``/``name`` keyword, else its file or folder name, else its class)."""
+    (the data's ``dataset``/``name`` keyword, else its file or folder name, else its class),
+    then the config's fold, or ``folds`` when the figure averages over that many folds."""
     domain = task_cls.__module__.rsplit(".", 1)[-1]
     data = config.get("data") if isinstance(config.get("data"), dict) else {}
     args = data.get("init_args") or {}
@@ -75,7 +76,9 @@ def figure_title(config: dict, task_cls) -> str:
     if not dataset:
         dataset = str(data.get("class_path", "")).rsplit(".", 1)[-1]
         dataset = dataset.removesuffix("DataModule") or "data"
-    if args.get("fold") is not None:
+    if folds:
+        dataset += f", mean over {folds} folds"
+    elif args.get("fold") is not None:
         dataset += f", fold {args['fold']}"
     return f"{domain}: {dataset}"
 

@@ -37,6 +37,8 @@ def test_figure_title_names_domain_and_dataset(ett_csv):
     assert figure_title(config, ForecastingTask) == f"forecasting: {ett_csv.name}"
     config["data"]["init_args"] = {"dataset": "weather", "fold": 3}
     assert figure_title(config, ForecastingTask) == "forecasting: weather, fold 3"
+    # compare --folds all: the figure averages over every fold, whatever fold the config names
+    assert figure_title(config, ForecastingTask, folds=8) == "forecasting: weather, mean over 8 folds"
     config["data"] = {"class_path": "seqzoo.datasets.diagnostics.DiagnosticsDataModule", "init_args": {}}
     assert figure_title(config, DiagnosticsTask) == "diagnostics: Diagnostics"
 
