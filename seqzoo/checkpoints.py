@@ -75,6 +75,10 @@ def build_task(config: dict, dims: dict):
     task_cls = import_class(model_cfg["class_path"])
     accepted = inspect.signature(task_cls.__init__).parameters
     init = model_cfg.setdefault("init_args", {})
+    for old, new in getattr(task_cls, "moved_options", {}).items():  # a checkpoint saved before a move
+        if old in init:
+            group, key = new.split(".", 1)
+            init[group] = {**(init.get(group) or {}), key: init.pop(old)}
     for key, value in dims.items():
         if key in accepted:
             init[key] = value

@@ -77,3 +77,18 @@ def test_the_default_optimiser_is_adamw_with_torchs_defaults(ett_csv):
     optimizer = task.configure_optimizers()
     assert type(optimizer) is torch.optim.AdamW
     assert optimizer.defaults["lr"] == 1e-3 and optimizer.defaults["weight_decay"] == 1e-2
+
+
+def test_a_checkpoint_saved_with_the_flat_options_still_loads(ett_csv):
+    """Checkpoints keep their config: one written before the options moved under ``net`` is
+    rebuilt with them moved (``seqzoo.load``, ``seqzoo export``)."""
+    from seqzoo.checkpoints import build_task
+    from seqzoo.datasets.forecasting import ForecastingDataModule
+
+    dims = ForecastingDataModule(str(ett_csv), lookback=24, horizon=6).dims
+    flat = {"model": {"class_path": "seqzoo.domains.forecasting.ForecastingTask",
+                      "init_args": {"backbone": {"class_path": "gru", "init_args": {"d_model": 8, "n_layers": 1}},
+                                    "head": "last", "revin": False, "use_time_features": False}}}
+    task = build_task(flat, dims)
+    assert task.net.config == ForecastingNetConfig(head="last", revin=False)
+    assert task.net.head_kind == "last" and not task.net.revin
