@@ -76,7 +76,7 @@ def build_task(config: dict, dims: dict):
     accepted = inspect.signature(task_cls.__init__).parameters
     init = model_cfg.setdefault("init_args", {})
     for old, new in getattr(task_cls, "moved_options", {}).items():  # a checkpoint saved before a move
-        if old in init:
+        if old in init and old not in accepted:
             group, key = new.split(".", 1)
             init[group] = {**(init.get(group) or {}), key: init.pop(old)}
     for key, value in dims.items():

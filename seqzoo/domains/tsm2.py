@@ -114,6 +114,7 @@ class TSM2Task(ForecastingTask):
     """
 
     token_kinds = frozenset({"grid"})
+    moved_options = {}  # its own options (revin, head_dropout...): no ``net`` group
 
     def __init__(
         self,
