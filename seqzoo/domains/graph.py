@@ -14,9 +14,10 @@ encoding (a sequence model over the token sequences). Here:
     g  = LayerNorm(h + s[node_position])          each node reads its own token's output
     out = head(g) (node level) or head(pool(g))   pool: mean or attention over each graph
 
-``hybrid=True`` with ``tokenizer="hac"`` and a Mamba backbone is GSM++; any other pair is a GSM
-instance. The ``identity`` backbone (no sequence model) gives the pure-GNN baseline; use it with
-``hybrid=False``. Tokenization runs once per graph (cached on the graph's id); random walks
+The options are the task's ``net`` group (:class:`GraphNetConfig`). ``net.hybrid=True`` with
+``net.tokenizer="hac"`` and a Mamba backbone is GSM++; any other pair is a GSM instance. The
+``identity`` backbone (no sequence model) gives the pure-GNN baseline; use it with
+``net.hybrid=False``. Tokenization runs once per graph (cached on the graph's id); random walks
 are seeded by the graph id, so tokens are the same every epoch.
 
 Loss and metrics: classification -- cross-entropy, accuracy and macro F1 (torchmetrics);
@@ -29,6 +30,7 @@ edge_index, edge_attr, tokens, tokens_mask, node_position, hpe`` and, at graph l
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import lightning as L
@@ -49,6 +51,45 @@ from seqzoo.export import ExportSpec
 
 MAX_RANK = 64
 """Sibling ranks at or above this share the last HPE embedding row."""
+
+
+@dataclass(frozen=True)
+class GraphNetConfig:
+    """How the graph sequence model is built around its backbone: the ``net`` group of a graph
+    task's config (``model.init_args.net`` in YAML, ``--model.net.tokenizer`` on the command line).
+
+    Args:
+        tokenizer: graph -> node sequences: degree, bfs, hac (GSM++), random_walk or khop.
+        affinity: HAC edge affinity, ``structure`` (Jaccard) or ``features`` (cosine).
+        walk_length: random-walk tokens per node.
+        hops: k of the k-hop tokenizer.
+        max_tokens: most tokens per k-hop sequence.
+        n_gnn_layers: GINE layers of the local encoder (0: none).
+        hybrid: a Transformer layer after the backbone (GSM++).
+        pool: graph pooling, ``mean`` or ``attention``.
+        positions: sequence-index positions, ``sinusoidal`` or ``none``.
+        hierarchical_positions: HAC's HPE (default: on with the hac tokenizer).
+        dropout: dropout after the embedding and in the GINE MLPs.
+    """
+
+    tokenizer: str = "hac"
+    affinity: str = "structure"
+    walk_length: int = 8
+    hops: int = 2
+    max_tokens: int = 32
+    n_gnn_layers: int = 2
+    hybrid: bool = False
+    pool: Literal["mean", "attention"] = "mean"
+    positions: Literal["sinusoidal", "none"] = "sinusoidal"
+    hierarchical_positions: bool | None = None
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.pool not in ("mean", "attention"):
+            raise ConfigError(f"net.pool must be 'mean' or 'attention', got {self.pool!r}")
+        if self.n_gnn_layers < 0:
+            raise ConfigError(f"net.n_gnn_layers must be >= 0, got {self.n_gnn_layers}")
+        check_tokenizer(self.tokenizer)
 
 
 class GraphNet(nn.Module):
@@ -133,27 +174,23 @@ class _GraphTask(BaseTask):
     monitor = "val/loss"
     monitor_mode = "min"
 
+    moved_options = {f.name: f"net.{f.name}" for f in fields(GraphNetConfig)}
+
     def __init__(self, backbone: Backbone, n_node_features: int, n_edge_features: int, n_outputs: int,
-                 level: str, tokenizer: str, affinity: str, walk_length: int, hops: int, max_tokens: int,
-                 n_gnn_layers: int, hybrid: bool, pool: str, positions: str, hierarchical_positions: bool | None,
-                 dropout: float, optimizer: OptimizerCallable, lr_scheduler: LRSchedulerCallable | None) -> None:
+                 level: str, net: GraphNetConfig, optimizer: OptimizerCallable | None,
+                 lr_scheduler: LRSchedulerCallable | None) -> None:
         super().__init__(backbone, optimizer=optimizer, lr_scheduler=lr_scheduler)
         if level not in ("graph", "node"):
             raise ConfigError(f"level must be 'graph' or 'node', got {level!r}")
-        if pool not in ("mean", "attention"):
-            raise ConfigError(f"pool must be 'mean' or 'attention', got {pool!r}")
-        check_tokenizer(tokenizer)
-        if hierarchical_positions is None:
-            hierarchical_positions = tokenizer == "hac"
-        self.tokenizer_name = tokenizer
-        self.tokens = TokenCache(tokenizer, affinity=affinity, walk_length=walk_length, hops=hops,
-                                 max_tokens=max_tokens)
+        hierarchical = net.tokenizer == "hac" if net.hierarchical_positions is None else net.hierarchical_positions
+        self.tokenizer_name = net.tokenizer
+        self.tokens = TokenCache(net.tokenizer, affinity=net.affinity, walk_length=net.walk_length, hops=net.hops,
+                                 max_tokens=net.max_tokens)
         self.level = level
+        longest = 4096 if readout_of(net.tokenizer) == "position" else max(net.max_tokens, net.walk_length)
         self.net = GraphNet(backbone, n_node_features, n_edge_features, n_outputs, level=level,
-                            n_gnn_layers=n_gnn_layers, hybrid=hybrid, pool=pool, positions=positions,
-                            hierarchical_positions=hierarchical_positions,
-                            max_tokens=4096 if readout_of(tokenizer) == "position" else max(max_tokens, walk_length),
-                            dropout=dropout)
+                            n_gnn_layers=net.n_gnn_layers, hybrid=net.hybrid, pool=net.pool, positions=net.positions,
+                            hierarchical_positions=hierarchical, max_tokens=longest, dropout=net.dropout)
 
     def net_inputs(self, batch) -> tuple[Tensor, ...]:
         """The network's plain-tensor inputs for a PyG batch (tokenizing unseen graphs)."""
@@ -231,17 +268,8 @@ class GraphClassificationTask(_GraphTask):
         n_edge_features: edge feature size (linked from the data).
         n_classes: number of classes (linked from the data).
         level: ``graph`` or ``node`` (linked from the data).
-        tokenizer: degree, bfs, hac (GSM++), random_walk or khop.
-        affinity: HAC edge affinity, ``structure`` (Jaccard) or ``features`` (cosine).
-        walk_length: random-walk tokens per node.
-        hops: k of the k-hop tokenizer.
-        max_tokens: most tokens per k-hop sequence.
-        n_gnn_layers: GINE layers of the local encoder.
-        hybrid: a Transformer layer after the backbone (GSM++).
-        pool: graph pooling, ``mean`` or ``attention``.
-        positions: sequence-index positions, ``sinusoidal`` or ``none``.
-        hierarchical_positions: HAC's HPE (default: on with the hac tokenizer).
-        dropout: dropout of the embedding and GINE MLPs.
+        net: how the graph sequence model is built around the backbone (tokenizer, GINE
+            layers, hybrid Transformer layer, pooling, positions): see :class:`GraphNetConfig`.
         label_smoothing: cross-entropy label smoothing.
         optimizer: optimiser factory (default: AdamW with torch's defaults).
         lr_scheduler: learning-rate scheduler factory.
@@ -251,17 +279,13 @@ class GraphClassificationTask(_GraphTask):
     report_modes = ("max", "max", "min")
 
     def __init__(self, backbone: Backbone, n_node_features: int, n_edge_features: int = 0, n_classes: int = 2,
-                 level: Literal["graph", "node"] = "graph", tokenizer: str = "hac", affinity: str = "structure",
-                 walk_length: int = 8, hops: int = 2, max_tokens: int = 32, n_gnn_layers: int = 2,
-                 hybrid: bool = False, pool: Literal["mean", "attention"] = "mean",
-                 positions: Literal["sinusoidal", "none"] = "sinusoidal", hierarchical_positions: bool | None = None,
-                 dropout: float = 0.0, label_smoothing: float = 0.0,
+                 level: Literal["graph", "node"] = "graph",
+                 net: GraphNetConfig = GraphNetConfig(),  # noqa: B008 (frozen: never mutated)
+                 label_smoothing: float = 0.0,
                  optimizer: OptimizerCallable | None = None, lr_scheduler: LRSchedulerCallable | None = None) -> None:
         if n_classes < 2:
             raise ConfigError(f"n_classes must be >= 2, got {n_classes}")
-        super().__init__(backbone, n_node_features, n_edge_features, n_classes, level, tokenizer, affinity,
-                         walk_length, hops, max_tokens, n_gnn_layers, hybrid, pool, positions,
-                         hierarchical_positions, dropout, optimizer, lr_scheduler)
+        super().__init__(backbone, n_node_features, n_edge_features, n_classes, level, net, optimizer, lr_scheduler)
         self.label_smoothing = label_smoothing
         self.n_classes = n_classes
         self.set_metrics()
@@ -295,17 +319,8 @@ class GraphRegressionTask(_GraphTask):
         n_node_features: node feature size (linked from the data).
         n_edge_features: edge feature size (linked from the data).
         level: ``graph`` or ``node`` (linked from the data).
-        tokenizer: degree, bfs, hac (GSM++), random_walk or khop.
-        affinity: HAC edge affinity, ``structure`` (Jaccard) or ``features`` (cosine).
-        walk_length: random-walk tokens per node.
-        hops: k of the k-hop tokenizer.
-        max_tokens: most tokens per k-hop sequence.
-        n_gnn_layers: GINE layers of the local encoder.
-        hybrid: a Transformer layer after the backbone (GSM++).
-        pool: graph pooling, ``mean`` or ``attention``.
-        positions: sequence-index positions, ``sinusoidal`` or ``none``.
-        hierarchical_positions: HAC's HPE (default: on with the hac tokenizer).
-        dropout: dropout of the embedding and GINE MLPs.
+        net: how the graph sequence model is built around the backbone (tokenizer, GINE
+            layers, hybrid Transformer layer, pooling, positions): see :class:`GraphNetConfig`.
         optimizer: optimiser factory (default: AdamW with torch's defaults).
         lr_scheduler: learning-rate scheduler factory.
     """
@@ -314,15 +329,10 @@ class GraphRegressionTask(_GraphTask):
     report_modes = ("min", "min")
 
     def __init__(self, backbone: Backbone, n_node_features: int, n_edge_features: int = 0,
-                 level: Literal["graph", "node"] = "graph", tokenizer: str = "hac", affinity: str = "structure",
-                 walk_length: int = 8, hops: int = 2, max_tokens: int = 32, n_gnn_layers: int = 2,
-                 hybrid: bool = False, pool: Literal["mean", "attention"] = "mean",
-                 positions: Literal["sinusoidal", "none"] = "sinusoidal", hierarchical_positions: bool | None = None,
-                 dropout: float = 0.0, optimizer: OptimizerCallable | None = None,
-                 lr_scheduler: LRSchedulerCallable | None = None) -> None:
-        super().__init__(backbone, n_node_features, n_edge_features, 1, level, tokenizer, affinity,
-                         walk_length, hops, max_tokens, n_gnn_layers, hybrid, pool, positions,
-                         hierarchical_positions, dropout, optimizer, lr_scheduler)
+                 level: Literal["graph", "node"] = "graph",
+                 net: GraphNetConfig = GraphNetConfig(),  # noqa: B008 (frozen: never mutated)
+                 optimizer: OptimizerCallable | None = None, lr_scheduler: LRSchedulerCallable | None = None) -> None:
+        super().__init__(backbone, n_node_features, n_edge_features, 1, level, net, optimizer, lr_scheduler)
         self.set_metrics()
 
     def make_metrics(self) -> MetricCollection:

@@ -1,5 +1,6 @@
-"""Task options as the CLI resolves them: the forecaster's ``net`` group, where an option of an
-older config moved, and optimiser arguments that must not leak between optimiser classes."""
+"""Task options as the CLI resolves them: the forecaster's and the graph tasks' ``net`` groups,
+where an option of an older config moved, and optimiser arguments that must not leak between
+optimiser classes."""
 
 from __future__ import annotations
 
@@ -92,3 +93,29 @@ def test_a_checkpoint_saved_with_the_flat_options_still_loads(ett_csv):
     task = build_task(flat, dims)
     assert task.net.config == ForecastingNetConfig(head="last", revin=False)
     assert task.net.head_kind == "last" and not task.net.revin
+
+
+def test_the_graph_options_are_one_net_group_and_old_flat_keys_move(capsys):
+    """GSM's tokenizer, GINE, hybrid and pooling options: listed once (``GraphNetConfig``), not
+    in each of the classification and regression tasks."""
+    pytest.importorskip("torch_geometric")
+    from seqzoo.domains.graph import GraphNetConfig, GraphRegressionTask
+
+    model = _printed_model(str(resolve_config_path("graph/freesolv.yaml")), capsys, "--model.net.tokenizer", "bfs")
+    assert model["net"]["tokenizer"] == "bfs" and model["net"]["hybrid"] is True and model["net"]["n_gnn_layers"] == 3
+    assert _run(["fit", "--model.help", "GraphClassificationTask"]) in (0, None)
+    help_text = capsys.readouterr().out
+    for f in fields(GraphNetConfig):
+        assert f"--model.net.{f.name}" in help_text, f.name
+    code = main(["fit", "--config", str(resolve_config_path("graph/karate.yaml")), "--model.hybrid", "true"])
+    assert code == 2
+    assert "(it moved: write it under net:, on the command line --model.net.hybrid)" in capsys.readouterr().err
+
+    from seqzoo.checkpoints import build_task
+
+    flat = {"model": {"class_path": "seqzoo.domains.graph.GraphRegressionTask",
+                      "init_args": {"backbone": {"class_path": "gru", "init_args": {"d_model": 8, "n_layers": 1}},
+                                    "tokenizer": "bfs", "n_gnn_layers": 1, "hybrid": True}}}
+    task = build_task(flat, {"n_node_features": 3, "n_edge_features": 0, "level": "graph"})
+    assert isinstance(task, GraphRegressionTask) and task.tokenizer_name == "bfs"
+    assert len(task.net.convs) == 1 and task.net.attention is not None

@@ -10,7 +10,12 @@ pytest.importorskip("torch_geometric")
 
 from seqzoo.backbones import build_backbone  # noqa: E402
 from seqzoo.datasets.graph import GraphDataModule, synth_graph  # noqa: E402
-from seqzoo.domains.graph import GraphClassificationTask, GraphRegressionTask, example_graph_inputs  # noqa: E402
+from seqzoo.domains.graph import (  # noqa: E402
+    GraphClassificationTask,
+    GraphNetConfig,
+    GraphRegressionTask,
+    example_graph_inputs,
+)
 from seqzoo.errors import ConfigError  # noqa: E402
 from seqzoo.export import export_onnx  # noqa: E402
 
@@ -33,7 +38,7 @@ def test_karate_task_learns_beyond_majority_and_untrained(karate, tokenizer="hac
     L.seed_everything(0)
     dm = GraphDataModule(str(karate), level="node", n_node_features=34, batch_size=1)
     task = GraphClassificationTask(build_backbone("gru", d_model=16, n_layers=1, causal=True), n_node_features=34,
-                                   level="node", tokenizer=tokenizer,
+                                   level="node", net=GraphNetConfig(tokenizer=tokenizer),
                                    optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2))
     untrained = trainer(1).test(task, dm, verbose=False)[0]
     trainer(40).fit(task, dm)
@@ -66,8 +71,8 @@ def test_regression_baseline_is_the_training_mean(tmp_path):
 @pytest.mark.parametrize("level, tokenizer, hybrid", [("graph", "hac", True), ("node", "random_walk", False)])
 def test_export_parity_with_dynamic_sizes(tmp_path, level, tokenizer, hybrid):
     task = GraphClassificationTask(build_backbone("s4d", d_model=8, n_layers=1), n_node_features=3,
-                                   n_edge_features=2, level=level, tokenizer=tokenizer, hybrid=hybrid,
-                                   pool="attention")
+                                   n_edge_features=2, level=level,
+                                   net=GraphNetConfig(tokenizer=tokenizer, hybrid=hybrid, pool="attention"))
     report = export_onnx(task.export_spec(), tmp_path / "g.onnx")
     assert report.max_abs_diff < 1e-4
     assert len({s[0][0] for s in report.checked_shapes}) == 2  # two different node counts
@@ -75,7 +80,8 @@ def test_export_parity_with_dynamic_sizes(tmp_path, level, tokenizer, hybrid):
 
 def test_hybrid_adds_one_transformer_layer_after_the_backbone():
     plain = GraphClassificationTask(build_backbone("mamba", d_model=8, n_layers=1), n_node_features=1)
-    hybrid = GraphClassificationTask(build_backbone("mamba", d_model=8, n_layers=1), n_node_features=1, hybrid=True)
+    hybrid = GraphClassificationTask(build_backbone("mamba", d_model=8, n_layers=1), n_node_features=1,
+                                     net=GraphNetConfig(hybrid=True))
     assert plain.net.attention is None and hybrid.net.attention.n_layers == 1
     inputs = example_graph_inputs(hybrid)
     assert hybrid.net(*inputs).shape == (2, 2)
@@ -95,8 +101,10 @@ def test_node_outputs_depend_on_other_graphs_never():
 
 def test_bad_settings_are_refused():
     with pytest.raises(ConfigError, match="unknown tokenizer 'dfs'"):
-        GraphClassificationTask(build_backbone("gru", d_model=8, n_layers=1), n_node_features=1, tokenizer="dfs")
+        GraphClassificationTask(build_backbone("gru", d_model=8, n_layers=1), n_node_features=1,
+                                net=GraphNetConfig(tokenizer="dfs"))
     with pytest.raises(ConfigError, match="pool"):
-        GraphClassificationTask(build_backbone("gru", d_model=8, n_layers=1), n_node_features=1, pool="max")
+        GraphClassificationTask(build_backbone("gru", d_model=8, n_layers=1), n_node_features=1,
+                                net=GraphNetConfig(pool="max"))
     with pytest.raises(ConfigError, match="n_classes"):
         GraphDataModule("x", n_node_features=1, n_classes=1)
