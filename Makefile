@@ -38,13 +38,13 @@ install: $(STAMP)
 # compile gate (every kernel variant compiled for sm_80/sm_90/sm_100, no spills) runs
 # without the interpreter, in a third.
 test: $(STAMP)
-	$(TEST_ENV) $(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not gpu" --ignore=tests/kernels tests
-	$(TEST_ENV) TRITON_INTERPRET=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not gpu" \
+	$(TEST_ENV) $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal -m "not gpu" --ignore=tests/kernels tests
+	$(TEST_ENV) TRITON_INTERPRET=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal -m "not gpu" \
 	    --ignore=tests/kernels/test_compile_gate.py tests/kernels
 	$(TEST_ENV) $(PY) -m pytest -q -m "not gpu" tests/kernels/test_compile_gate.py
 
 test-kernels: $(STAMP)
-	$(TEST_ENV) TRITON_INTERPRET=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) -m "not gpu" \
+	$(TEST_ENV) TRITON_INTERPRET=1 $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal -m "not gpu" \
 	    --ignore=tests/kernels/test_compile_gate.py tests/kernels
 	$(TEST_ENV) $(PY) -m pytest -q -m "not gpu" tests/kernels/test_compile_gate.py
 

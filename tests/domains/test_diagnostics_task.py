@@ -12,6 +12,7 @@ from seqzoo import ConfigError, build_backbone
 from seqzoo.datasets.diagnostics import IGNORE, MQARDataModule, SelectivBenchDataModule
 from seqzoo.domains.diagnostics import DiagnosticsNet, DiagnosticsTask, answer_loss
 from seqzoo.export import export_onnx
+from tests.conftest import make_tiny_trainer
 
 
 def _task(dm, name="gru", d_model=32, n_layers=1, lr=1e-2):
@@ -63,8 +64,7 @@ def test_learns_a_tiny_mqar_beyond_the_best_constant_and_the_untrained_model():
     L.seed_everything(0)
     dm = MQARDataModule(vocab_size=16, seq_len=8, n_pairs=2, n_train=1600, n_val=100, n_test=300, batch_size=32)
     task = _task(dm)
-    trainer = L.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+    trainer = make_tiny_trainer(max_epochs=4)
     untrained = trainer.test(task, dm, verbose=False)[0]
     trainer.fit(task, dm)
     result = trainer.test(task, dm, verbose=False)[0]

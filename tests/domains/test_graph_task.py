@@ -18,11 +18,11 @@ from seqzoo.domains.graph import (  # noqa: E402
 )
 from seqzoo.errors import ConfigError  # noqa: E402
 from seqzoo.export import export_onnx  # noqa: E402
+from tests.conftest import make_tiny_trainer  # noqa: E402
 
 
 def trainer(epochs: int) -> L.Trainer:
-    return L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
-                     enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0)
+    return make_tiny_trainer(max_epochs=epochs, num_sanity_val_steps=0)
 
 
 @pytest.fixture(scope="module")

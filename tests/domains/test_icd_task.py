@@ -4,7 +4,6 @@ explanations, and ONNX export with a free batch and note length."""
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -13,6 +12,7 @@ import torch.nn.functional as F
 from seqzoo.backbones.base import build_backbone
 from seqzoo.domains.icd import CodeWiseAttention, IcdCodingTask, icd_metrics, ldam_bce, ldam_margins
 from seqzoo.errors import ConfigError
+from tests.conftest import make_tiny_trainer
 
 
 def _task(backbone="transformer", n_classes=5, vocab=50, seq_len=64, d=16, **kw):
@@ -132,9 +132,7 @@ def trained(tiny_notes):
     torch.manual_seed(0)
     task = IcdCodingTask(build_backbone("transformer", d_model=64, n_layers=1), 400, 6, 120,
                          optimizer=lambda params: torch.optim.AdamW(params, lr=3e-3))
-    trainer = L.Trainer(max_epochs=30, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0,
-                        limit_val_batches=0)
+    trainer = make_tiny_trainer(max_epochs=30, num_sanity_val_steps=0, limit_val_batches=0)
     trainer.fit(task, tiny_notes)
     result = trainer.test(task, tiny_notes, verbose=False)[0]
     return task, result

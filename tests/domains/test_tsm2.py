@@ -1,23 +1,17 @@
-"""TSM2: the MambaMixer grid model for forecasting learns, exports, refuses what it cannot do,
-and its shipped config runs."""
+"""TSM2: the MambaMixer grid model for forecasting learns and refuses what it cannot do. Its
+export (shipped size, and from a checkpoint of the shipped config trained through ``seqzoo fit``)
+is in tests/domains/test_export_every_config.py."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-import yaml
 
 from seqzoo import ConfigError, build_backbone, get_backbone_class
-from seqzoo.cli import main
 from seqzoo.datasets.forecasting import ForecastingDataModule
 from seqzoo.domains.tsm2 import TSM2Net, TSM2Task
-from seqzoo.export import export_onnx
 from tests.learning import assert_learns, fit_and_score, forecast_constant_baselines
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny_task(dm, **kw):
@@ -64,23 +58,3 @@ def test_no_streaming_export(ett_csv):
     dm = ForecastingDataModule(str(ett_csv), lookback=48, horizon=12)
     with pytest.raises(ConfigError, match="no one-step"):
         tiny_task(dm).export_step_spec()
-
-
-@pytest.mark.slow
-def test_export_parity(ett_csv, tmp_path):
-    dm = ForecastingDataModule(str(ett_csv), lookback=48, horizon=12)
-    report = export_onnx(tiny_task(dm).eval().export_spec(), tmp_path / "tsm2.onnx")
-    assert report.max_abs_diff <= 1e-4
-
-
-@pytest.mark.slow
-def test_shipped_config_runs(ett_csv, tmp_path, monkeypatch):
-    """configs/forecasting/weather_tsm2.yaml as shipped, pointed at a small synthetic CSV."""
-    monkeypatch.chdir(tmp_path)
-    config = yaml.safe_load((ROOT / "configs/forecasting/weather_tsm2.yaml").read_text())
-    config["data"]["init_args"].update(path=str(ett_csv), n_variates=7, prepare=None, lookback=48, horizon=12)
-    config["trainer"].update(max_epochs=1, limit_train_batches=3, limit_val_batches=2, enable_progress_bar=False)
-    path = tmp_path / "weather_tsm2.yaml"
-    path.write_text(yaml.safe_dump(config))
-    assert main(["fit", "--config", str(path)]) == 0
-    assert (tmp_path / "runs/weather_tsm2/tsm2/seed0/checkpoints/last.ckpt").exists()
