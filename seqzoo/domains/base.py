@@ -47,7 +47,7 @@ from torchmetrics import MetricCollection
 from seqzoo.backbones.base import Backbone
 from seqzoo.errors import ConfigError
 from seqzoo.export_spec import ExportSpec
-from seqzoo.layers import PositionalEmbedding
+from seqzoo.layers import PositionalEmbedding, Positions
 
 Batch = dict[str, Tensor]
 
@@ -228,7 +228,7 @@ class BaseTask(L.LightningModule):
 class WindowEncoder(nn.Module):
     """Per-step embedding Linear(C, D) + positions + dropout -> backbone: (B, L, C) -> (B, L, D)."""
 
-    def __init__(self, backbone: Backbone, n_channels: int, length: int, positions: str = "sinusoidal",
+    def __init__(self, backbone: Backbone, n_channels: int, length: int, positions: Positions = "sinusoidal",
                  dropout: float = 0.0) -> None:
         super().__init__()
         self.embed = nn.Linear(n_channels, backbone.d_model)

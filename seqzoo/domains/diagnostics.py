@@ -18,7 +18,6 @@ positions, any length with ``positions="none"``).
 
 from __future__ import annotations
 
-from typing import Literal
 
 import lightning as L
 import torch
@@ -29,9 +28,10 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from seqzoo.backbones.base import Backbone
-from seqzoo.domains.base import Batch, BaseTask, PositionalEmbedding
+from seqzoo.domains.base import Batch, BaseTask
 from seqzoo.errors import ConfigError
 from seqzoo.export import ExportSpec
+from seqzoo.layers import PositionalEmbedding, Positions
 
 IGNORE = -100
 
@@ -40,7 +40,7 @@ class DiagnosticsNet(nn.Module):
     """Token embedding -> positions -> backbone -> norm -> head: ids (B, L) -> logits (B, L, K)."""
 
     def __init__(self, backbone: Backbone, vocab_size: int, n_classes: int, max_len: int,
-                 positions: str = "sinusoidal", embed_dropout: float = 0.0) -> None:
+                 positions: Positions = "sinusoidal", embed_dropout: float = 0.0) -> None:
         super().__init__()
         d = backbone.d_model
         self.embed = nn.Embedding(vocab_size, d)
@@ -74,7 +74,7 @@ class DiagnosticsTask(BaseTask):
         vocab_size: int,
         n_classes: int,
         seq_len: int,
-        positions: Literal["sinusoidal", "learned", "none"] = "sinusoidal",
+        positions: Positions = "sinusoidal",
         embed_dropout: float = 0.0,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,

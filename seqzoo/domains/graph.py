@@ -45,9 +45,10 @@ from torchmetrics.regression import MeanAbsoluteError
 from seqzoo.backbones.base import Backbone, build_backbone
 from seqzoo.datasets.graph.datamodule import split_targets
 from seqzoo.datasets.graph.tokenizers import HPE_LEVELS, TokenCache, check_tokenizer, readout_of
-from seqzoo.domains.base import BaseTask, PositionalEmbedding
+from seqzoo.domains.base import BaseTask
 from seqzoo.errors import ConfigError
 from seqzoo.export import ExportSpec
+from seqzoo.layers import PositionalEmbedding, Positions
 
 MAX_RANK = 64
 """Sibling ranks at or above this share the last HPE embedding row."""
@@ -67,7 +68,7 @@ class GraphNetConfig:
         n_gnn_layers: GINE layers of the local encoder (0: none).
         hybrid: a Transformer layer after the backbone (GSM++).
         pool: graph pooling, ``mean`` or ``attention``.
-        positions: sequence-index positions, ``sinusoidal`` or ``none``.
+        positions: sequence-index positions, ``sinusoidal``, ``learned`` or ``none``.
         hierarchical_positions: HAC's HPE (default: on with the hac tokenizer).
         dropout: dropout after the embedding and in the GINE MLPs.
     """
@@ -80,7 +81,7 @@ class GraphNetConfig:
     n_gnn_layers: int = 2
     hybrid: bool = False
     pool: Literal["mean", "attention"] = "mean"
-    positions: Literal["sinusoidal", "none"] = "sinusoidal"
+    positions: Positions = "sinusoidal"
     hierarchical_positions: bool | None = None
     dropout: float = 0.0
 
@@ -104,7 +105,7 @@ class GraphNet(nn.Module):
         n_gnn_layers: GINE layers of the local encoder (0: none).
         hybrid: add one Transformer layer after the backbone (GSM++).
         pool: graph pooling, ``mean`` or ``attention``.
-        positions: sequence-index positions, ``sinusoidal`` or ``none``.
+        positions: sequence-index positions, ``sinusoidal``, ``learned`` or ``none``.
         hierarchical_positions: add the HPE embedding of the HAC tree.
         max_tokens: longest token sequence the position table covers.
         dropout: dropout after the embedding and in the GINE MLPs.
@@ -112,7 +113,7 @@ class GraphNet(nn.Module):
 
     def __init__(self, backbone: Backbone, n_node_features: int, n_edge_features: int, n_outputs: int,
                  level: str = "graph", n_gnn_layers: int = 2, hybrid: bool = False, pool: str = "mean",
-                 positions: str = "sinusoidal", hierarchical_positions: bool = True, max_tokens: int = 4096,
+                 positions: Positions = "sinusoidal", hierarchical_positions: bool = True, max_tokens: int = 4096,
                  dropout: float = 0.0) -> None:
         super().__init__()
         from torch_geometric.nn import GINEConv

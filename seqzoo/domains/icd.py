@@ -58,9 +58,10 @@ from torchmetrics.functional.classification import (
 )
 
 from seqzoo.backbones.base import Backbone
-from seqzoo.domains.base import Batch, BaseTask, PositionalEmbedding
+from seqzoo.domains.base import Batch, BaseTask
 from seqzoo.errors import ConfigError
 from seqzoo.export import ExportSpec, sequence_inputs
+from seqzoo.layers import PositionalEmbedding, Positions
 
 LossKind = Literal["ldam", "bce"]
 
@@ -120,7 +121,7 @@ class IcdNet(nn.Module):
     """
 
     def __init__(self, backbone: Backbone, vocab_size: int, n_classes: int, seq_len: int,
-                 positions: str = "sinusoidal", attn_expansion: int = 2, embed_dropout: float = 0.1,
+                 positions: Positions = "sinusoidal", attn_expansion: int = 2, embed_dropout: float = 0.1,
                  scale_embedding: bool = True) -> None:
         super().__init__()
         d = backbone.d_model
@@ -230,7 +231,7 @@ class IcdCodingTask(BaseTask):
         seq_len: int,
         loss: LossKind = "ldam",
         ldam_c: float = 3.0,
-        positions: Literal["sinusoidal", "learned", "none"] = "sinusoidal",
+        positions: Positions = "sinusoidal",
         attn_expansion: int = 2,
         embed_dropout: float = 0.1,
         precision_at: list[int] = [5],  # noqa: B006 (jsonargparse needs a plain default)

@@ -36,7 +36,7 @@ from seqzoo.backbones.base import Backbone
 from seqzoo.domains.base import Batch, BaseTask, WindowEncoder, fixed_window_spec
 from seqzoo.errors import ConfigError
 from seqzoo.export_spec import ExportSpec
-from seqzoo.layers import SelfAttention
+from seqzoo.layers import Positions, SelfAttention
 
 
 def focal_loss(logits: Tensor, target: Tensor, weight: Tensor | None = None, gamma: float = 2.0) -> Tensor:
@@ -116,7 +116,7 @@ class PainNet(nn.Module):
     """Embedding -> backbone -> generic or L-SFAN head: (B, T, C) -> logits (B, K)."""
 
     def __init__(self, backbone: Backbone, n_channels: int, seq_len: int, n_classes: int,
-                 head: Literal["paper", "generic"] = "paper", positions: str = "sinusoidal",
+                 head: Literal["paper", "generic"] = "paper", positions: Positions = "sinusoidal",
                  embed_dropout: float = 0.0, **lsfan) -> None:
         super().__init__()
         if head not in ("paper", "generic"):
@@ -162,7 +162,7 @@ class PainTask(BaseTask):
         lsfan_heads: int = 4,
         lsfan_time_pool: int = 2,
         head_dropout: float = 0.1,
-        positions: Literal["sinusoidal", "learned", "none"] = "sinusoidal",
+        positions: Positions = "sinusoidal",
         embed_dropout: float = 0.0,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,

@@ -36,7 +36,7 @@ from seqzoo.domains.base import Batch, BaseTask, WindowEncoder, fixed_window_spe
 from seqzoo.domains.forecasting import ForecastingTask
 from seqzoo.errors import ConfigError
 from seqzoo.export_spec import ExportSpec
-from seqzoo.layers import PositionalEmbedding
+from seqzoo.layers import PositionalEmbedding, Positions
 
 # ---------------------------------------------------------------------------------------
 # metrics
@@ -140,7 +140,7 @@ class ConvAutoencoder(nn.Module):
     """Conv encoder (stride-2 steps) -> backbone over latent steps -> bottleneck -> transposed-conv decoder."""
 
     def __init__(self, backbone: Backbone, n_channels: int, lookback: int, n_down: int = 2, bottleneck: int = 2,
-                 kernel_size: int = 5, positions: str = "sinusoidal") -> None:
+                 kernel_size: int = 5, positions: Positions = "sinusoidal") -> None:
         super().__init__()
         if n_down < 0 or lookback % (2**n_down):
             raise ConfigError(f"lookback ({lookback}) must be divisible by 2^n_down = {2 ** max(n_down, 0)}")
@@ -210,7 +210,7 @@ class AnomalyDetectionTask(BaseTask):
         n_down: int = 2,
         bottleneck: int = 2,
         kernel_size: int = 5,
-        positions: Literal["sinusoidal", "learned", "none"] = "sinusoidal",
+        positions: Positions = "sinusoidal",
         threshold_criterion: Literal["f1", "accuracy"] = "f1",
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -300,7 +300,7 @@ class RULNet(nn.Module):
     """
 
     def __init__(self, backbone: Backbone, n_channels: int, lookback: int,
-                 pooling: Literal["attention", "last", "mean"] = "attention", positions: str = "sinusoidal",
+                 pooling: Literal["attention", "last", "mean"] = "attention", positions: Positions = "sinusoidal",
                  embed_dropout: float = 0.0) -> None:
         super().__init__()
         if pooling not in ("attention", "last", "mean"):
@@ -365,7 +365,7 @@ class RULTask(BaseTask):
         rul_cap: int = 125,
         score_time_unit: float = 1.0,
         pooling: Literal["attention", "last", "mean"] = "attention",
-        positions: Literal["sinusoidal", "learned", "none"] = "sinusoidal",
+        positions: Positions = "sinusoidal",
         embed_dropout: float = 0.0,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,

@@ -32,7 +32,7 @@ from seqzoo.backbones.base import Backbone
 from seqzoo.domains.base import Batch, BaseTask
 from seqzoo.errors import ConfigError
 from seqzoo.export_spec import ExportSpec
-from seqzoo.layers import PositionalEmbedding
+from seqzoo.layers import PositionalEmbedding, Positions
 
 Pool = Literal["cls", "mean"]
 
@@ -48,7 +48,7 @@ class VisionNet(nn.Module):
         in_chans: int,
         patch_size: int = 2,
         pool: Pool = "cls",
-        positions: str = "learned",
+        positions: Positions = "learned",
         embed_dropout: float = 0.0,
     ) -> None:
         super().__init__()
@@ -133,7 +133,7 @@ class VisionTask(BaseTask):
         in_chans: int,
         patch_size: int = 2,
         pool: Pool = "cls",
-        positions: Literal["learned", "sinusoidal", "none"] = "learned",
+        positions: Positions = "learned",
         embed_dropout: float = 0.0,
         label_smoothing: float = 0.0,
         optimizer: OptimizerCallable | None = None,

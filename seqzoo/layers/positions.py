@@ -4,6 +4,10 @@
   PE[t, 2i] = sin(t / 10000^(2i/D)), PE[t, 2i+1] = cos(t / 10000^(2i/D));
 * ``"learned"`` -- a trained table, truncated-normal (std 0.02) initialisation;
 * ``"none"`` -- nothing added.
+
+The tasks with a fixed token count take ``positions: Positions``. The variable-length ones
+(handwriting, separation) add the sinusoidal table at the run-time length and take
+``positions: bool`` (on/off): a learned table would need a fixed length.
 """
 
 from __future__ import annotations
