@@ -18,7 +18,6 @@ positions, any length with ``positions="none"``).
 
 from __future__ import annotations
 
-
 import lightning as L
 import torch
 import torch.nn.functional as F
