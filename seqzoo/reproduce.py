@@ -141,7 +141,8 @@ def select_tables(known: dict[str, Table], tables: str, horizons: str) -> dict[s
 
 def reproduce(name: str, tables: dict[str, Table], seeds: list[int], out: Path, *, max_epochs: int | None = None,
               passthrough: list[str] = (), command: str = "") -> list[dict]:
-    from seqzoo.compare import compare, mean_std
+    from seqzoo.compare import compare
+    from seqzoo.results import mean_std
 
     results = []
     for table_name, table in tables.items():

@@ -225,8 +225,6 @@ def run_hparams(config: dict[str, Any]) -> dict[str, Any]:
     """The resolved config's scalar settings as flat hyperparameters: ``backbone`` (its
     registry name), ``seed``, ``backbone.<keyword>``, ``optimizer`` and ``optimizer.lr``...,
     ``task.<keyword>``, ``data.<keyword>``."""
-    from seqzoo.run_config import backbone_name_of
-
     model = (config.get("model") or {}).get("init_args") or {}
     out: dict[str, Any] = {}
     backbone = model.get("backbone")

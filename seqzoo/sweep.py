@@ -28,7 +28,8 @@ from typing import Any
 
 from seqzoo.backbones.base import get_backbone_class, list_backbones
 from seqzoo.cli_args import check_passthrough, int_list, option
-from seqzoo.compare import compare, mean_std
+from seqzoo.compare import compare
+from seqzoo.results import mean_std
 from seqzoo.errors import ConfigError
 from seqzoo.plots import figure_title, metric_label, plot_metric
 from seqzoo.run_config import load_yaml, resolve_config_path, task_class_of

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from torch import Tensor, nn
 
 from seqzoo.backbones.base import Backbone, check_bidirectional, register_backbone

@@ -22,7 +22,6 @@ the patching and the flattened head.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn

@@ -11,7 +11,7 @@ import pytest
 
 from seqzoo import list_backbones
 from seqzoo.cli import main
-from seqzoo.compare import read_results_csv, summarise
+from seqzoo.results import read_results_csv, summarise
 from seqzoo.domains.forecasting import ForecastingTask
 from tests.conftest import forecasting_config
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from seqzoo.cli import main
-from seqzoo.compare import read_results_csv
+from seqzoo.results import read_results_csv
 from seqzoo.domains.forecasting import ForecastingTask
 from seqzoo.checkpoints import build_datamodule, build_task
 from tests.conftest import forecasting_config

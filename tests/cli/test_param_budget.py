@@ -62,7 +62,7 @@ def test_merge_joins_compares_run_in_parts_and_refuses_duplicates(ett_csv, write
                                                                   capsys):
     """``--merge`` writes one table, plot and CSV from compares of the same config run in parts."""
     import seqzoo.compare as compare
-    from seqzoo.compare import read_results_csv
+    from seqzoo.results import read_results_csv
 
     def fake_job(name, cls, seed, config_file, out, max_epochs, passthrough, tag=None, **kw):
         mse = {"gru": 0.5, "transformer": 0.4}[name] + seed / 100
@@ -95,7 +95,7 @@ def test_merge_joins_compares_run_in_parts_and_refuses_duplicates(ett_csv, write
 @pytest.mark.slow
 def test_max_steps_budget_is_honoured_and_the_time_left_estimated(ett_csv, write_config, tmp_path, monkeypatch,
                                                                     capsys):
-    from seqzoo.compare import read_results_csv
+    from seqzoo.results import read_results_csv
 
     monkeypatch.chdir(tmp_path)
     cfg = write_config(forecasting_config(ett_csv, max_epochs=5, limit_val_batches=2))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 from seqzoo.cli import main
-from seqzoo.compare import FIELDS, read_results_csv, write_results
+from seqzoo.results import FIELDS, read_results_csv, write_results
 from seqzoo.domains.diagnostics import DiagnosticsTask
 from seqzoo.domains.forecasting import ForecastingTask
 from seqzoo.domains.separation import SeparationTask

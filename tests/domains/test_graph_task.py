@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("torch_geometric")
 
 from seqzoo.backbones import build_backbone  # noqa: E402
-from seqzoo.datasets.graph import GraphDataModule, synth_graph  # noqa: E402
+from seqzoo.datasets.graph import GraphDataModule  # noqa: E402
 from seqzoo.domains.graph import (  # noqa: E402
     GraphClassificationTask,
     GraphNetConfig,

@@ -4,7 +4,6 @@ task past the copy-last-frame baseline and the best constant predictor; exports 
 from __future__ import annotations
 
 import lightning as L
-import numpy as np
 import pytest
 import torch
 

@@ -17,7 +17,6 @@ Data hooks for the task (documented, the only ways data reaches it besides batch
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
