@@ -158,5 +158,5 @@ def test_triton_large_shapes_on_gpu(dtype, tol):
     want_o, want_final = prefix_attention_ref(*x64, initial_state=tuple(x.double() for x in state))
     want = grads_of((want_o, *want_final), x64)
     for g, w, name in zip((o, *final, *got), (want_o, *want_final, *want), ("o", "m", "u", "w", "ds", "dv")):
-        scale = w.abs().max()
+        scale = w.abs().max().item()
         torch.testing.assert_close(g.double(), w, atol=tol * scale, rtol=tol, msg=lambda m, n=name: f"{n}: {m}")
