@@ -39,7 +39,6 @@ TOKENS, CPU_TOKENS, D_MODEL, N_LAYERS = 16384, 1024, 256, 4
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--backbones", default=DEFAULT_BACKBONES, help="comma-separated registry names, or 'all'")
-    p.add_argument("--lengths", default=None, help="comma-separated T (default: 1k..16k on a GPU, 1k,4k on CPU)")
     p.add_argument("--tokens", type=int, default=None,
                    help="B·T per step (default: 16384 on a GPU; 1024 on CPU, i.e. B = 1)")
     args = p.parse_args(argv)
@@ -47,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     names = (list_backbones() if args.backbones == "all"
              else [n.strip() for n in args.backbones.split(",") if n.strip()])
     on_gpu = ctx.device.type == "cuda"
-    lengths = ([int(t) for t in args.lengths.split(",")] if args.lengths else (LENGTHS if on_gpu else CPU_LENGTHS))
+    # --lengths (the shared option): these T instead of 1k..16k on a GPU, 1k,4k on CPU
+    lengths = sorted(ctx.lengths) if ctx.lengths else (LENGTHS if on_gpu else CPU_LENGTHS)
     tokens = args.tokens or (TOKENS if on_gpu else CPU_TOKENS)
     for name in names:
         run_backbone(ctx, name, lengths, tokens)

@@ -48,6 +48,14 @@ class Context:
     device_name: str
     command: str
     results: list[Result] = field(default_factory=list)
+    lengths: frozenset[int] | None = None  # --lengths: only these T (None: each bench's own list)
+    dtypes: frozenset[str] | None = None  # --dtypes: only these dtypes, by name ("bfloat16")
+
+    def wants(self, T: int | None = None, dtype: torch.dtype | None = None) -> bool:
+        """Whether a case of length ``T`` and ``dtype`` is among those asked for."""
+        if T is not None and self.lengths is not None and T not in self.lengths:
+            return False
+        return dtype is None or self.dtypes is None or str(dtype).removeprefix("torch.") in self.dtypes
 
     def time_ms(self, fn: Callable[[], object], warmup: int = 5, rep: int = 20) -> float:
         return time_ms(fn, self.device, warmup=warmup, rep=rep)
@@ -97,6 +105,8 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="tiny shapes on CPU (checks the script runs)")
     p.add_argument("--out", default="docs/bench", help="folder for the CSV and markdown results")
     p.add_argument("--ops", default="all", help="comma-separated op names to run")
+    p.add_argument("--lengths", default=None, help="comma-separated T: only these of each bench's lengths")
+    p.add_argument("--dtypes", default=None, help="comma-separated dtypes (float32, bfloat16, complex64): only these")
     return p
 
 
@@ -107,7 +117,10 @@ def make_context(args: argparse.Namespace) -> Context:
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     if device.type == "cuda":
         print(f"{name}: device copy {hbm:.0f} GB/s, torch {torch.__version__}", flush=True)
-    return Context(device=device, smoke=args.smoke, hbm_gbps=hbm, device_name=name, command=command)
+    lengths = frozenset(int(t) for t in args.lengths.split(",")) if getattr(args, "lengths", None) else None
+    dtypes = frozenset(d.strip() for d in args.dtypes.split(",")) if getattr(args, "dtypes", None) else None
+    return Context(device=device, smoke=args.smoke, hbm_gbps=hbm, device_name=name, command=command,
+                   lengths=lengths, dtypes=dtypes)
 
 
 def write(ctx: Context, out: str | Path, name: str) -> tuple[Path, Path]:
@@ -151,7 +164,7 @@ def token_budget_shapes(ctx: Context, tokens: int = 16384) -> list[tuple[int, in
     tiny shapes under ``--smoke``."""
     if ctx.smoke:
         return [(1, 64)]
-    return [(max(1, tokens // T), T) for T in LENGTHS]
+    return [(max(1, tokens // T), T) for T in LENGTHS if ctx.wants(T)]
 
 
 def time_mode(ctx: Context, fn: Callable[..., torch.Tensor], inputs: list[torch.Tensor], mode: str,

@@ -22,6 +22,7 @@ def run(ctx) -> None:
     device = ctx.device
     shapes = [(2, 16, 8, torch.float32)] if ctx.smoke else [
         (BATCH, T, NEURONS, dtype) for dtype in (torch.float32, torch.bfloat16) for T in LENGTHS
+        if ctx.wants(T, dtype)
     ]
     for B, T, D, dtype in shapes:
         g = torch.Generator(device="cpu").manual_seed(0)

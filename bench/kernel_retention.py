@@ -125,7 +125,7 @@ def _fla_kernel():
         return call
 
     version = getattr(__import__("fla"), "__version__", "?")
-    return make, f"fla {version}, " + ("g_gamma" if "g_gamma" in params else "constant g") + f" = log γ; γ per head"
+    return make, f"fla {version}, " + ("g_gamma" if "g_gamma" in params else "constant g") + " = log γ; γ per head"
 
 
 if __name__ == "__main__":  # python bench/kernel_retention.py [--smoke]

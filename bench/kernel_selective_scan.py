@@ -60,6 +60,8 @@ def run(ctx) -> None:
     peer = _mamba_ssm()
     for dtype in dtypes:
         for T in lengths:
+            if not ctx.smoke and not ctx.wants(T, dtype):
+                continue
             x = _inputs(batch, T, E, N, dtype, ctx.device)
             shape = f"B={batch} T={T} E={E} N={N}"
             for mode in ("fwd", "fwd+bwd"):
@@ -76,7 +78,8 @@ def run(ctx) -> None:
                     ms = ctx.time_ms(step, warmup=1 if ctx.smoke else 5, rep=3 if ctx.smoke else 20)
                     ctx.add(OP, impl, mode, dtype, batch, T, shape, ms, bytes_moved=nbytes)
             if not ctx.smoke and peer is None and dtype == dtypes[0] and T == lengths[0]:
-                print("mamba_ssm is not installed: no peer row (pip install mamba-ssm on the GPU machine)")
+                print("mamba_ssm is not installed: no peer row "
+                      "(pip install mamba-ssm, or build it: bench/mamba_ssm_peer.py)")
             del x
 
 
@@ -219,11 +222,10 @@ def _chunked_bytes(batch, T, E, N, mode, chunk=16) -> int:
 
 
 def _mamba_ssm():
-    try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except Exception:  # not installed, or built for another GPU
-        return None
-    return selective_scan_fn
+    """mamba_ssm's CUDA ``selective_scan_fn``: installed, or built by bench/mamba_ssm_peer.py."""
+    from mamba_ssm_peer import load_selective_scan_fn
+
+    return load_selective_scan_fn()
 
 
 def _peer(selective_scan_fn, x):

@@ -21,3 +21,17 @@ def test_kernel_benchmarks_smoke(tmp_path):
     assert sorted({r["op"] for r in rows}) == ops, "every op module reports at least one row"
     assert all(float(r["ms"]) > 0 for r in rows)
     assert (tmp_path / "kernels.md").exists()
+
+
+def test_lengths_and_dtypes_narrow_a_benchmark():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import torch
+    from common import make_context, parser, token_budget_shapes
+
+    ctx = make_context(parser("t").parse_args(["--smoke", "--lengths", "1024,65536", "--dtypes", "bfloat16"]))
+    assert ctx.wants(1024, torch.bfloat16) and ctx.wants(65536)
+    assert not ctx.wants(512) and not ctx.wants(1024, torch.float32)
+    ctx.smoke = False
+    assert token_budget_shapes(ctx) == [(16, 1024), (1, 65536)]
+    everything = make_context(parser("t").parse_args(["--smoke"]))
+    assert everything.wants(512, torch.complex64)
