@@ -197,6 +197,17 @@ def test_triton_half_precision_io_accumulates_in_float32():
     assert all(g.dtype == leaves[k].dtype for k, g in grads.items())
 
 
+@pytest.mark.parametrize("tuning", [dict(prefetch=0), dict(fwd_t=4, bwd_t=2)], ids=["no-prefetch", "short-chunks"])
+def test_triton_other_block_settings_match_reference(tuning, monkeypatch):
+    """The settings bench/scan_tuning.py compares (``TUNING``) compute the same scan: without
+    the forward's prefetch, and with chunks shorter than a segment's worth of the defaults."""
+    from seqzoo.kernels.selective_scan import triton_blocks
+
+    monkeypatch.setattr(triton_blocks, "TUNING", tuning)
+    assert_same(triton, make_inputs(2, 70, 5, 3))
+    assert_same(triton, make_inputs(1, 40, 4, 2, groups=2), softplus=False)
+
+
 def test_triton_carried_state_equals_one_call():
     x = make_inputs(1, 48, 3, 2)
     args = [x[k] for k in ("u", "delta", "A", "B", "C", "D", "z")]

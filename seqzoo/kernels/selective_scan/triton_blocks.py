@@ -17,27 +17,39 @@ from seqzoo.kernels.dispatch import accumulation_dtype, triton_interpreted
 
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
 SEGMENT = 128  # steps between the states the forward saves for the backward
-WARPS = 1  # one warp per program: BLOCK_E = 32 channels, one per lane
+LANES = 32  # a warp: BLOCK_E x BLOCK_N (channel, state) pairs, one per lane
+# Replaces launch_config's choices (keys fwd_t, bwd_t, prefetch) where set: for tuning runs
+# (bench/scan_tuning.py) and the tests of the other settings; never set by seqzoo itself.
+TUNING: dict[str, int] = {}
 _TL_DTYPE = {torch.float32: tl.float32, torch.float64: tl.float64}
 
 
-def launch_config(dtype: torch.dtype, E: int) -> dict[str, int]:
-    """Block sizes for inputs of ``dtype`` with E channels: BLOCK_E (channels per program),
-    the forward and backward chunk lengths, the steps between checkpoints and the chunks per
-    checkpoint segment.
+def launch_config(dtype: torch.dtype, E: int, N: int) -> dict[str, int]:
+    """Block sizes for inputs of ``dtype`` with E channels and N states: BLOCK_N (the states,
+    padded to a power of two), BLOCK_E (channels per program: a warp's lanes hold BLOCK_E x
+    BLOCK_N (channel, state) pairs), the warps, the forward and backward chunk lengths,
+    whether the forward loads the next chunk's inputs while computing one (prefetch), the
+    steps between checkpoints and the chunks per checkpoint segment.
 
-    On a GPU the chunks are as short as keeps the kernels free of register spills (checked
-    by the compile gate). Under the Triton interpreter (CPU tests) registers do not exist
-    and its cost is per chunk, so chunks are longer and segments shorter (64 steps): the
-    tests then cross several checkpoint segments at small T; the code path is the same.
+    On a GPU: chunks of 4 steps and the prefetch, the fastest of ten candidates on an H200
+    (bench/scan_tuning.py, docs/benchmarks.md): short chunks keep the kernels at 64-70
+    registers, so all 3,072 one-warp programs of B = 4, E = 1,536 are resident at once, and
+    the prefetch hides a chunk's load latency. Under the Triton interpreter (CPU tests)
+    registers do not exist and its cost is per chunk, so chunks are longer and segments
+    shorter (64 steps): the tests then cross several checkpoint segments at small T; the code
+    path (prefetch included) is the same. ``TUNING`` replaces the chunk lengths and prefetch.
     """
     wide = accumulation_dtype(dtype) == torch.float64
     if triton_interpreted():
         fwd_t, bwd_t, segment = 16, 8, 64
     else:
-        (fwd_t, bwd_t), segment = ((4, 2) if wide else (8, 4)), SEGMENT
-    return dict(block_e=min(32 * WARPS, triton.next_power_of_2(E)), fwd_t=fwd_t, bwd_t=bwd_t, segment=segment,
-                fwd_seg=segment // fwd_t, bwd_seg=segment // bwd_t)
+        (fwd_t, bwd_t), segment = ((4, 2) if wide else (4, 4)), SEGMENT
+    fwd_t, bwd_t, prefetch = (TUNING.get(k, v) for k, v in (("fwd_t", fwd_t), ("bwd_t", bwd_t), ("prefetch", 1)))
+    block_n = triton.next_power_of_2(N)
+    block_e = min(max(1, LANES // block_n), triton.next_power_of_2(E))
+    return dict(block_e=block_e, block_n=block_n, warps=max(1, block_e * block_n // LANES), fwd_t=fwd_t,
+                bwd_t=bwd_t, prefetch=prefetch, segment=segment, fwd_seg=segment // fwd_t, bwd_seg=segment // bwd_t)
+
 
 def _grouped(x: Tensor, lead: int) -> Tensor:
     """(lead..., N) -> (lead..., 1, N): B and C as grouped views, (batch, [T,] G, N)."""
@@ -57,18 +69,13 @@ def _ckpt_strides(checkpoints: Tensor) -> tuple[int, ...]:
     return (checkpoints.stride(0), E * N, N, 1)
 
 
-# Strides along the state index of tensors read one n at a time (A, B, C, dB, dC): left to
-# Triton's usual specialisation, so with the common stride 1 the N reads of a step are
-# constant offsets from one address (fewer registers); they do not shape any tile's layout.
-_PER_N_STRIDES = ("s_A_n", "s_B_n", "s_C_n", "s_x_n")
-
-
 def _runtime_ints(fn):
     """``triton.jit`` with every length, size and stride argument unspecialised: one
-    compiled variant per flag set whatever T, and no contiguity the layout would follow."""
+    compiled variant per flag set whatever T, and no contiguity the layout would follow
+    (the tiles keep the default layout: time in each lane's registers, (channel, state)
+    across lanes)."""
     names = [p for p in inspect.signature(fn).parameters
-             if (p.startswith(("s_", "has_")) and p not in _PER_N_STRIDES)
-             or p in ("T", "E", "group_size", "n_segments", "save")]
+             if p.startswith(("s_", "has_")) or p in ("T", "E", "group_size", "n_segments", "save")]
     return triton.jit(do_not_specialize=names)(fn)
 
 
@@ -99,41 +106,40 @@ def _softplus(x):
 
 
 @triton.jit
-def _row(x, offs, i):
-    """x[i, :] of an (R, BLOCK_E) tile whose R rows sit in each lane's registers."""
-    return tl.sum(tl.where(offs[:, None] == i, x, 0.0), axis=0)
+def _row(x, offs_t, i):
+    """x[i] of a (BLOCK_T, BLOCK_E, BLOCK_N) tile (time in each lane's registers): (BLOCK_E, BLOCK_N)."""
+    return tl.sum(tl.where(offs_t[:, None, None] == i, x, 0.0), axis=0)
 
 
 @triton.jit
-def _set_row(x, offs, i, v):
-    """x with row i replaced by v."""
-    return tl.where(offs[:, None] == i, v[None, :], x)
+def _per_channel(base, t, offs_e, offs_n, mask, s_t, s_e, ACC: tl.constexpr):
+    """A (T, E) input as a (BLOCK_T, BLOCK_E, BLOCK_N) tile, equal along the states: each
+    lane reads its channel's value (one address per channel: a broadcast), so the tile has
+    the layout of the per-state tiles and no layout conversion is needed; 0 where masked."""
+    ptr = base + t[:, None, None] * s_t + offs_e[None, :, None] * s_e + offs_n[None, None, :] * 0
+    return tl.load(ptr, mask=mask, other=0.0).to(ACC)
 
 
 @triton.jit
-def _state_tile(ptr, offs_n, offs_e, mask, s_n, s_e, ACC: tl.constexpr):
-    """An (N, BLOCK_E) state-shaped tile (A^T, a state), 0 where masked."""
-    return tl.load(ptr + offs_n[:, None] * s_n + offs_e[None, :] * s_e, mask=mask, other=0.0).to(ACC)
+def _per_state(base, t, group_off, offs_n, mask, s_t, s_n, ACC: tl.constexpr):
+    """B[t, group(e), n] or C[...] as a (BLOCK_T, BLOCK_E, BLOCK_N) tile, 0 where masked."""
+    ptr = base + t[:, None, None] * s_t + group_off[None, :, None] + offs_n[None, None, :] * s_n
+    return tl.load(ptr, mask=mask, other=0.0).to(ACC)
 
 
 @triton.jit
-def _time_tile(base, t, offs_e, mask, s_t, s_e, ACC: tl.constexpr):
-    """A (BLOCK_T, BLOCK_E) tile of a (T, E) input, 0 where masked."""
-    return tl.load(base + t[:, None] * s_t + offs_e[None, :] * s_e, mask=mask, other=0.0).to(ACC)
+def _store_per_channel(base, t, offs_e, offs_n, x, mask, s_t, s_e):
+    """Store a (BLOCK_T, BLOCK_E, 1) per-channel tile to a (T, E) output (the state-0 lane writes)."""
+    ptr = base + t[:, None, None] * s_t + offs_e[None, :, None] * s_e + offs_n[None, None, :] * 0
+    tl.store(ptr, x.to(base.dtype.element_ty), mask=mask & (offs_n == 0)[None, None, :])
 
 
 @triton.jit
-def _bc_column(base, t, group_off, n, mask, s_t, s_n, ACC: tl.constexpr):
-    """B[t, group(e), n] or C[...] as a (BLOCK_T, BLOCK_E) tile (equal across a group's lanes)."""
-    return tl.load(base + t[:, None] * s_t + group_off[None, :] + n * s_n, mask=mask, other=0.0).to(ACC)
-
-
-@triton.jit
-def _load_chunk(u_base, d_base, t, offs_e, mask, s_u_t, s_u_e, s_d_t, s_d_e, bias,
+def _load_chunk(u_base, d_base, t, offs_e, offs_n, mask, s_u_t, s_u_e, s_d_t, s_d_e, bias,
                 SOFTPLUS: tl.constexpr, ACC: tl.constexpr):
     """u and Δ of a chunk, and Δ before the softplus; Δ is 0 outside the sequence (decay 1)."""
-    u = _time_tile(u_base, t, offs_e, mask, s_u_t, s_u_e, ACC)
-    raw = _time_tile(d_base, t, offs_e, mask, s_d_t, s_d_e, ACC) + bias[None, :]
+    u = _per_channel(u_base, t, offs_e, offs_n, mask, s_u_t, s_u_e, ACC)
+    raw = _per_channel(d_base, t, offs_e, offs_n, mask, s_d_t, s_d_e, ACC) + bias[None, :, None]
     dt = raw
     if SOFTPLUS:
         dt = _softplus(raw)
@@ -141,29 +147,38 @@ def _load_chunk(u_base, d_base, t, offs_e, mask, s_u_t, s_u_e, s_d_t, s_d_e, bia
 
 
 @triton.jit
-def _advance(h, A_rows, s_A_n, mask_e, dt, dtu, y, B_base, C_base, t, b_group, c_group, mask, offs_n, offs_t,
-             s_B_t, s_B_n, s_C_t, s_C_n,
-             N: tl.constexpr, BLOCK_T: tl.constexpr, WITH_Y: tl.constexpr, ACC: tl.constexpr):
-    """Advance the state h (N, BLOCK_E) over one chunk; with WITH_Y add C_t h_t to y.
-    A[e, n] is read per n (a cache hit) rather than held in N more registers."""
-    for n in tl.static_range(N):
-        A_n = tl.load(A_rows + n * s_A_n, mask=mask_e, other=0.0).to(ACC)
-        decay = tl.exp2(dt * (A_n * LOG2E)[None, :])
-        drive = dtu * _bc_column(B_base, t, b_group, n, mask, s_B_t, s_B_n, ACC)
-        cum_decay, cum_drive = tl.associative_scan((decay, drive), 0, _affine_combine)
-        states = cum_decay * _row(h, offs_n, n)[None, :] + cum_drive
-        if WITH_Y:
-            y += _bc_column(C_base, t, c_group, n, mask, s_C_t, s_C_n, ACC) * states
-        h = _set_row(h, offs_n, n, _row(states, offs_t, BLOCK_T - 1))
-    return h, y
+def _fwd_inputs(u_base, d_base, B_base, C_base, z_base, t, T, offs_e, offs_n, mask_en, b_group, c_group, bias,
+                s_u_t, s_u_e, s_d_t, s_d_e, s_B_t, s_B_n, s_C_t, s_C_n, s_z_t, s_z_e,
+                HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr):
+    """The forward's inputs for the steps ``t``: u, Δ (after the softplus, 0 outside the
+    sequence), B, C and z (u again without a gate)."""
+    mask = (t < T)[:, None, None] & mask_en[None, :, :]
+    u, _, dt = _load_chunk(u_base, d_base, t, offs_e, offs_n, mask, s_u_t, s_u_e, s_d_t, s_d_e, bias, SOFTPLUS, ACC)
+    B_t = _per_state(B_base, t, b_group, offs_n, mask, s_B_t, s_B_n, ACC)
+    C_t = _per_state(C_base, t, c_group, offs_n, mask, s_C_t, s_C_n, ACC)
+    zt = u
+    if HAS_Z:
+        zt = _per_channel(z_base, t, offs_e, offs_n, mask, s_z_t, s_z_e, ACC)
+    return u, dt, B_t, C_t, zt
 
 
 @triton.jit
-def _add_bc_grad(ptr, t, group_off, group0, n, x, mask_t, mask_te, s_t, s_n, ONE_GROUP: tl.constexpr):
-    """dB or dC [t, group, n] += sum over the block's channels of x (BLOCK_T, BLOCK_E)."""
+def _chunk_states(h, A2, dt, drive):
+    """The states of a chunk from the state h (BLOCK_E, BLOCK_N) entering it: h_t = decay_t
+    h_{t-1} + drive_t with decay = exp(Δ A) (``A2`` = A log2(e)), as an in-register scan
+    along time; returns (states, decay)."""
+    decay = tl.exp2(dt * A2[None, :, :])
+    cum_decay, cum_drive = tl.associative_scan((decay, drive), 0, _affine_combine)
+    return cum_decay * h[None, :, :] + cum_drive, decay
+
+
+@triton.jit
+def _add_bc_grad(ptr, t, group_off, group0, offs_n, x, mask_tn, mask, s_t, s_n, ONE_GROUP: tl.constexpr):
+    """dB or dC [t, group, n] += sum over the block's channels of x (BLOCK_T, BLOCK_E, BLOCK_N)."""
     if ONE_GROUP:
-        # keep_dims: the sum stays in the tile's layout (no shared-memory layout conversion)
-        tl.atomic_add(ptr + t[:, None] * s_t + group0 + n * s_n, tl.sum(x, axis=1, keep_dims=True),
-                      mask=mask_t[:, None], sem="relaxed")
+        # keep_dims: the sum stays in the tile's layout (no layout conversion)
+        tl.atomic_add(ptr + t[:, None, None] * s_t + group0 + offs_n[None, None, :] * s_n,
+                      tl.sum(x, axis=1, keep_dims=True), mask=mask_tn, sem="relaxed")
     else:
-        tl.atomic_add(ptr + t[:, None] * s_t + group_off[None, :] + n * s_n, x, mask=mask_te, sem="relaxed")
+        tl.atomic_add(ptr + t[:, None, None] * s_t + group_off[None, :, None] + offs_n[None, None, :] * s_n, x,
+                      mask=mask, sem="relaxed")
