@@ -155,8 +155,8 @@ def test_export_and_compile_dispatch_to_the_chunked_path(monkeypatch):
 
 @pytest.mark.parametrize(
     "batch,T,E,N",
-    [(2, 1, 4, 3), (2, 63, 5, 3), (1, 257, 2, 3)],
-    ids=["T1", "T63-masked-channels", "T257-five-chunks"],
+    [(2, 1, 4, 3), (2, 63, 5, 3), (1, 257, 2, 3), (1, 20, 3, 40)],
+    ids=["T1", "T63-masked-channels", "T257-five-chunks", "N40-one-channel-per-block"],
 )
 def test_triton_matches_reference_every_gradient(batch, T, E, N):
     grads = assert_same(triton, make_inputs(batch, T, E, N))

@@ -71,20 +71,23 @@ def _scan_cases(dtype_name: str, dtype: torch.dtype) -> Iterator[tuple[str, Call
         yield f"scan/{dtype_name}/{label}/train", functools.partial(_scan, dtype, off, "y", 1)
     all_on = dict.fromkeys(FLAGS, True)
     yield f"scan/{dtype_name}/all/train-groups-across-block", functools.partial(_scan, dtype, all_on, "y", E // 3)
+    if dtype_name == "fp32":  # N = 64 (Mamba-2 sizes): a (channel, state) block spans two warps
+        yield "scan/fp32/all/train-N64", functools.partial(_scan, dtype, all_on, "y+final", 1, n=64)
 
 
-def _scan(dtype, flags, backward: str | None, groups: int, device: torch.device) -> object:
-    """A scan call; with ``backward`` ("y" or "y+final") also the gradient of those outputs."""
+def _scan(dtype, flags, backward: str | None, groups: int, device: torch.device, n: int = N) -> object:
+    """A scan call (N = ``n`` states); with ``backward`` ("y" or "y+final") also the gradient
+    of those outputs."""
     from seqzoo.kernels.selective_scan import selective_scan
 
     train = backward is not None
     empty = lambda *shape, dt=dtype: torch.empty(*shape, dtype=dt, device=device, requires_grad=train)  # noqa: E731
-    bc = (BATCH, T, N) if groups == 1 else (BATCH, T, groups, N)
+    bc = (BATCH, T, n) if groups == 1 else (BATCH, T, groups, n)
     u, delta, z = empty(BATCH, T, E), empty(BATCH, T, E), empty(BATCH, T, E) if flags["z"] else None
-    A, B, C = empty(E, N, dt=torch.float32), empty(*bc), empty(*bc)
+    A, B, C = empty(E, n, dt=torch.float32), empty(*bc), empty(*bc)
     D = empty(E, dt=torch.float32) if flags["D"] else None
     bias = empty(E, dt=torch.float32) if flags["bias"] else None
-    h0 = empty(BATCH, E, N, dt=torch.float32) if flags["h0"] else None
+    h0 = empty(BATCH, E, n, dt=torch.float32) if flags["h0"] else None
     with torch.set_grad_enabled(train):
         y, final = selective_scan(u, delta, A, B, C, D, z, delta_bias=bias, delta_softplus=flags["softplus"],
                                   initial_state=h0, return_final_state=True, impl="triton")
