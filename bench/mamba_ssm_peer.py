@@ -64,10 +64,13 @@ def load_selective_scan_fn(peer_dir: str | Path | None = None):
     by :func:`build` (``MAMBA_SSM_PEER``); None when neither imports."""
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-        return selective_scan_fn
-    except Exception:  # not installed, or built for another GPU
-        pass
-    peer_dir = peer_dir or os.environ.get("MAMBA_SSM_PEER")
+    except Exception:  # not installed, or built for another GPU: a build of ours, if any
+        return _built_selective_scan_fn(peer_dir or os.environ.get("MAMBA_SSM_PEER"))
+    return selective_scan_fn
+
+
+def _built_selective_scan_fn(peer_dir: str | Path | None):
+    """``selective_scan_fn`` from the folder :func:`build` wrote; None when there is none."""
     if not peer_dir or not (Path(peer_dir) / "ready").is_file():
         return None
     peer_dir = Path(peer_dir)
