@@ -208,6 +208,28 @@ def test_triton_other_block_settings_match_reference(tuning, monkeypatch):
     assert_same(triton, make_inputs(1, 40, 4, 2, groups=2), softplus=False)
 
 
+def test_triton_reads_strided_views_and_an_expanded_gradient():
+    """As Mamba's layer passes them: u a transposed view of channel-major storage, Δ, B and C
+    slices of wider tensors (each with its own strides), z contiguous, and ∂y expanded from a
+    sum (stride 0); gradients flow back into the storages."""
+    x = make_inputs(2, 37, 5, 3)
+
+    def outputs(fn, **kw):
+        u_store = x["u"].transpose(1, 2).contiguous().requires_grad_()  # (B, E, T)
+        d_store = torch.cat([x["delta"], x["u"]], dim=-1).requires_grad_()
+        bc_store = torch.cat([x["B"], x["C"]], dim=-1).requires_grad_()
+        z = x["z"].clone().requires_grad_()
+        u, delta, B, C = u_store.transpose(1, 2), d_store[..., :5], bc_store[..., :3], bc_store[..., 3:]
+        assert not (u.is_contiguous() or delta.is_contiguous() or B.is_contiguous())
+        y, final = fn(u, delta, x["A"], B, C, x["D"], z, delta_bias=x["delta_bias"], delta_softplus=True,
+                      initial_state=x["initial_state"], return_final_state=True, **kw)
+        grads = torch.autograd.grad(y.sum() + final.sum(), [u_store, d_store, bc_store, z])
+        return [y, final, *grads]
+
+    for got, want in zip(outputs(triton), outputs(selective_scan_ref)):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-8)
+
+
 def test_triton_carried_state_equals_one_call():
     x = make_inputs(1, 48, 3, 2)
     args = [x[k] for k in ("u", "delta", "A", "B", "C", "D", "z")]
