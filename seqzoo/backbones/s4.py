@@ -50,7 +50,7 @@ from seqzoo.backbones.blocks import BlockStack
 from seqzoo.errors import ConfigError
 from seqzoo.kernels.dispatch import is_export_mode
 from seqzoo.kernels.linear_recurrence import linear_recurrence, lti_recurrence
-from seqzoo.layers import MlpKind, NormKind, cached_on_tensors
+from seqzoo.layers import MlpKind, NormKind, cached_on_tensors, vandermonde_kernel, vandermonde_kernel_ref
 
 
 class _SSMBackbone(BlockStack):
@@ -298,15 +298,15 @@ class DiagonalSSM(nn.Module):
         return dta_re, dta_im, abar_re, abar_im, c_re * bbar_re - c_im * bbar_im, c_re * bbar_im + c_im * bbar_re
 
     def kernel(self, L: int) -> Tensor:
-        """K (dir, H, L): K_l = 2 Re Σ_n C̄_n Ā_n^l, Ā_n^l = exp(l ΔA_n) (Vandermonde)."""
+        """K (dir, H, L): K_l = 2 Re Σ_n C̄_n Ā_n^l, Ā_n^l = exp(l ΔA_n) (Vandermonde), in
+        chunks of the length with a backward that recomputes (no (H, N, L) tensors kept)."""
         dta_re, dta_im, _, _, cbar_re, cbar_im = self.discrete()
-        steps = torch.arange(L, dtype=dta_re.dtype, device=dta_re.device)
-        decay = torch.exp(dta_re[..., None] * steps)
-        phase = dta_im[..., None] * steps
-        return 2 * (torch.einsum("dhn,hnl->dhl", cbar_re, decay * torch.cos(phase))
-                    - torch.einsum("dhn,hnl->dhl", cbar_im, decay * torch.sin(phase)))
+        return vandermonde_kernel(dta_re, dta_im, cbar_re, cbar_im, L)
 
-    export_kernel = kernel  # already real arithmetic with a symbolic length
+    def export_kernel(self, L: int) -> Tensor:
+        """The same K by the plain formula: real arithmetic with a symbolic length."""
+        dta_re, dta_im, _, _, cbar_re, cbar_im = self.discrete()
+        return vandermonde_kernel_ref(dta_re, dta_im, cbar_re, cbar_im, L)
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> State:
         return (torch.zeros(batch_size, *self.log_A_real.shape, 2, device=device, dtype=dtype),)

@@ -16,6 +16,7 @@
 ``masking``            padding-mask helpers
 ``state``              streaming-state tuples
 ``param_cache``        values cached until a module's parameters change
+``vandermonde``        the diagonal SSM's convolution kernel, chunked, backward by recomputation
 =====================  =========================================================
 
 DropPath, LayerScale, trunc_normal_ and PatchEmbed are timm's (``timm.layers``).
@@ -41,6 +42,7 @@ from seqzoo.layers.probsparse import (
 from seqzoo.layers.selective_ssm import MambaLayer, SelectiveSSM
 from seqzoo.layers.state import State, split_state
 from seqzoo.layers.time_embedding import EmbeddingKind, TimeEmbedding
+from seqzoo.layers.vandermonde import vandermonde_kernel, vandermonde_kernel_ref
 
 __all__ = [
     "AttentionKind",
@@ -78,4 +80,6 @@ __all__ = [
     "sinusoidal_positions",
     "split_state",
     "stochastic_depth",
+    "vandermonde_kernel",
+    "vandermonde_kernel_ref",
 ]

@@ -63,6 +63,36 @@ def test_s4d_kernel_is_the_zoh_vandermonde_product():
     torch.testing.assert_close(ssm.kernel(L)[0], want.detach())
 
 
+@pytest.mark.parametrize("L,chunk", [(1, 4), (23, 5), (64, 64), (40, None)])
+def test_chunked_vandermonde_equals_the_plain_formula_with_gradients(L, chunk):
+    """The chunked kernel (backward by recomputation) against autograd through the plain
+    formula: K and the gradients of ΔA and C̄ (two directions), chunk edges included."""
+    from seqzoo.layers import vandermonde_kernel, vandermonde_kernel_ref
+
+    g = torch.Generator().manual_seed(0)
+    H, N = 3, 4
+    dta_re = -torch.rand(H, N, generator=g, dtype=torch.float64) * 0.3
+    shapes = ((H, N), (2, H, N), (2, H, N))
+    inputs = [dta_re, *(torch.randn(*shape, generator=g, dtype=torch.float64) for shape in shapes)]
+    upstream = torch.randn(2, H, L, generator=g, dtype=torch.float64)
+    results = []
+    for fn, kw in ((vandermonde_kernel_ref, {}), (vandermonde_kernel, dict(chunk=chunk))):
+        leaves = [x.clone().requires_grad_() for x in inputs]
+        K = fn(*leaves, L, **kw)
+        results.append([K, *torch.autograd.grad((K * upstream).sum(), leaves)])
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-10)
+
+
+def test_s4d_training_kernel_keeps_no_length_sized_tensors_for_the_backward():
+    """What autograd saves for the kernel's backward: the (H, N) inputs, not (H, N, L) powers."""
+    ssm = DiagonalSSM(8, 16, directions=1, init="lin", dt_min=1e-3, dt_max=1e-1)
+    L, saved = 512, []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        ssm.kernel(L)
+    assert saved and max(saved) < L, saved
+
+
 @pytest.mark.parametrize("L", [1, 16])
 def test_direct_convolution_equals_fft_convolution(L):
     from seqzoo.backbones.s4 import direct_convolution, fft_convolution
