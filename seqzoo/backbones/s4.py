@@ -50,7 +50,9 @@ from seqzoo.backbones.blocks import BlockStack
 from seqzoo.errors import ConfigError
 from seqzoo.kernels.dispatch import is_export_mode
 from seqzoo.kernels.linear_recurrence import linear_recurrence, lti_recurrence
-from seqzoo.layers import MlpKind, NormKind, cached_on_tensors, vandermonde_kernel, vandermonde_kernel_ref
+from seqzoo.layers import (
+    MlpKind, NormKind, cached_on_tensors, cauchy_kernel, vandermonde_kernel, vandermonde_kernel_ref,
+)
 
 
 class _SSMBackbone(BlockStack):
@@ -422,17 +424,15 @@ class NPLRSSM(nn.Module):
         modes = self.A_imag.shape[-1]
         w = c_r - (c_r[..., None, :] @ torch.linalg.matrix_power(abar, L)).squeeze(-2)  # C̃ = C (I - Ā^L)
         c_tilde = torch.complex(w[..., :modes] / 2, -w[..., modes:] / 2)
-        cdtype = c_tilde.dtype
-        dt = torch.exp(self.log_dt).to(cdtype)[:, None, None]
         lam = torch.complex(-torch.exp(self.log_A_real), self.A_imag)
         p, b = torch.view_as_complex(self.P.contiguous()), torch.view_as_complex(self.B.contiguous())
         k = torch.arange(L // 2 + 1, device=lam.device, dtype=self.log_dt.dtype)
-        omega = torch.polar(torch.ones_like(k), -2 * math.pi * k / L).to(cdtype)
+        omega = torch.polar(torch.ones_like(k), -2 * math.pi * k / L).to(c_tilde.dtype)
         left = torch.stack([b, p])  # B and P
         right = torch.cat([c_tilde, p.conj()[None]])  # C̃ (each direction) and Q = P*
         v = left[:, None] * right[None]  # (2, dir+1, H, modes)
-        resolvent = lambda lam_: 2 * dt / (2 * (1 - omega) - (1 + omega) * dt * lam_[..., None])  # noqa: E731
-        r = torch.einsum("ijhn,hnk->ijhk", v, resolvent(lam)) + torch.einsum("ijhn,hnk->ijhk", v.conj(), resolvent(lam.conj()))
+        # Σ_n v R(λ) + conj(v) R(conj λ), R = the bilinear resolvent at ω: in chunks (layers/cauchy.py)
+        r = cauchy_kernel(v, lam, torch.exp(self.log_dt), omega)
         h = (1 + omega) / 2
         directions = c_tilde.shape[0]
         k00, k01 = r[0, :directions], r[1, :directions]

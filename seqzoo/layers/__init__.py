@@ -17,6 +17,7 @@
 ``state``              streaming-state tuples
 ``param_cache``        values cached until a module's parameters change
 ``vandermonde``        the diagonal SSM's convolution kernel, chunked, backward by recomputation
+``cauchy``             S4's Cauchy kernel at the roots of unity, likewise
 =====================  =========================================================
 
 DropPath, LayerScale, trunc_normal_ and PatchEmbed are timm's (``timm.layers``).
@@ -24,6 +25,7 @@ DropPath, LayerScale, trunc_normal_ and PatchEmbed are timm's (``timm.layers``).
 
 from seqzoo.layers.attention import CrossAttention, SelfAttention, attention
 from seqzoo.layers.blocks import PostNormBlock, ResidualBlock, stochastic_depth
+from seqzoo.layers.cauchy import cauchy_kernel, cauchy_kernel_ref
 from seqzoo.layers.conv import CircularConv1d, TemporalConv
 from seqzoo.layers.generative_decoder import DecoderLayer, GenerativeDecoder
 from seqzoo.layers.instance_norm import instance_denormalise, instance_normalise
@@ -68,6 +70,8 @@ __all__ = [
     "TimeEmbedding",
     "attention",
     "cached_on_tensors",
+    "cauchy_kernel",
+    "cauchy_kernel_ref",
     "check_mask",
     "instance_denormalise",
     "instance_normalise",

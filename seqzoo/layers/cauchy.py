@@ -1,0 +1,93 @@
+"""S4's Cauchy kernel at the frequencies of its length, computed in chunks of the
+frequencies with a backward that recomputes instead of storing.
+
+    r[i, j, h, k] = Σ_n v[i, j, h, n] R(λ)[h, n, k] + conj(v[i, j, h, n]) R(conj λ)[h, n, k],
+    R(λ)[h, n, k] = 2 Δ_h / (2 (1 - ω_k) - (1 + ω_k) Δ_h λ_{h, n})
+
+(the bilinear-discretised resolvent at the roots of unity ω_k; the S4 paper's Cauchy kernel
+with its conjugate modes written out). Autograd through the formula keeps the (H, N, K)
+resolvents and their intermediates for the backward; here the forward and backward walk the
+frequencies in chunks of at most ``CHUNK_ELEMENTS`` (H, N, chunk) values and save only the
+inputs. With G = ∂L/∂r (PyTorch's convention for complex tensors), per chunk:
+
+    ∂v = Σ_k G conj(R(λ)) + conj(G) R(conj λ)
+    ∂λ = Σ_ij conj(v) Σ_k [G conj(R'(λ)) + conj(G) R'(conj λ)],   R' = R² (1 + ω) / 2
+    ∂Δ = Re Σ_ijn Σ_k conj(G) [v ∂_Δ R(λ) + conj(v) ∂_Δ R(conj λ)],   ∂_Δ R = (R + R² (1 + ω) λ / 2) / Δ
+
+every sum over k a batched matrix product. :func:`cauchy_kernel_ref` is the formula under
+autograd; the tests compare the two, values and gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from seqzoo.kernels.dispatch import is_export_mode
+
+CHUNK_ELEMENTS = 1 << 21  # (H, N, chunk) complex values per step: 16 MB in complex64
+
+
+def cauchy_kernel_ref(v: Tensor, lam: Tensor, dt: Tensor, omega: Tensor) -> Tensor:
+    """r (I, J, H, K) by the formula: v (I, J, H, N) and λ (H, N) complex, Δ (H,) real, ω (K,)."""
+    return (torch.einsum("ijhn,hnk->ijhk", v, _resolvent(lam, dt, omega))
+            + torch.einsum("ijhn,hnk->ijhk", v.conj(), _resolvent(lam.conj(), dt, omega)))
+
+
+def cauchy_kernel(v: Tensor, lam: Tensor, dt: Tensor, omega: Tensor, chunk: int | None = None) -> Tensor:
+    """r as :func:`cauchy_kernel_ref`, in chunks of ``chunk`` frequencies (default:
+    ``CHUNK_ELEMENTS`` / (H N)), saving only the inputs for the backward (ω takes no
+    gradient). Under ``torch.export`` / ``torch.compile`` it is the formula."""
+    if is_export_mode() or torch.compiler.is_compiling():
+        return cauchy_kernel_ref(v, lam, dt, omega)
+    if chunk is None:
+        chunk = max(1, CHUNK_ELEMENTS // max(1, lam.numel()))
+    return _ChunkedCauchy.apply(v, lam, dt, omega.detach(), int(chunk))
+
+
+def _resolvent(lam: Tensor, dt: Tensor, omega: Tensor) -> Tensor:
+    """R (H, N, K) = 2Δ / (2(1 - ω) - (1 + ω) Δ λ)."""
+    d = dt.to(lam.dtype)[:, None, None]
+    return 2 * d / (2 * (1 - omega) - (1 + omega) * d * lam[..., None])
+
+
+class _ChunkedCauchy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, v, lam, dt, omega, chunk):
+        ctx.save_for_backward(v, lam, dt, omega)
+        ctx.chunk = chunk
+        out = v.new_empty(*v.shape[:3], omega.shape[0])
+        vc = v.conj()
+        for start in range(0, omega.shape[0], chunk):
+            w = omega[start:start + chunk]
+            out[..., start:start + chunk] = (torch.einsum("ijhn,hnk->ijhk", v, _resolvent(lam, dt, w))
+                                             + torch.einsum("ijhn,hnk->ijhk", vc, _resolvent(lam.conj(), dt, w)))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        v, lam, dt, omega = ctx.saved_tensors
+        gv = torch.zeros_like(v)
+        glam_1, glam_2 = torch.zeros_like(v), torch.zeros_like(v)  # Σ_k parts, before the sum over i, j
+        gdt_1, gdt_2 = torch.zeros_like(v), torch.zeros_like(v)
+        d = dt.to(lam.dtype)[:, None, None]
+        for start in range(0, omega.shape[0], ctx.chunk):
+            w = omega[start:start + ctx.chunk]
+            g = grad[..., start:start + ctx.chunk]
+            gc = g.conj()
+            half = (1 + w) / 2
+            for sign, lam_, acc_lam, acc_dt in ((1, lam, glam_1, gdt_1), (-1, lam.conj(), glam_2, gdt_2)):
+                r = _resolvent(lam_, dt, w)
+                r_lam = r * r * half  # ∂R/∂λ
+                r_dt = (r + r * r * half * lam_[..., None]) / d  # ∂R/∂Δ
+                if sign > 0:  # holomorphic in v and λ
+                    gv += torch.einsum("ijhk,hnk->ijhn", g, r.conj())
+                    acc_lam += torch.einsum("ijhk,hnk->ijhn", g, r_lam.conj())
+                else:  # anti-holomorphic: through conj(v), conj(λ)
+                    gv += torch.einsum("ijhk,hnk->ijhn", gc, r)
+                    acc_lam += torch.einsum("ijhk,hnk->ijhn", gc, r_lam)
+                acc_dt += torch.einsum("ijhk,hnk->ijhn", gc, r_dt)
+        vc = v.conj()
+        glam = (vc * (glam_1 + glam_2)).sum((0, 1))
+        gdt = (v * gdt_1 + vc * gdt_2).real.sum((0, 1, 3)).to(dt.dtype)
+        return gv, glam, gdt, None, None
