@@ -66,6 +66,9 @@ def run_backbone(ctx, name: str, lengths=LENGTHS, tokens: int = TOKENS) -> None:
     except (ValueError, TypeError) as err:  # e.g. a family without a causal form
         print(f"{name}: not built causal ({err}); skipped", flush=True)
         return
+    if not any(p.requires_grad for p in model.parameters()):  # the `identity` ablation
+        print(f"{name}: no parameters, nothing to train; skipped", flush=True)
+        return
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda"
                 else contextlib.nullcontext())
