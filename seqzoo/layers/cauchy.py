@@ -25,7 +25,9 @@ from torch import Tensor
 
 from seqzoo.kernels.dispatch import is_export_mode
 
-CHUNK_ELEMENTS = 1 << 21  # (H, N, chunk) complex values per step: 16 MB in complex64
+CHUNK_ELEMENTS = 1 << 21  # (H, N, chunk) complex values per step on a CPU: 16 MB in complex64
+# On a GPU fewer, larger chunks (each chunk is a handful of kernel launches): 128 MB in complex64.
+CHUNK_ELEMENTS_GPU = 1 << 24
 
 
 def cauchy_kernel_ref(v: Tensor, lam: Tensor, dt: Tensor, omega: Tensor) -> Tensor:
@@ -36,12 +38,13 @@ def cauchy_kernel_ref(v: Tensor, lam: Tensor, dt: Tensor, omega: Tensor) -> Tens
 
 def cauchy_kernel(v: Tensor, lam: Tensor, dt: Tensor, omega: Tensor, chunk: int | None = None) -> Tensor:
     """r as :func:`cauchy_kernel_ref`, in chunks of ``chunk`` frequencies (default:
-    ``CHUNK_ELEMENTS`` / (H N)), saving only the inputs for the backward (ω takes no
+    ``CHUNK_ELEMENTS`` / (H N), ``CHUNK_ELEMENTS_GPU`` on a GPU), saving only the inputs for the backward (ω takes no
     gradient). Under ``torch.export`` / ``torch.compile`` it is the formula."""
     if is_export_mode() or torch.compiler.is_compiling():
         return cauchy_kernel_ref(v, lam, dt, omega)
     if chunk is None:
-        chunk = max(1, CHUNK_ELEMENTS // max(1, lam.numel()))
+        budget = CHUNK_ELEMENTS_GPU if lam.device.type == "cuda" else CHUNK_ELEMENTS
+        chunk = max(1, budget // max(1, lam.numel()))
     return _ChunkedCauchy.apply(v, lam, dt, omega.detach(), int(chunk))
 
 

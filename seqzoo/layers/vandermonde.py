@@ -25,7 +25,9 @@ from torch import Tensor
 
 from seqzoo.kernels.dispatch import is_export_mode
 
-CHUNK_ELEMENTS = 1 << 22  # (H, N, chunk) elements per step: 16 MB in fp32
+CHUNK_ELEMENTS = 1 << 22  # (H, N, chunk) elements per step on a CPU: 16 MB in fp32
+# On a GPU fewer, larger chunks (each chunk is a handful of kernel launches): 128 MB in fp32.
+CHUNK_ELEMENTS_GPU = 1 << 25
 
 
 def vandermonde_kernel_ref(dta_re: Tensor, dta_im: Tensor, cbar_re: Tensor, cbar_im: Tensor, L: int) -> Tensor:
@@ -40,12 +42,13 @@ def vandermonde_kernel_ref(dta_re: Tensor, dta_im: Tensor, cbar_re: Tensor, cbar
 def vandermonde_kernel(dta_re: Tensor, dta_im: Tensor, cbar_re: Tensor, cbar_im: Tensor, L: int,
                        chunk: int | None = None) -> Tensor:
     """K (dir, H, L) as :func:`vandermonde_kernel_ref`, in chunks of ``chunk`` steps (default:
-    ``CHUNK_ELEMENTS`` / (H N)), saving only the inputs for the backward. Under
+    ``CHUNK_ELEMENTS`` / (H N), ``CHUNK_ELEMENTS_GPU`` on a GPU), saving only the inputs for the backward. Under
     ``torch.export`` / ``torch.compile`` (a symbolic length) it is the plain formula."""
     if is_export_mode() or torch.compiler.is_compiling():
         return vandermonde_kernel_ref(dta_re, dta_im, cbar_re, cbar_im, L)
     if chunk is None:
-        chunk = max(1, CHUNK_ELEMENTS // max(1, dta_re.numel()))
+        budget = CHUNK_ELEMENTS_GPU if dta_re.device.type == "cuda" else CHUNK_ELEMENTS
+        chunk = max(1, budget // max(1, dta_re.numel()))
     return _ChunkedVandermonde.apply(dta_re, dta_im, cbar_re, cbar_im, int(L), int(chunk))
 
 
