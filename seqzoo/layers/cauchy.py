@@ -60,37 +60,28 @@ class _ChunkedCauchy(torch.autograd.Function):
         ctx.save_for_backward(v, lam, dt, omega)
         ctx.chunk = chunk
         out = v.new_empty(*v.shape[:3], omega.shape[0])
-        vc = v.conj()
         for start in range(0, omega.shape[0], chunk):
-            w = omega[start:start + chunk]
-            out[..., start:start + chunk] = (torch.einsum("ijhn,hnk->ijhk", v, _resolvent(lam, dt, w))
-                                             + torch.einsum("ijhn,hnk->ijhk", vc, _resolvent(lam.conj(), dt, w)))
+            out[..., start:start + chunk] = cauchy_kernel_ref(v, lam, dt, omega[start:start + chunk])
         return out
 
     @staticmethod
     def backward(ctx, grad):
         v, lam, dt, omega = ctx.saved_tensors
-        gv = torch.zeros_like(v)
-        glam_1, glam_2 = torch.zeros_like(v), torch.zeros_like(v)  # Σ_k parts, before the sum over i, j
-        gdt_1, gdt_2 = torch.zeros_like(v), torch.zeros_like(v)
+        # Σ_k parts, per (i, j, h, n): ∂v; ∂λ and the two ∂Δ terms before their weights by v
+        gv, glam, gdt_1, gdt_2 = (torch.zeros_like(v) for _ in range(4))
         d = dt.to(lam.dtype)[:, None, None]
         for start in range(0, omega.shape[0], ctx.chunk):
             w = omega[start:start + ctx.chunk]
             g = grad[..., start:start + ctx.chunk]
             gc = g.conj()
             half = (1 + w) / 2
-            for sign, lam_, acc_lam, acc_dt in ((1, lam, glam_1, gdt_1), (-1, lam.conj(), glam_2, gdt_2)):
-                r = _resolvent(lam_, dt, w)
-                r_lam = r * r * half  # ∂R/∂λ
-                r_dt = (r + r * r * half * lam_[..., None]) / d  # ∂R/∂Δ
-                if sign > 0:  # holomorphic in v and λ
-                    gv += torch.einsum("ijhk,hnk->ijhn", g, r.conj())
-                    acc_lam += torch.einsum("ijhk,hnk->ijhn", g, r_lam.conj())
-                else:  # anti-holomorphic: through conj(v), conj(λ)
-                    gv += torch.einsum("ijhk,hnk->ijhn", gc, r)
-                    acc_lam += torch.einsum("ijhk,hnk->ijhn", gc, r_lam)
-                acc_dt += torch.einsum("ijhk,hnk->ijhn", gc, r_dt)
+            r1, r2 = _resolvent(lam, dt, w), _resolvent(lam.conj(), dt, w)  # R(λ), R(conj λ)
+            # holomorphic in v and λ through R(λ); anti-holomorphic through conj(v), R(conj λ)
+            gv += torch.einsum("ijhk,hnk->ijhn", g, r1.conj()) + torch.einsum("ijhk,hnk->ijhn", gc, r2)
+            glam += (torch.einsum("ijhk,hnk->ijhn", g, (r1 * r1 * half).conj())
+                     + torch.einsum("ijhk,hnk->ijhn", gc, r2 * r2 * half))
+            gdt_1 += torch.einsum("ijhk,hnk->ijhn", gc, (r1 + r1 * r1 * half * lam[..., None]) / d)
+            gdt_2 += torch.einsum("ijhk,hnk->ijhn", gc, (r2 + r2 * r2 * half * lam.conj()[..., None]) / d)
         vc = v.conj()
-        glam = (vc * (glam_1 + glam_2)).sum((0, 1))
         gdt = (v * gdt_1 + vc * gdt_2).real.sum((0, 1, 3)).to(dt.dtype)
-        return gv, glam, gdt, None, None
+        return gv, (vc * glam).sum((0, 1)), gdt, None, None

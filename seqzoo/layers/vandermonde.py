@@ -32,18 +32,15 @@ CHUNK_ELEMENTS_GPU = 1 << 25
 
 def vandermonde_kernel_ref(dta_re: Tensor, dta_im: Tensor, cbar_re: Tensor, cbar_im: Tensor, L: int) -> Tensor:
     """K (dir, H, L) by the plain formula; ΔA (H, N), C̄ (dir, H, N) as real and imaginary parts."""
-    steps = torch.arange(L, dtype=dta_re.dtype, device=dta_re.device)
-    decay = torch.exp(dta_re[..., None] * steps)
-    phase = dta_im[..., None] * steps
-    return 2 * (torch.einsum("dhn,hnl->dhl", cbar_re, decay * torch.cos(phase))
-                - torch.einsum("dhn,hnl->dhl", cbar_im, decay * torch.sin(phase)))
+    return _kernel_part(dta_re, dta_im, cbar_re, cbar_im, 0, L)
 
 
 def vandermonde_kernel(dta_re: Tensor, dta_im: Tensor, cbar_re: Tensor, cbar_im: Tensor, L: int,
                        chunk: int | None = None) -> Tensor:
     """K (dir, H, L) as :func:`vandermonde_kernel_ref`, in chunks of ``chunk`` steps (default:
-    ``CHUNK_ELEMENTS`` / (H N), ``CHUNK_ELEMENTS_GPU`` on a GPU), saving only the inputs for the backward. Under
-    ``torch.export`` / ``torch.compile`` (a symbolic length) it is the plain formula."""
+    ``CHUNK_ELEMENTS`` / (H N), ``CHUNK_ELEMENTS_GPU`` on a GPU), saving only the inputs for
+    the backward. Under ``torch.export`` / ``torch.compile`` (a symbolic length) it is the
+    plain formula."""
     if is_export_mode() or torch.compiler.is_compiling():
         return vandermonde_kernel_ref(dta_re, dta_im, cbar_re, cbar_im, L)
     if chunk is None:
@@ -52,12 +49,18 @@ def vandermonde_kernel(dta_re: Tensor, dta_im: Tensor, cbar_re: Tensor, cbar_im:
     return _ChunkedVandermonde.apply(dta_re, dta_im, cbar_re, cbar_im, int(L), int(chunk))
 
 
-def _powers(dta_re: Tensor, dta_im: Tensor, start: int, stop: int) -> tuple[Tensor, Tensor, Tensor]:
+def _powers(dta_re: Tensor, dta_im: Tensor, start, stop) -> tuple[Tensor, Tensor, Tensor]:
     """(steps, e cos, e sin) for l in [start, stop): (chunk,), (H, N, chunk) twice."""
     steps = torch.arange(start, stop, dtype=dta_re.dtype, device=dta_re.device)
     decay = torch.exp(dta_re[..., None] * steps)
     phase = dta_im[..., None] * steps
     return steps, decay * torch.cos(phase), decay * torch.sin(phase)
+
+
+def _kernel_part(dta_re: Tensor, dta_im: Tensor, cbar_re: Tensor, cbar_im: Tensor, start, stop) -> Tensor:
+    """K[..., start:stop] by the formula."""
+    _, ecos, esin = _powers(dta_re, dta_im, start, stop)
+    return 2 * (torch.einsum("dhn,hnl->dhl", cbar_re, ecos) - torch.einsum("dhn,hnl->dhl", cbar_im, esin))
 
 
 class _ChunkedVandermonde(torch.autograd.Function):
@@ -68,9 +71,7 @@ class _ChunkedVandermonde(torch.autograd.Function):
         out = cbar_re.new_empty(*cbar_re.shape[:2], L)
         for start in range(0, L, chunk):
             stop = min(L, start + chunk)
-            _, ecos, esin = _powers(dta_re, dta_im, start, stop)
-            out[..., start:stop] = 2 * (torch.einsum("dhn,hnl->dhl", cbar_re, ecos)
-                                        - torch.einsum("dhn,hnl->dhl", cbar_im, esin))
+            out[..., start:stop] = _kernel_part(dta_re, dta_im, cbar_re, cbar_im, start, stop)
         return out
 
     @staticmethod
