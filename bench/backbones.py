@@ -49,11 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     # --lengths (the shared option): these T instead of 1k..16k on a GPU, 1k,4k on CPU
     lengths = sorted(ctx.lengths) if ctx.lengths else (LENGTHS if on_gpu else CPU_LENGTHS)
     tokens = args.tokens or (TOKENS if on_gpu else CPU_TOKENS)
+    failed = []
     for name in names:
-        run_backbone(ctx, name, lengths, tokens)
-    csv_path, md_path = write(ctx, args.out, "backbones")
+        try:
+            run_backbone(ctx, name, lengths, tokens)
+        except Exception as err:  # one family's failure is reported; the others still run
+            print(f"{name}: FAILED: {type(err).__name__}: {err}", flush=True)
+            failed.append(name)
+        # after each family: a run cut at its time limit keeps what it measured
+        csv_path, md_path = write(ctx, args.out, "backbones")
     print(f"wrote {csv_path} and {md_path}")
-    return 0
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def run_backbone(ctx, name: str, lengths=LENGTHS, tokens: int = TOKENS) -> None:
