@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lightning as L
 import pytest
 import torch
 import yaml
 
-from seqzoo.datasets.forecasting import synth_forecasting
+if TYPE_CHECKING:  # imported where used: the kernel and compile-gate sessions need neither
+    import lightning as L
 
 
 def pytest_collection_modifyitems(config, items):
@@ -21,13 +22,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def make_tiny_trainer(**overrides) -> L.Trainer:
+def make_tiny_trainer(**overrides) -> "L.Trainer":
     """A quiet CPU trainer for tests: no logger, no checkpoints, no progress bar or summary.
 
     Any Trainer argument can be overridden (``max_epochs``, ``limit_train_batches``...)."""
     settings = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                     enable_progress_bar=False, enable_model_summary=False)
     settings.update(overrides)
+    import lightning as L
+
     return L.Trainer(**settings)
 
 
@@ -40,6 +43,8 @@ def tiny_trainer():
 @pytest.fixture(scope="session")
 def ett_csv(tmp_path_factory) -> Path:
     """A 1,200-row ETT-format CSV with daily/weekly seasonality."""
+    from seqzoo.datasets.forecasting import synth_forecasting
+
     return synth_forecasting(out=str(tmp_path_factory.mktemp("ett")), n_rows=1200, seed=0)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from seqzoo.resumable_data import EvalShardSampler, sharded_eval_loader
-from tests.domains.test_every_backbone_every_domain import DOMAINS, domain_data  # noqa: F401 (fixture)
+from tests.domains.conftest import DOMAINS
 
 
 def _samples_in(batch) -> int:
