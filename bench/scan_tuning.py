@@ -1,11 +1,13 @@
 """Selective-scan block sizes on a GPU, side by side: each candidate of ``launch_config``'s
-chunk lengths and forward prefetch (``triton_blocks.TUNING``) checked against the float64
-reference, then timed at PEERS.md's shape (B = 4, E = 1,536, N = 16, T = 4,096; fp32 and bf16).
+chunk lengths, forward prefetch and backward program width (``triton_blocks.TUNING``) checked
+against the float64 reference, then timed at PEERS.md's shape (B = 4, E = 1,536, N = 16,
+T = 4,096; fp32 and bf16).
 
-    python bench/scan_tuning.py [--out DIR] [--configs "16,8,0 8,4,0 8,4,1"]
+    python bench/scan_tuning.py [--out DIR] [--configs "16,8,0 8,4,0 8,4,1 4,4,1,8"]
 
-A config is ``fwd_t,bwd_t,prefetch``. The forward time ranks fwd_t/prefetch; forward +
-backward minus forward ranks bwd_t. Results: ``<out>/scan_tuning.md``.
+A config is ``fwd_t,bwd_t,prefetch[,bwd_e]`` (bwd_e: channels per backward program, the
+forward's by default: 2 at N = 16, one warp). The forward time ranks fwd_t/prefetch; forward +
+backward minus forward ranks bwd_t and bwd_e. Results: ``<out>/scan_tuning.md``.
 """
 
 from __future__ import annotations
@@ -54,15 +56,17 @@ def main(argv=None) -> int:
     name = "CPU (interpreter)" if args.smoke else torch.cuda.get_device_name(device)
     lines = [f"Device: {name}, torch {torch.__version__}. "
              f"Command: `python bench/scan_tuning.py --configs \"{args.configs}\"`", "",
-             "| fwd_t | bwd_t | prefetch | max rel. error | fp32 fwd ms | fp32 fwd+bwd ms | bf16 fwd ms "
+             "| fwd_t | bwd_t | prefetch | bwd_e | max rel. error | fp32 fwd ms | fp32 fwd+bwd ms | bf16 fwd ms "
              "| bf16 fwd+bwd ms |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     inputs = {dt: _inputs(*shape, dt, device) for dt in (torch.float32, torch.bfloat16)}
     for spec in args.configs.split():
-        fwd_t, bwd_t, prefetch = (int(v) for v in spec.split(","))
+        values = [int(v) for v in spec.split(",")]
+        if len(values) not in (3, 4):
+            p.error(f"a config is fwd_t,bwd_t,prefetch[,bwd_e], got {spec!r}")
         triton_blocks.TUNING.clear()
-        triton_blocks.TUNING.update(fwd_t=fwd_t, bwd_t=bwd_t, prefetch=prefetch)
-        cells = [str(fwd_t), str(bwd_t), str(prefetch)]
+        triton_blocks.TUNING.update(zip(("fwd_t", "bwd_t", "prefetch", "bwd_e"), values))
+        cells = [*map(str, values[:3]), str(values[3]) if len(values) == 4 else "default"]
         try:
             cells.append(f"{max_error(device, check):.1e}")
             for dt in (torch.float32, torch.bfloat16):

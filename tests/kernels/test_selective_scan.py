@@ -197,15 +197,22 @@ def test_triton_half_precision_io_accumulates_in_float32():
     assert all(g.dtype == leaves[k].dtype for k, g in grads.items())
 
 
-@pytest.mark.parametrize("tuning", [dict(prefetch=0), dict(fwd_t=4, bwd_t=2)], ids=["no-prefetch", "short-chunks"])
+@pytest.mark.parametrize("tuning", [dict(prefetch=0), dict(fwd_t=4, bwd_t=2), dict(bwd_e=2), dict(bwd_e=8)],
+                         ids=["no-prefetch", "short-chunks", "narrow-backward", "wide-backward"])
 def test_triton_other_block_settings_match_reference(tuning, monkeypatch):
     """The settings bench/scan_tuning.py compares (``TUNING``) compute the same scan: without
-    the forward's prefetch, and with chunks shorter than a segment's worth of the defaults."""
+    the forward's prefetch, with chunks shorter than a segment's worth of the defaults, and
+    with backward programs of other widths than the forward's (2 channels where the forward
+    takes 8 at N = 3; 8 channels over 4 warps where it takes 2 at N = 16, the last program
+    partly masked; groups that a program spans or splits)."""
     from seqzoo.kernels.selective_scan import triton_blocks
 
     monkeypatch.setattr(triton_blocks, "TUNING", tuning)
     assert_same(triton, make_inputs(2, 70, 5, 3))
     assert_same(triton, make_inputs(1, 40, 4, 2, groups=2), softplus=False)
+    if "bwd_e" in tuning:
+        assert_same(triton, make_inputs(1, 24, 12, 16))
+        assert_same(triton, make_inputs(1, 20, 12, 16, groups=3))
 
 
 def test_triton_reads_strided_views_and_an_expanded_gradient():

@@ -172,7 +172,7 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, checkpoints, y_pre, delta_sof
     groups = B4.shape[2]
     acc = accumulation_dtype(u.dtype)
     cfg = launch_config(u.dtype, E, N)
-    block_e, block_n = cfg["block_e"], cfg["block_n"]
+    block_e, block_n = cfg["bwd_block_e"], cfg["block_n"]
     programs_e = triton.cdiv(E, block_e)
     dev = u.device
     dz = None
@@ -206,7 +206,7 @@ def _backward(u, delta, A, B, C, D, z, delta_bias, checkpoints, y_pre, delta_sof
         int(D is not None), int(delta_bias is not None), int(dfinal is not None),
         N=N, SOFTPLUS=delta_softplus, ONE_GROUP=groups == 1 or (E // groups) % block_e == 0,
         BLOCK_T=cfg["bwd_t"], BLOCK_E=block_e, BLOCK_N=block_n, SEG_CHUNKS=cfg["bwd_seg"], ACC=_TL_DTYPE[acc],
-        num_warps=cfg["warps"],
+        num_warps=cfg["bwd_warps"],
     )
 
     def cast(g, like):

@@ -18,8 +18,9 @@ from seqzoo.kernels.dispatch import accumulation_dtype, triton_interpreted
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
 SEGMENT = 128  # steps between the states the forward saves for the backward
 LANES = 32  # a warp: BLOCK_E x BLOCK_N (channel, state) pairs, one per lane
-# Replaces launch_config's choices (keys fwd_t, bwd_t, prefetch) where set: for tuning runs
-# (bench/scan_tuning.py) and the tests of the other settings; never set by seqzoo itself.
+# Replaces launch_config's choices (keys fwd_t, bwd_t, prefetch, bwd_e: channels per backward
+# program) where set: for tuning runs (bench/scan_tuning.py) and the tests of the other
+# settings; never set by seqzoo itself.
 TUNING: dict[str, int] = {}
 _TL_DTYPE = {torch.float32: tl.float32, torch.float64: tl.float64}
 
@@ -47,8 +48,10 @@ def launch_config(dtype: torch.dtype, E: int, N: int) -> dict[str, int]:
     fwd_t, bwd_t, prefetch = (TUNING.get(k, v) for k, v in (("fwd_t", fwd_t), ("bwd_t", bwd_t), ("prefetch", 1)))
     block_n = triton.next_power_of_2(N)
     block_e = min(max(1, LANES // block_n), triton.next_power_of_2(E))
+    bwd_e = min(TUNING.get("bwd_e", block_e), triton.next_power_of_2(E))
     return dict(block_e=block_e, block_n=block_n, warps=max(1, block_e * block_n // LANES), fwd_t=fwd_t,
-                bwd_t=bwd_t, prefetch=prefetch, segment=segment, fwd_seg=segment // fwd_t, bwd_seg=segment // bwd_t)
+                bwd_t=bwd_t, prefetch=prefetch, segment=segment, fwd_seg=segment // fwd_t, bwd_seg=segment // bwd_t,
+                bwd_block_e=bwd_e, bwd_warps=max(1, bwd_e * block_n // LANES))
 
 
 def _grouped(x: Tensor, lead: int) -> Tensor:
