@@ -38,7 +38,9 @@ def launch_config(dtype: torch.dtype, E: int, N: int) -> dict[str, int]:
     the prefetch hides a chunk's load latency. Under the Triton interpreter (CPU tests)
     registers do not exist and its cost is per chunk, so chunks are longer and segments
     shorter (64 steps): the tests then cross several checkpoint segments at small T; the code
-    path (prefetch included) is the same. ``TUNING`` replaces the chunk lengths and prefetch.
+    path (prefetch included) is the same. ``TUNING`` replaces the chunk lengths, the prefetch
+    and the backward's channels per program (``bwd_block_e``, ``bwd_warps``; the forward's by
+    default: wider ones were slower on the H200).
     """
     wide = accumulation_dtype(dtype) == torch.float64
     if triton_interpreted():
