@@ -16,7 +16,7 @@
 ``masking``            padding-mask helpers
 ``state``              streaming-state tuples
 ``param_cache``        values cached until a module's parameters change
-``vandermonde``        the diagonal SSM's convolution kernel, chunked, backward by recomputation
+``vandermonde``        (from :mod:`seqzoo.kernels.vandermonde`) the diagonal SSM's convolution kernel
 ``cauchy``             S4's Cauchy kernel at the roots of unity, likewise
 =====================  =========================================================
 
@@ -44,7 +44,7 @@ from seqzoo.layers.probsparse import (
 from seqzoo.layers.selective_ssm import MambaLayer, SelectiveSSM
 from seqzoo.layers.state import State, split_state
 from seqzoo.layers.time_embedding import EmbeddingKind, TimeEmbedding
-from seqzoo.layers.vandermonde import vandermonde_kernel, vandermonde_kernel_ref
+from seqzoo.kernels.vandermonde import vandermonde_kernel, vandermonde_kernel_ref
 
 __all__ = [
     "AttentionKind",

@@ -67,7 +67,7 @@ def test_s4d_kernel_is_the_zoh_vandermonde_product():
 def test_chunked_vandermonde_equals_the_plain_formula_with_gradients(L, chunk):
     """The chunked kernel (backward by recomputation) against autograd through the plain
     formula: K and the gradients of ΔA and C̄ (two directions), chunk edges included."""
-    from seqzoo.layers import vandermonde_kernel, vandermonde_kernel_ref
+    from seqzoo.kernels.vandermonde import vandermonde_kernel_chunked, vandermonde_kernel_ref
 
     g = torch.Generator().manual_seed(0)
     H, N = 3, 4
@@ -76,7 +76,7 @@ def test_chunked_vandermonde_equals_the_plain_formula_with_gradients(L, chunk):
     inputs = [dta_re, *(torch.randn(*shape, generator=g, dtype=torch.float64) for shape in shapes)]
     upstream = torch.randn(2, H, L, generator=g, dtype=torch.float64)
     results = []
-    for fn, kw in ((vandermonde_kernel_ref, {}), (vandermonde_kernel, dict(chunk=chunk))):
+    for fn, kw in ((vandermonde_kernel_ref, {}), (vandermonde_kernel_chunked, dict(chunk=chunk))):
         leaves = [x.clone().requires_grad_() for x in inputs]
         K = fn(*leaves, L, **kw)
         results.append([K, *torch.autograd.grad((K * upstream).sum(), leaves)])

@@ -1,5 +1,6 @@
-"""The diagonal SSM's convolution kernel as a Vandermonde product, computed in chunks of the
-length with a backward that recomputes instead of storing.
+"""The Vandermonde product in torch: the plain formula (the oracle and the export path) and
+the CPU path, computed in chunks of the length with a backward that recomputes instead of
+storing.
 
     K[d, h, l] = 2 Re Σ_n C̄[d, h, n] exp(l ΔA[h, n]),   l = 0 .. L-1
 
@@ -23,8 +24,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from seqzoo.kernels.dispatch import is_export_mode
-
 CHUNK_ELEMENTS = 1 << 22  # (H, N, chunk) elements per step on a CPU: 16 MB in fp32
 # On a GPU fewer, larger chunks (each chunk is a handful of kernel launches): 128 MB in fp32.
 CHUNK_ELEMENTS_GPU = 1 << 25
@@ -35,14 +34,11 @@ def vandermonde_kernel_ref(dta_re: Tensor, dta_im: Tensor, cbar_re: Tensor, cbar
     return _kernel_part(dta_re, dta_im, cbar_re, cbar_im, 0, L)
 
 
-def vandermonde_kernel(dta_re: Tensor, dta_im: Tensor, cbar_re: Tensor, cbar_im: Tensor, L: int,
-                       chunk: int | None = None) -> Tensor:
+def vandermonde_kernel_chunked(dta_re: Tensor, dta_im: Tensor, cbar_re: Tensor, cbar_im: Tensor, L: int,
+                               chunk: int | None = None) -> Tensor:
     """K (dir, H, L) as :func:`vandermonde_kernel_ref`, in chunks of ``chunk`` steps (default:
     ``CHUNK_ELEMENTS`` / (H N), ``CHUNK_ELEMENTS_GPU`` on a GPU), saving only the inputs for
-    the backward. Under ``torch.export`` / ``torch.compile`` (a symbolic length) it is the
-    plain formula."""
-    if is_export_mode() or torch.compiler.is_compiling():
-        return vandermonde_kernel_ref(dta_re, dta_im, cbar_re, cbar_im, L)
+    the backward."""
     if chunk is None:
         budget = CHUNK_ELEMENTS_GPU if dta_re.device.type == "cuda" else CHUNK_ELEMENTS
         chunk = max(1, budget // max(1, dta_re.numel()))
@@ -88,6 +84,13 @@ class _ChunkedVandermonde(torch.autograd.Function):
             w_s += torch.einsum("dhl,hnl->dhn", g, esin)
             v_c += torch.einsum("dhl,hnl->dhn", gl, ecos)
             v_s += torch.einsum("dhl,hnl->dhn", gl, esin)
-        d_re = 2 * (cbar_re * v_c - cbar_im * v_s).sum(0)
-        d_im = -2 * (cbar_re * v_s + cbar_im * v_c).sum(0)
-        return d_re, d_im, 2 * w_c, -2 * w_s, None, None
+        return (*vandermonde_grads_from_sums(cbar_re, cbar_im, w_c, w_s, v_c, v_s), None, None)
+
+
+def vandermonde_grads_from_sums(cbar_re: Tensor, cbar_im: Tensor, w_c: Tensor, w_s: Tensor, v_c: Tensor,
+                                v_s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """∂Re ΔA, ∂Im ΔA (H, N), ∂Re C̄, ∂Im C̄ (dir, H, N) from the four sums over the length
+    (dir, H, N) (the formulas in the module docstring): shared by the torch and Triton paths."""
+    d_re = 2 * (cbar_re * v_c - cbar_im * v_s).sum(0)
+    d_im = -2 * (cbar_re * v_s + cbar_im * v_c).sum(0)
+    return d_re, d_im, 2 * w_c, -2 * w_s
