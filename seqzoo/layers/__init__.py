@@ -17,7 +17,7 @@
 ``state``              streaming-state tuples
 ``param_cache``        values cached until a module's parameters change
 ``vandermonde``        (from :mod:`seqzoo.kernels.vandermonde`) the diagonal SSM's convolution kernel
-``cauchy``             S4's Cauchy kernel at the roots of unity, likewise
+``cauchy``             S4's Cauchy kernel at the roots of unity, chunked, backward by recomputation
 =====================  =========================================================
 
 DropPath, LayerScale, trunc_normal_ and PatchEmbed are timm's (``timm.layers``).

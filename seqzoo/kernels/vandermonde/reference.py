@@ -1,22 +1,13 @@
-"""The Vandermonde product in torch: the plain formula (the oracle and the export path) and
-the CPU path, computed in chunks of the length with a backward that recomputes instead of
-storing.
+"""The Vandermonde product in torch (the formulas: :mod:`seqzoo.kernels.vandermonde`): the
+plain formula, the oracle and the export path, and the CPU path, computed in chunks of the
+length with a backward that recomputes instead of storing.
 
-    K[d, h, l] = 2 Re Σ_n C̄[d, h, n] exp(l ΔA[h, n]),   l = 0 .. L-1
-
-written with complex numbers as (real, imag) pairs (ONNX has no complex dtype). Autograd
-through the plain formula (``decay * cos(phase)`` ...) keeps about six (H, N, L) tensors per
-layer for the backward: 3 GiB per layer at H = 256, N = 32, L = 16,384 in fp32. Here the
-forward and the backward walk the length in chunks (at most ``CHUNK_ELEMENTS`` of (H, N,
-chunk) at a time) and save only the (H, N) inputs; the backward's sums over the length are
-four batched matrix products per chunk:
-
-    W_c = Σ_l g e cos,  W_s = Σ_l g e sin,  V_c = Σ_l g l e cos,  V_s = Σ_l g l e sin
-    ∂Re C̄ = 2 W_c,  ∂Im C̄ = -2 W_s,
-    ∂Re ΔA = 2 Σ_d (Re C̄ V_c - Im C̄ V_s),  ∂Im ΔA = -2 Σ_d (Re C̄ V_s + Im C̄ V_c)
-
-with g = ∂L/∂K, e = exp(l Re ΔA), cos/sin of l Im ΔA. :func:`vandermonde_kernel_ref` is the
-plain formula (what ONNX export traces; the tests compare the two, values and gradients).
+Autograd through the plain formula (``decay * cos(phase)`` ...) keeps about six (H, N, L)
+tensors per layer for the backward: 3 GiB per layer at H = 256, N = 32, L = 16,384 in fp32.
+The chunked path walks the length in chunks (at most ``CHUNK_ELEMENTS`` of (H, N, chunk) at
+a time) and saves only the (H, N) inputs; the backward's four sums over the length are
+batched matrix products per chunk, turned into gradients by
+:func:`vandermonde_grads_from_sums` (shared with the Triton path).
 """
 
 from __future__ import annotations
@@ -45,12 +36,17 @@ def vandermonde_kernel_chunked(dta_re: Tensor, dta_im: Tensor, cbar_re: Tensor, 
     return _ChunkedVandermonde.apply(dta_re, dta_im, cbar_re, cbar_im, int(L), int(chunk))
 
 
+def powers_at(dta_re: Tensor, dta_im: Tensor, steps: Tensor) -> tuple[Tensor, Tensor]:
+    """z^l = exp(l ΔA) at the given steps as (e cos, e sin), each (H, N, len(steps))."""
+    decay = torch.exp(dta_re[..., None] * steps)
+    phase = dta_im[..., None] * steps
+    return decay * torch.cos(phase), decay * torch.sin(phase)
+
+
 def _powers(dta_re: Tensor, dta_im: Tensor, start, stop) -> tuple[Tensor, Tensor, Tensor]:
     """(steps, e cos, e sin) for l in [start, stop): (chunk,), (H, N, chunk) twice."""
     steps = torch.arange(start, stop, dtype=dta_re.dtype, device=dta_re.device)
-    decay = torch.exp(dta_re[..., None] * steps)
-    phase = dta_im[..., None] * steps
-    return steps, decay * torch.cos(phase), decay * torch.sin(phase)
+    return steps, *powers_at(dta_re, dta_im, steps)
 
 
 def _kernel_part(dta_re: Tensor, dta_im: Tensor, cbar_re: Tensor, cbar_im: Tensor, start, stop) -> Tensor:

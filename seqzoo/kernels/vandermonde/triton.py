@@ -21,7 +21,7 @@ import triton.language as tl
 from torch import Tensor
 
 from seqzoo.kernels.dispatch import accumulation_dtype, triton_interpreted
-from seqzoo.kernels.vandermonde.reference import vandermonde_grads_from_sums
+from seqzoo.kernels.vandermonde.reference import powers_at, vandermonde_grads_from_sums
 
 _TL_DTYPE = {torch.float32: tl.float32, torch.float64: tl.float64}
 
@@ -60,13 +60,11 @@ def power_tables(dta_re: Tensor, dta_im: Tensor, L: int, block_l: int) -> tuple[
     acc = accumulation_dtype(dta_re.dtype)
     a, b = dta_re.detach().to(acc), dta_im.detach().to(acc)
 
-    def powers(steps: Tensor) -> Tensor:  # (H, len(steps), N, 2)
-        decay = torch.exp(a[:, None, :] * steps[:, None])
-        phase = b[:, None, :] * steps[:, None]
-        return torch.stack([decay * torch.cos(phase), decay * torch.sin(phase)], dim=-1)
+    def table(steps: Tensor) -> Tensor:  # (H, N, len) twice -> (H, len, N, 2)
+        return torch.stack(powers_at(a, b, steps), dim=-1).transpose(1, 2).contiguous()
 
-    firsts = torch.arange(0, L, block_l, device=a.device, dtype=acc)
-    return powers(firsts).contiguous(), powers(torch.arange(block_l, device=a.device, dtype=acc)).contiguous()
+    return (table(torch.arange(0, L, block_l, device=a.device, dtype=acc)),
+            table(torch.arange(block_l, device=a.device, dtype=acc)))
 
 
 def _forward(dta_re: Tensor, dta_im: Tensor, cbar_re: Tensor, cbar_im: Tensor, L: int) -> Tensor:
