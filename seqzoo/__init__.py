@@ -4,8 +4,25 @@
     >>> backbone = build_backbone("transformer", d_model=64, n_layers=2)
 """
 
-from seqzoo.backbones import Backbone, build_backbone, get_backbone_class, list_backbones, register_backbone
 from seqzoo.errors import ConfigError, DataError, ExportError, SeqzooError, UnknownBackboneError
+
+_BACKBONE_API = ("Backbone", "build_backbone", "get_backbone_class", "list_backbones", "register_backbone")
+
+
+def __getattr__(name: str):
+    """The backbone API on first use: ``import seqzoo`` alone (``seqzoo --help``, ``seqzoo
+    status``) does not import torch."""
+    if name in _BACKBONE_API:
+        from seqzoo import backbones
+
+        value = getattr(backbones, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'seqzoo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_BACKBONE_API))
 
 __version__ = "0.1.0"
 

@@ -43,7 +43,8 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 
 from seqzoo.errors import TrainingError
-from seqzoo.runs import drop_metric_rows_from, update_status
+from seqzoo.runs import drop_metric_rows_from
+from seqzoo.status import update_status
 
 LAST = "last.ckpt"
 

@@ -30,9 +30,18 @@ from pathlib import Path
 
 from seqzoo.cli_args import option
 from seqzoo.errors import SeqzooError, TrainingError
-from seqzoo.lightning_cli import make_cli  # noqa: F401  (the parser behind the Lightning verbs)
 
 LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
+
+
+def __getattr__(name: str):
+    """``seqzoo.cli.make_cli`` (the parser behind the Lightning verbs) on first use: the verbs that
+    only read files (``--help``, ``status``) do not import Lightning."""
+    if name == "make_cli":
+        from seqzoo.lightning_cli import make_cli
+
+        return make_cli
+    raise AttributeError(f"module 'seqzoo.cli' has no attribute {name!r}")
 
 COMMANDS = {
     "fit": "train a task on a config: --config CONFIG [--section.key value ...] (LightningCLI)",
@@ -189,7 +198,7 @@ def _compare(rest: list[str]) -> int:
 
 
 def run_lightning(verb: str, args: list[str]) -> None:
-    from seqzoo.lightning_cli import expand_help_names
+    from seqzoo.lightning_cli import expand_help_names, make_cli
     from seqzoo.run_config import rewrite_args
 
     args, config_name = rewrite_args(expand_help_names(args))
@@ -227,7 +236,7 @@ def status_main(args: list[str]) -> int:
                                      "on this host is marked died).")
     parser.add_argument("run_dirs", nargs="*", help="run folders (default: every run under runs/)")
     opts = parser.parse_args(args)
-    from seqzoo.runs import RUNS_ROOT, run_status
+    from seqzoo.status import RUNS_ROOT, run_status
 
     dirs = [Path(d) for d in opts.run_dirs] or sorted(p.parent for p in Path(RUNS_ROOT).rglob("status.json"))
     if not dirs:

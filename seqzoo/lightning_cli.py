@@ -45,7 +45,8 @@ def make_cli(args: list[str] | dict, config_name: str = "default", run: bool = T
     from seqzoo.domains.base import BaseTask
     from seqzoo.errors import ConfigError
     from seqzoo.run_config import backbone_name_of, import_class
-    from seqzoo.runs import HparamsLogger, PredictionWriter, RunRecorder, default_run_dir, run_hparams, run_status
+    from seqzoo.runs import HparamsLogger, PredictionWriter, RunRecorder, run_hparams
+    from seqzoo.status import default_run_dir, run_status
 
     class SeqzooCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:

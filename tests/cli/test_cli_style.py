@@ -34,6 +34,31 @@ def test_top_level_help_lists_every_verb_on_one_line(capsys):
         assert COMMANDS[verb] in mine[0]
 
 
+def test_help_version_and_status_answer_without_importing_torch(tmp_path):
+    """``seqzoo --help``, ``--version`` and ``status`` read text files only: a fresh process
+    answers them without importing torch or Lightning (~4 s of imports), and the package's
+    backbone API is still there on first use."""
+    import json
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "status.json").write_text(json.dumps({"status": "completed", "verb": "fit", "pid": 1, "host": "h"}))
+    probe = ("import sys; from seqzoo.cli import main\n"
+             f"assert main(['--help']) == main(['--version']) == main(['status', {str(run)!r}]) == 0\n"
+             "print(sorted(m for m in ('torch', 'lightning', 'jsonargparse') if m in sys.modules))\n"
+             "import seqzoo; print(seqzoo.build_backbone('transformer', d_model=8, n_layers=1).d_model, "
+             "'list_backbones' in dir(seqzoo))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert f"{run}: completed (fit, pid 1 on h" in done.stdout
+    assert lines[-2] == "[]", f"imported by --help/--version/status: {lines[-2]}"
+    assert lines[-1] == "8 True"
+
+
 def test_unknown_verb_is_exit_2_with_the_verb_list(capsys):
     assert main(["frobnicate"]) == 2
     err = capsys.readouterr().err

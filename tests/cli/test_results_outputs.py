@@ -146,7 +146,7 @@ def test_fit_says_where_the_run_went_and_logs_hparams_and_lr(ett_csv, write_conf
 
 
 def test_fit_adds_the_lr_monitor_and_hparams_only_with_a_logger(ett_csv, write_config, tmp_path, monkeypatch):
-    from seqzoo.cli import make_cli
+    from seqzoo.lightning_cli import make_cli
     from seqzoo.runs import rewrite_args
 
     monkeypatch.chdir(tmp_path)

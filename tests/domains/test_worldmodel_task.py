@@ -149,7 +149,7 @@ def test_the_one_step_imagination_graph_matches_onnxruntime_over_a_rollout(tmp_p
 def test_configs_build_their_task_and_run_a_step(config, prepare, tmp_path):
     from pathlib import Path
 
-    from seqzoo.cli import make_cli
+    from seqzoo.lightning_cli import make_cli
     from seqzoo.runs import rewrite_args
 
     if prepare is None:
