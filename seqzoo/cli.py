@@ -43,6 +43,7 @@ def __getattr__(name: str):
         return make_cli
     raise AttributeError(f"module 'seqzoo.cli' has no attribute {name!r}")
 
+
 COMMANDS = {
     "fit": "train a task on a config: --config CONFIG [--section.key value ...] (LightningCLI)",
     "validate": "evaluate a checkpoint (--ckpt_path) on the validation split",

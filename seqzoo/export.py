@@ -20,6 +20,7 @@ import contextlib
 import io
 import logging
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,7 +258,10 @@ def simplify_graph(model, input_names: list[str] | None = None) -> None:
 
 
 _REGISTRIES: dict = {}
-"""The exporter's registries of torchlib functions built so far, by opset (see below)."""
+"""The exporter's registries of torchlib functions built so far, by the builder's arguments (the opset)."""
+_REGISTRY_LOCK = threading.Lock()
+"""Held while ``from_torchlib`` is swapped: exports from two threads take turns, and torch's own
+classmethod is always what is put back."""
 
 
 @contextlib.contextmanager
@@ -265,8 +269,8 @@ def _one_torchlib_registry():
     """One registry of torchlib functions per process and opset for every export.
 
     ``torch.onnx.export(dynamo=True)`` builds ``ONNXRegistry.from_torchlib()`` afresh on every
-    call: it reads the source of ~1,500 torchlib functions again (0.5-1 s of CPU per export,
-    ~1/6 of a small model's export). Without a custom translation table (seqzoo passes none)
+    call: it reads the source of ~1,500 torchlib functions again (0.3-1 s of CPU per export,
+    up to 1/6 of a small model's export). Without a custom translation table (seqzoo passes none)
     the exporter only reads the registry, so the first one built is handed out again while
     this context is open. Where torch has no such classmethod, nothing changes."""
     try:
@@ -286,11 +290,12 @@ def _one_torchlib_registry():
             _REGISTRIES[key] = build(cls, *args, **kwargs)
         return _REGISTRIES[key]
 
-    ONNXRegistry.from_torchlib = classmethod(from_torchlib)
-    try:
-        yield
-    finally:
-        ONNXRegistry.from_torchlib = original
+    with _REGISTRY_LOCK:
+        ONNXRegistry.from_torchlib = classmethod(from_torchlib)
+        try:
+            yield
+        finally:
+            ONNXRegistry.from_torchlib = original
 
 
 @contextlib.contextmanager

@@ -39,6 +39,7 @@ def test_help_version_and_status_answer_without_importing_torch(tmp_path):
     answers them without importing torch or Lightning (~4 s of imports), and the package's
     backbone API is still there on first use."""
     import json
+    import os
     import subprocess
     import sys
 
@@ -51,7 +52,7 @@ def test_help_version_and_status_answer_without_importing_torch(tmp_path):
              "import seqzoo; print(seqzoo.build_backbone('transformer', d_model=8, n_layers=1).d_model, "
              "'list_backbones' in dir(seqzoo))")
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
     assert f"{run}: completed (fit, pid 1 on h" in done.stdout
