@@ -365,5 +365,25 @@ def first_sentence(doc: str | None) -> str:
     return paragraph[:end.end()] if end else paragraph
 
 
+def console() -> int:
+    """The ``seqzoo`` executable: :func:`main`, then :func:`quick_exit_gc`."""
+    code = main()
+    quick_exit_gc()
+    return code
+
+
+def quick_exit_gc() -> None:
+    """Leave the objects alive now out of the garbage collections the interpreter makes as it
+    ends a process: with torch and Lightning imported there are millions, and those passes
+    took ~1.6 s of every ``seqzoo`` process (4.5 -> 6.1 s for one that only imports them).
+    Nothing is skipped that a command needs: its files are closed when written, logging and
+    the other atexit handlers still run, and objects outside reference cycles are still
+    finalised as the modules are cleared. Only for a process about to end (never in a library
+    call of ``main``)."""
+    import gc
+
+    gc.freeze()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

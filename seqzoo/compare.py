@@ -3,7 +3,8 @@
 Each family is built with the config's shared keywords (d_model, n_layers,
 dropout, causal, impl) and its own defaults for the rest, so parameter counts
 differ and the table shows them; the config's own family keeps all its keywords. Every (backbone, seed) run is a separate
-process (clean peak-memory figures, one failure does not stop the rest) that
+process (clean peak-memory figures, one failure does not stop the rest; on Linux forked from a
+server that imports torch and Lightning once: :mod:`seqzoo.compare_worker`) that
 trains, tests the best checkpoint and times inference. Pairs a backbone cannot
 serve appear as ``n/a`` with the reason. Outputs in ``--out``:
 
@@ -22,10 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import shlex
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ import yaml
 from seqzoo.backbones.base import SHARED_KEYWORDS, get_backbone_class, list_backbones, variant_label
 from seqzoo.budget import d_model_for_budget
 from seqzoo.cli_args import check_passthrough, int_list, option
+from seqzoo.compare_worker import Runner
 from seqzoo.errors import ConfigError
 from seqzoo.results import baselines_of, read_results_csv, write_results
 from seqzoo.run_config import (
@@ -112,6 +111,14 @@ def compare(
     Each row of the table is the mean ± std over all its runs (seeds x folds). With
     ``param_budget`` every family is built at the width whose backbone has about that many
     parameters (:func:`seqzoo.budget.d_model_for_budget`); its rows say ``d_model=...``."""
+    with Runner() as runner:
+        return _compare(runner, config_path, names, seeds, out, max_epochs=max_epochs, max_steps=max_steps,
+                        passthrough=passthrough, command=command, shared_heads=shared_heads, folds=folds,
+                        param_budget=param_budget)
+
+
+def _compare(runner: Runner, config_path: str, names: list[str], seeds: list[int], out: Path, *, max_epochs,
+             max_steps, passthrough, command, shared_heads, folds, param_budget) -> list[dict[str, Any]]:
     config_path = str(resolve_config_path(config_path))
     config = load_yaml(config_path)
     rewrite_backbone_names(config)
@@ -186,7 +193,7 @@ def compare(
         print(f"[{i}/{len(jobs)}] {name} seed {seed}{where} ...", flush=True)
         extra = [] if fold is None else ["--data.fold", str(fold)]
         row = _run_job(name, cls, seed, config_file, out, max_epochs, [*passthrough, *extra],
-                       tag=f"seed{seed}" + ("" if fold is None else f"-fold{fold}"), max_steps=max_steps)
+                       tag=f"seed{seed}" + ("" if fold is None else f"-fold{fold}"), max_steps=max_steps, runner=runner)
         if fold is not None:
             row["fold"] = fold
         row["backbone"] = labels[name]  # rows and plots name a variant: "mamba (bidirectional)"
@@ -245,7 +252,7 @@ def _duration(seconds: float) -> str:
 
 
 def _run_job(name: str, cls, seed: int, config_file: Path, out: Path, max_epochs, passthrough,
-             tag: str | None = None, max_steps: int | None = None) -> dict[str, Any]:
+             tag: str | None = None, max_steps: int | None = None, *, runner: Runner) -> dict[str, Any]:
     tag = tag or f"seed{seed}"
     run_dir = out / "runs" / name / tag
     result_file = out / "logs" / f"{name}-{tag}.json"
@@ -254,14 +261,11 @@ def _run_job(name: str, cls, seed: int, config_file: Path, out: Path, max_epochs
     spec = {"config": str(config_file), "seed": seed, "max_epochs": max_epochs, "max_steps": max_steps,
             "extra": passthrough,
             "run_dir": str(run_dir), "result": str(result_file)}
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(log_file, "w") as log:
-        proc = subprocess.run([sys.executable, "-m", "seqzoo.compare_worker", json.dumps(spec)], stdout=log,
-                              stderr=subprocess.STDOUT, env=env)
+    code = runner.run(spec, log_file)
     base = {"backbone": name, "family": cls.family, "seed": seed}
-    if proc.returncode != 0 or not result_file.exists():
+    if code != 0 or not result_file.exists():
         tail = log_file.read_text().strip().splitlines()[-1:] or ["(no output)"]
-        return {**base, "status": "failed", "reason": f"exit {proc.returncode}: {tail[0][:300]} (see {log_file})"}
+        return {**base, "status": "failed", "reason": f"exit {code}: {tail[0][:300]} (see {log_file})"}
     return {**base, **json.loads(result_file.read_text()), "status": "ok"}
 
 

@@ -2,8 +2,14 @@
 
     python -m seqzoo.compare_worker '{"config": ..., "seed": 0, "run_dir": ..., "result": ...}'
 
-``compare`` starts one per (backbone, seed) so that peak-memory figures are clean and one
-failure does not stop the rest; the result is a JSON file written atomically at ``result``.
+``compare`` runs each (backbone, seed) in a process of its own, so that peak-memory figures are
+clean and one failure does not stop the rest; the result is a JSON file written atomically at
+``result``. :class:`Runner` starts those processes. On Linux they are forked from one server
+(``python -m seqzoo.compare_worker --serve``) that has imported torch and Lightning once, so
+a compare pays those ~5 s of imports once instead of once per run. The forked child becomes
+exactly the process above: same argv (which Lightning's DDP launcher re-runs for the other
+ranks), environment, working folder and log. ``SEQZOO_COMPARE_FORK=0`` (or a server that
+did not start) gives a fresh interpreter per run.
 """
 
 from __future__ import annotations
@@ -11,9 +17,13 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+FORK_ENV = "SEQZOO_COMPARE_FORK"
 
 
 def run_worker(spec: dict) -> None:
@@ -65,6 +75,8 @@ def run_worker(spec: dict) -> None:
     last = Path(spec["run_dir"]) / "checkpoints" / "last.ckpt"
     checkpoint = best or (str(last) if last.is_file() else "")
     tested = trainer.test(model, datamodule, ckpt_path=best or None, verbose=False)
+    if not trainer.is_global_zero:  # a DDP run's other ranks: rank 0 measures and writes the result
+        return
     metrics = {k: float(v) for k, v in (tested[0] if tested else {}).items()}
     infer_samples, infer_tokens = measure_inference(model.to(device), datamodule)
     if device.type == "cuda":
@@ -126,5 +138,235 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _command(spec: dict) -> list[str]:
+    """The command of a run as a fresh process."""
+    return [sys.executable, "-m", "seqzoo.compare_worker", json.dumps(spec)]
+
+
+class Runner:
+    """Starts ``compare``'s runs, one process each, and returns their exit codes (negative: the
+    signal that ended it, as :mod:`subprocess` reports). Forks them from a server process where
+    it can (see the module's docstring); a server that fails to start, or is gone before a run
+    is handed to it, leaves fresh processes for the rest (the next run's log says why). Use as
+    a context manager: the server ends with it."""
+
+    def __init__(self) -> None:
+        self.server: subprocess.Popen | None = None
+        self.fork = sys.platform.startswith("linux") and os.environ.get(FORK_ENV, "1") != "0"
+        self.ready = False
+        self.note = ""  # why runs start fresh, once the server is given up
+
+    def _start(self) -> None:
+        self.fork = False  # one server per Runner: once started or given up, not again
+        self._err = tempfile.TemporaryFile("w+")  # import warnings; the reason if it fails
+        self.server = subprocess.Popen([sys.executable, "-m", "seqzoo.compare_worker", "--serve"],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err,
+                                       env=_run_env(), text=True)
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self, failed: str = "") -> None:
+        """End the server (it exits when its input closes; no run is left behind). ``failed``:
+        why it is given up, kept with the tail of its output for the next run's log."""
+        server, self.server = self.server, None
+        if server is None:
+            return
+        try:
+            server.stdin.close()
+            server.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            server.kill()
+            server.wait()
+        if failed:
+            self._err.seek(0)
+            tail = self._err.read().strip().splitlines()[-1:] or [f"exit {server.returncode}"]
+            self.note = f"seqzoo compare: {failed} ({tail[0][:300]}); runs start as fresh processes"
+        self._err.close()
+
+    def run(self, spec: dict, log_file: Path) -> int:
+        if self.fork:  # started with the first run: a compare whose runs are all n/a starts none
+            self._start()
+        code = self._forked(spec, log_file) if self.server is not None else None
+        if code is not None:
+            return code
+        with open(log_file, "w") as log:
+            if self.note:
+                print(self.note, file=log, flush=True)
+            return subprocess.run(_command(spec), stdout=log, stderr=subprocess.STDOUT, env=_run_env()).returncode
+
+    def _forked(self, spec: dict, log_file: Path) -> int | None:
+        """The run's exit code, forked by the server; None when the server cannot take it."""
+        server = self.server
+        try:
+            if not self.ready:
+                self.ready = server.stdout.readline().strip() == "ready"
+                if not self.ready:
+                    raise OSError
+            request = {"spec": spec, "log": str(log_file), "cwd": os.getcwd(), "env": _run_env()}
+            server.stdin.write(json.dumps(request) + "\n")
+            server.stdin.flush()
+            started = server.stdout.readline().split()
+        except OSError:
+            self.close(failed="the run server ended" if self.ready else "the run server did not start")
+            return None
+        if not started:  # gone as it took the run: whether the run began is unknown, so it failed
+            self.close(failed="the run server ended")
+            with open(log_file, "a") as log:
+                print(self.note, file=log)
+            return -1
+        pid = int(started[1])
+        try:
+            reply = server.stdout.readline()
+        except BaseException:  # Ctrl-C in compare: the run ends too, as subprocess.run ends its child
+            _kill(pid)
+            raise
+        if not reply.strip():
+            _kill(pid)
+            self.close(failed="the run server ended during this run")
+            with open(log_file, "a") as log:
+                print(self.note, file=log)
+            return -1
+        return int(reply)
+
+
+def _run_env() -> dict[str, str]:
+    return dict(os.environ, PYTHONUNBUFFERED="1")
+
+
+def _kill(pid: int) -> None:
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+# What every run imports: torch, Lightning, the CLI and seqzoo's data and task packages (pandas,
+# scikit-learn), and torch's TensorBoard writer, which jsonargparse imports resolving the
+# Trainer's logger types. Nothing here starts a thread, so forking the server stays safe.
+_PRELOAD = ("torch", "lightning.pytorch", "seqzoo.lightning_cli", "seqzoo.backbones.base", "seqzoo.datasets",
+            "seqzoo.domains", "seqzoo.checkpointing", "seqzoo.runs", "torch.utils.tensorboard")
+
+
+def serve() -> dict | None:
+    """The run server: import what every run imports, then for each request line on stdin fork
+    a child that becomes that run. Answers ``started <pid>`` and then the run's exit code on
+    stdout. Returns the run's spec in the child, None in the server once stdin closes."""
+    import gc
+    import importlib
+    import signal
+
+    # an import that asks whether there is a GPU must not initialise CUDA here (NVML answers)
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    for module in _PRELOAD:  # the imports a run would pay: the reason for the server
+        try:
+            importlib.import_module(module)
+        except ImportError:  # an optional package: the run imports (or misses) it itself
+            pass
+    if cuda_poisons_fork():
+        print("CUDA was initialised while importing: a forked run could not use it", file=sys.stderr)
+        return None  # not ready: compare starts fresh processes
+
+    # Ctrl-C reaches the whole process group: the run shuts down and compare decides; the
+    # server only ends when its input closes
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    gc.freeze()  # a child's garbage collections leave the server's objects (and their pages) alone
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything else the server prints goes to its log
+    print("ready", file=replies)
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            replies.close()
+            return _become_run(request)
+        try:
+            print("started", pid, file=replies)
+            _, status = os.waitpid(pid, 0)
+            print(os.waitstatus_to_exitcode(status), file=replies)
+        except BrokenPipeError:  # compare is gone
+            break
+    return None
+
+
+def cuda_poisons_fork() -> bool:
+    """Whether a child forked now could not use CUDA (torch refuses once the parent initialised
+    it: even ``torch.cuda.is_available()`` does, without NVML). Asked of a throwaway child."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda._is_compiled():
+        return False
+    pid = os.fork()
+    if pid == 0:
+        os._exit(1 if torch.cuda._is_in_bad_fork() else 0)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) != 0
+
+
+def _become_run(request: dict) -> dict:
+    """In the forked child: the process ``python -m seqzoo.compare_worker <spec>`` would be."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    null = os.open(os.devnull, os.O_RDONLY)
+    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    for fd, target in ((null, 0), (log, 1), (log, 2)):
+        os.dup2(fd, target)
+    os.close(null)
+    os.close(log)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    spec = request["spec"]
+    sys.argv[1:] = [json.dumps(spec)]  # what Lightning's DDP launcher re-runs for the other ranks
+    return spec
+
+
+def _run_forked(spec: dict) -> None:
+    """Run, then end the forked child as the interpreter ends a process (exit code, traceback,
+    atexit handlers, flushed output) but without tearing its modules down: that would touch,
+    and so copy, every page it shares with the server (~2 s a run). multiprocessing ends its
+    forked children the same way."""
+    import atexit
+    import signal
+    import traceback
+
+    code, interrupted = 0, False
+    try:
+        run_worker(spec)
+    except SystemExit as stop:
+        if stop.code is None or isinstance(stop.code, int):
+            code = stop.code or 0
+        else:
+            print(stop.code, file=sys.stderr)
+            code = 1
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        interrupted = True
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    if interrupted:  # as Python does: end by the signal, so the exit code says so
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    run_worker(json.loads(sys.argv[1]))
+    if sys.argv[1:] == ["--serve"]:
+        job = serve()
+        if job is not None:  # in a forked child
+            _run_forked(job)
+    else:
+        import gc
+
+        run_worker(json.loads(sys.argv[1]))
+        gc.freeze()  # as seqzoo.cli.console ends: no exit-time collections over torch's objects (~1.6 s)

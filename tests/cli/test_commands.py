@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 from pathlib import Path
 
 import onnx
 import pytest
 
-from seqzoo import list_backbones
+from seqzoo import compare_worker, list_backbones
 from seqzoo.cli import main
 from seqzoo.results import read_results_csv, summarise
 from seqzoo.domains.forecasting import ForecastingTask
@@ -64,6 +65,15 @@ def test_compare_table_plot_csv_and_export_of_the_best(ett_csv, write_config, tm
     assert best.exists()
     # shared keywords are kept, family defaults used for the rest
     assert "d_model: 16" in (out / "configs" / "transformer.yaml").read_text()
+    # the runs were forked from compare's server: one in a fresh interpreter gives the same figures
+    spec = {"config": str(out / "configs" / "gru.yaml"), "seed": 1, "max_epochs": None, "max_steps": None,
+            "extra": ["--trainer.limit_test_batches", "5"], "run_dir": str(tmp_path / "fresh"),
+            "result": str(tmp_path / "fresh.json")}
+    fresh = subprocess.run(compare_worker._command(spec), capture_output=True, text=True)
+    assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
+    forked = json.loads((out / "logs" / "gru-seed1.json").read_text())
+    alone = json.loads((tmp_path / "fresh.json").read_text())
+    assert alone["metrics"] == forked["metrics"] and alone["steps"] == forked["steps"] > 0
 
     onnx_path = tmp_path / "best.onnx"
     assert main(["export", "--ckpt", str(best), "--out", str(onnx_path)]) == 0
