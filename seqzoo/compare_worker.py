@@ -222,7 +222,7 @@ class Runner:
         try:
             reply = server.stdout.readline()
         except BaseException:  # Ctrl-C in compare: the run ends too, as subprocess.run ends its child
-            _kill(pid)
+            _kill(pid, grace=0.25)
             raise
         if not reply.strip():
             _kill(pid)
@@ -237,10 +237,16 @@ def _run_env() -> dict[str, str]:
     return dict(os.environ, PYTHONUNBUFFERED="1")
 
 
-def _kill(pid: int) -> None:
+def _kill(pid: int, grace: float = 0.0) -> None:
+    """SIGKILL the run unless it ends within ``grace`` seconds (subprocess.run gives its child
+    0.25 s after a Ctrl-C)."""
     import signal
 
+    deadline = time.monotonic() + grace
     try:
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)
+            time.sleep(0.01)
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
@@ -273,7 +279,9 @@ def serve() -> dict | None:
         return None  # not ready: compare starts fresh processes
 
     # Ctrl-C reaches the whole process group: the run shuts down and compare decides; the
-    # server only ends when its input closes
+    # server only ends when its input closes. A run gets the disposition the server was
+    # started with (a fresh process would: ignored in a background job, else KeyboardInterrupt).
+    started_with = signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.freeze()  # a child's garbage collections leave the server's objects (and their pages) alone
     replies = os.fdopen(os.dup(1), "w", buffering=1)
@@ -284,6 +292,7 @@ def serve() -> dict | None:
         pid = os.fork()
         if pid == 0:
             replies.close()
+            signal.signal(signal.SIGINT, started_with)
             return _become_run(request)
         try:
             print("started", pid, file=replies)
@@ -308,9 +317,6 @@ def cuda_poisons_fork() -> bool:
 
 def _become_run(request: dict) -> dict:
     """In the forked child: the process ``python -m seqzoo.compare_worker <spec>`` would be."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.stdout.flush()
     sys.stderr.flush()
     null = os.open(os.devnull, os.O_RDONLY)
