@@ -81,7 +81,7 @@ class RecurrentBackbone(Backbone):
 
     def _scan_forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         """The fused RNN's math as an explicit recurrence under torch's scan operator."""
-        from torch._higher_order_ops.scan import scan
+        from seqzoo.kernels.scan import scan
 
         B = x.shape[0]
         keep = None if mask is None else mask.transpose(0, 1)[..., None].to(x.dtype)  # (L, B, 1)
@@ -97,13 +97,13 @@ class RecurrentBackbone(Backbone):
                     xs, ks = xs.flip(0), ks.flip(0)
                 carry = self._zero_carry(B, x)
 
-                def combine(carry, inputs, w_hh=w_hh, b_hh=b_hh):
+                def combine(carry, inputs, w_hh, b_hh):
                     gi, k = inputs
                     new = self._cell(gi, carry, w_hh, b_hh)
                     new = tuple(k * n + (1 - k) * c for n, c in zip(new, carry))
                     return new, new[0].clone()
 
-                _, ys = scan(combine, carry, (xs, ks))
+                _, ys = scan(combine, carry, (xs, ks), (w_hh, b_hh))
                 outs.append(ys.flip(0) if direction else ys)
             x = torch.cat(outs, dim=-1).transpose(0, 1)
         return x

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from seqzoo.kernels.dispatch import accumulation_dtype
 from seqzoo.kernels.linear_recurrence import linear_recurrence
+from seqzoo.kernels.scan import scan
 
 
 def lif_step(
@@ -98,7 +99,6 @@ class _LIFTorch(torch.autograd.Function):
 
 def _lif_scan(x: Tensor, initial_state: Tensor | None, tau: float, v_threshold: float, v_reset: float):
     """Forward only, under torch's scan operator, so export keeps T symbolic."""
-    from torch._higher_order_ops.scan import scan
 
     def combine(v, x_t):
         h = v + (x_t - (v - v_reset)) / tau

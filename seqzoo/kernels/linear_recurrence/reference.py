@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from seqzoo.kernels.dispatch import accumulation_dtype, is_export_mode
+from seqzoo.kernels.scan import scan
 
 
 # ---------------------------------------------------------------------------------------
@@ -33,8 +34,6 @@ def _linear_recurrence_scan(a: Tensor, b: Tensor, initial_state: Tensor | None) 
     """The recurrence under torch's scan operator: no Python loop over time, so export keeps
     T symbolic. Complex values travel as real/imaginary planes (ONNX has no complex dtype;
     complex inputs still cannot reach onnxruntime, real ones can)."""
-    from torch._higher_order_ops.scan import scan
-
     acc = accumulation_dtype(b.dtype)
     a_fixed = a.dim() == b.dim() - 2
     h0 = _initial(b, initial_state, acc)
@@ -43,12 +42,10 @@ def _linear_recurrence_scan(a: Tensor, b: Tensor, initial_state: Tensor | None) 
         carry0 = planes(h0)
         b_seq = planes(b).movedim(2, 0)  # (T, 2, B, ...)
         if a_fixed:
-            a_pl = planes(a)  # one closure tensor: scan rejects aliased closure inputs
-
-            def combine(h, b_t):
+            def combine(h, b_t, a_pl):
                 return _cmul_add(a_pl, h, b_t)
 
-            last, hs = scan(combine, carry0, b_seq)
+            last, hs = scan(combine, carry0, b_seq, (planes(a),))
         else:
             a_seq = planes(a).movedim(2, 0)
 
@@ -61,13 +58,12 @@ def _linear_recurrence_scan(a: Tensor, b: Tensor, initial_state: Tensor | None) 
         return h.to(b.dtype), torch.view_as_complex(last.movedim(0, -1).contiguous())
     b_seq = b.to(acc).transpose(0, 1)
     if a_fixed:
-        a_acc = a.to(acc)
 
-        def combine(h, b_t):
+        def combine(h, b_t, a_acc):
             new = a_acc * h + b_t
             return new, new.clone()
 
-        last, hs = scan(combine, h0, b_seq)
+        last, hs = scan(combine, h0, b_seq, (a.to(acc),))
     else:
 
         def combine(h, inputs):
@@ -112,19 +108,17 @@ def lti_recurrence(
     h = _initial(b, initial_state, acc)
     A_acc = A.to(acc)
 
-    def advance(h, b_t):
+    def advance(h, b_t, A_acc=A_acc):
         if A_acc.dim() == 2:  # F.linear: inside scan, ops that broadcast over a symbolic batch do not convert to ONNX
             return F.linear(h, A_acc) + b_t
         return (A_acc @ h.unsqueeze(-1)).squeeze(-1) + b_t
 
     if is_export_mode():
-        from torch._higher_order_ops.scan import scan
-
-        def combine(h, b_t):
-            new = advance(h, b_t)
+        def combine(h, b_t, A_acc):
+            new = advance(h, b_t, A_acc)
             return new, new.clone()
 
-        h, hs = scan(combine, h, b.to(acc).transpose(0, 1))
+        h, hs = scan(combine, h, b.to(acc).transpose(0, 1), (A_acc,))
         out = hs.transpose(0, 1)
     else:
         outs = []

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from seqzoo.kernels.dispatch import accumulation_dtype, is_export_mode
+from seqzoo.kernels.scan import scan
 
 __all__ = [
     "check_scan_args",
@@ -97,15 +98,13 @@ def selective_scan_chunked(
         h_t = exp(a_t) h_0 + Σ_{s<=t} exp(a_t - a_s) Δ_s B_s u_s,
 
     where every factor exp(a_t - a_s) <= 1 (no overflow, unlike exp(a_t) exp(-a_s)); the
-    chunk's last state is carried to the next chunk by ``torch._higher_order_ops.scan``.
+    chunk's last state is carried to the next chunk by torch's scan operator (:mod:`seqzoo.kernels.scan`).
     Work is K times the recurrence's, so K stays small. T is padded to a multiple of K with
     Δ = 0 steps, which leave the state unchanged. A symbolic T (``torch.export`` with a
     dynamic length) goes through the scan operator, which under export runs without
     autograd (inference graphs: that keeps symbolic sizes out of its saved tensors); a
     fixed T walks its chunks in a Python loop, which traces to a small graph.
     """
-    from torch._higher_order_ops.scan import scan
-
     if chunk_size < 1:
         raise ValueError(f"{OP}: chunk_size must be >= 1, got {chunk_size}")
     batch, T, E = u.shape
@@ -127,7 +126,7 @@ def selective_scan_chunked(
     if symbolic and is_export_mode():
         A_, h0, xs = A_.detach(), h0.detach(), [x.detach() for x in xs]
 
-    def chunk_step(h: Tensor, inputs: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def chunk_step(h: Tensor, inputs: list[Tensor], A_: Tensor, causal: Tensor) -> tuple[Tensor, Tensor]:
         dt_c, drive_c, B_c, C_c = inputs  # (B, K, G, P), (B, K, G, P), (B, K, G, N), (B, K, G, N)
         log_decay = dt_c.cumsum(1)[..., None] * A_  # a_t: (B, K, G, P, N), non-increasing in t
         relative = log_decay[:, :, None] - log_decay[:, None, :]  # a_t - a_s: (B, K_t, K_s, G, P, N)
@@ -139,11 +138,11 @@ def selective_scan_chunked(
         return last, y
 
     if symbolic:
-        final, ys = scan(chunk_step, h0, xs)
+        final, ys = scan(chunk_step, h0, xs, (A_, causal))
     else:
         final, outs = h0, []
         for chunk in zip(*xs):
-            final, y_chunk = chunk_step(final, list(chunk))
+            final, y_chunk = chunk_step(final, list(chunk), A_, causal)
             outs.append(y_chunk)
         ys = torch.stack(outs)
     y = ys.transpose(0, 1).flatten(1, 2)[:, :T].reshape(u.shape)
