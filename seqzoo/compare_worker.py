@@ -254,7 +254,9 @@ def _kill(pid: int, grace: float = 0.0) -> None:
 
 # What every run imports: torch, Lightning, the CLI and seqzoo's data and task packages (pandas,
 # scikit-learn), and torch's TensorBoard writer, which jsonargparse imports resolving the
-# Trainer's logger types. Nothing here starts a thread, so forking the server stays safe.
+# Trainer's logger types. Nothing here runs a model or starts a Python thread; the native thread
+# pools these imports start (OpenBLAS, OpenMP, jemalloc's) are rebuilt in a forked child, as in
+# the DataLoader's forked workers, and CUDA is checked untouched before the first fork.
 _PRELOAD = ("torch", "lightning.pytorch", "seqzoo.lightning_cli", "seqzoo.backbones.base", "seqzoo.datasets",
             "seqzoo.domains", "seqzoo.checkpointing", "seqzoo.runs", "torch.utils.tensorboard")
 
