@@ -138,9 +138,9 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _command(spec: dict) -> list[str]:
-    """The command of a run as a fresh process."""
-    return [sys.executable, "-m", "seqzoo.compare_worker", json.dumps(spec)]
+def _command(spec: dict | str) -> list[str]:
+    """The command of a run as a fresh process (``spec``: the run's, or ``--serve``)."""
+    return [sys.executable, "-m", "seqzoo.compare_worker", spec if isinstance(spec, str) else json.dumps(spec)]
 
 
 class Runner:
@@ -159,7 +159,7 @@ class Runner:
     def _start(self) -> None:
         self.fork = False  # one server per Runner: once started or given up, not again
         self._err = tempfile.TemporaryFile("w+")  # import warnings; the reason if it fails
-        self.server = subprocess.Popen([sys.executable, "-m", "seqzoo.compare_worker", "--serve"],
+        self.server = subprocess.Popen(_command("--serve"),
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err,
                                        env=_run_env(), text=True)
 
@@ -214,10 +214,7 @@ class Runner:
             self.close(failed="the run server ended" if self.ready else "the run server did not start")
             return None
         if not started:  # gone as it took the run: whether the run began is unknown, so it failed
-            self.close(failed="the run server ended")
-            with open(log_file, "a") as log:
-                print(self.note, file=log)
-            return -1
+            return self._lost(log_file, "the run server ended")
         pid = int(started[1])
         try:
             reply = server.stdout.readline()
@@ -226,11 +223,15 @@ class Runner:
             raise
         if not reply.strip():
             _kill(pid)
-            self.close(failed="the run server ended during this run")
-            with open(log_file, "a") as log:
-                print(self.note, file=log)
-            return -1
+            return self._lost(log_file, "the run server ended during this run")
         return int(reply)
+
+    def _lost(self, log_file: Path, why: str) -> int:
+        """The server is gone with the run: give it up, say why in the run's log, and fail the run."""
+        self.close(failed=why)
+        with open(log_file, "a") as log:
+            print(self.note, file=log)
+        return -1
 
 
 def _run_env() -> dict[str, str]:

@@ -99,7 +99,6 @@ class _LIFTorch(torch.autograd.Function):
 
 def _lif_scan(x: Tensor, initial_state: Tensor | None, tau: float, v_threshold: float, v_reset: float):
     """Forward only, under torch's scan operator, so export keeps T symbolic."""
-
     def combine(v, x_t):
         h = v + (x_t - (v - v_reset)) / tau
         fired = h >= v_threshold

@@ -58,7 +58,6 @@ def _linear_recurrence_scan(a: Tensor, b: Tensor, initial_state: Tensor | None) 
         return h.to(b.dtype), torch.view_as_complex(last.movedim(0, -1).contiguous())
     b_seq = b.to(acc).transpose(0, 1)
     if a_fixed:
-
         def combine(h, b_t, a_acc):
             new = a_acc * h + b_t
             return new, new.clone()
@@ -108,7 +107,7 @@ def lti_recurrence(
     h = _initial(b, initial_state, acc)
     A_acc = A.to(acc)
 
-    def advance(h, b_t, A_acc=A_acc):
+    def advance(h, b_t, A_acc):
         if A_acc.dim() == 2:  # F.linear: inside scan, ops that broadcast over a symbolic batch do not convert to ONNX
             return F.linear(h, A_acc) + b_t
         return (A_acc @ h.unsqueeze(-1)).squeeze(-1) + b_t
@@ -123,7 +122,7 @@ def lti_recurrence(
     else:
         outs = []
         for t in range(b.shape[1]):
-            h = advance(h, b[:, t].to(acc))
+            h = advance(h, b[:, t].to(acc), A_acc)
             outs.append(h)
         out = torch.stack(outs, dim=1)
     out = out.to(b.dtype)
