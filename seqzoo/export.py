@@ -17,6 +17,7 @@ The steps, each of which fails loudly:
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import logging
 import os
@@ -64,7 +65,11 @@ def export_onnx(spec: ExportSpec, path: str | os.PathLike, *, atol: float = 1e-4
 
     The free axes get their labels as names in the graph (``batch``, ``time``...), and
     ``metadata`` (plus the spec's input/output docs and states) goes into ``metadata_props``."""
-    path = Path(path)
+    with _fewer_collections():
+        return _export_onnx(spec, Path(path), atol, metadata)
+
+
+def _export_onnx(spec: ExportSpec, path: Path, atol: float, metadata: dict[str, str] | None) -> ExportReport:
     module = spec.module.eval()
     if len(spec.input_names) != len(spec.example_inputs):
         raise ValueError("ExportSpec: one input name per example input")
@@ -296,6 +301,37 @@ def _one_torchlib_registry():
             yield
         finally:
             ONNXRegistry.from_torchlib = original
+
+
+EXPORT_GC_THRESHOLD = (20_000, 20, 100)
+"""The garbage collector's thresholds while an export runs (Python's default: 700, 10, 10)."""
+_GC_LOCK = threading.Lock()
+_GC_DEPTH = [0, None]  # exports running, thresholds to put back when the last one ends
+
+
+@contextlib.contextmanager
+def _fewer_collections():
+    """Collect garbage less often while an export traces.
+
+    Tracing (``torch.export``, the exporter's decomposition pass: fake tensors, sympy shape
+    expressions, FX nodes) allocates millions of container objects that mostly live until the
+    export ends, so the default thresholds run a collection every 700 allocations and a full
+    one several times per export, re-walking every live object of torch and Lightning each
+    time. Measured on one CPU thread (ViM2, Mamba, Aaren and TCNCA exported in turn):
+    collections took 13 % of the time with the defaults and 3 % with these thresholds. They
+    are raised while any export runs (also from two threads) and put back after."""
+    with _GC_LOCK:
+        if _GC_DEPTH[0] == 0:
+            _GC_DEPTH[1] = gc.get_threshold()
+            gc.set_threshold(*EXPORT_GC_THRESHOLD)
+        _GC_DEPTH[0] += 1
+    try:
+        yield
+    finally:
+        with _GC_LOCK:
+            _GC_DEPTH[0] -= 1
+            if _GC_DEPTH[0] == 0:
+                gc.set_threshold(*_GC_DEPTH[1])
 
 
 @contextlib.contextmanager

@@ -45,3 +45,26 @@ def test_exports_in_one_process_build_the_torchlib_registry_once(tmp_path, monke
     # torch's own classmethod is back once the export is done
     assert registration.ONNXRegistry.__dict__["from_torchlib"].__func__ is counting
     assert torch.is_grad_enabled()
+
+
+def test_an_export_collects_garbage_less_often_and_puts_the_thresholds_back(tmp_path):
+    import gc
+
+    before = gc.get_threshold()
+    seen = []
+
+    def record(phase, info):
+        if phase == "start":
+            seen.append(gc.get_threshold())
+
+    gc.callbacks.append(record)
+    try:
+        export_onnx(spec(Tiny().eval()), tmp_path / "m.onnx")
+    finally:
+        gc.callbacks.remove(record)
+    assert seen and set(seen) == {export_module.EXPORT_GC_THRESHOLD}, set(seen)
+    assert gc.get_threshold() == before
+    with pytest.raises(ValueError, match="one input name"):  # a failed export puts them back too
+        export_onnx(ExportSpec(module=Tiny(), example_inputs=(), input_names=["x"], output_names=["y"]),
+                    tmp_path / "bad.onnx")
+    assert gc.get_threshold() == before
