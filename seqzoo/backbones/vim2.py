@@ -41,6 +41,7 @@ from seqzoo.layers.selective_ssm import (
     as_residual,
     no_weight_decay_groups,
     scale_output_projections,
+    scan_together,
 )
 
 __all__ = ["CrossScan2D", "ViM2", "scan_orders"]
@@ -80,10 +81,11 @@ class CrossScan2D(nn.Module):
         u, z = self.in_proj(x).chunk(2, dim=-1)  # (B, N, E) each
         grid = u.transpose(1, 2).reshape(b, -1, self.height, self.width)
         u = F.silu(self.conv2d(grid)).flatten(2).transpose(1, 2)  # (B, N, E), row-major
+        orders = [getattr(self, f"order_{k}") for k in range(len(self.scans))]
+        ys = scan_together(self.scans, [u[:, order] for order in orders], [None] * len(orders))  # one scan
         y = 0
-        for k, scan in enumerate(self.scans):
-            order, inverse = getattr(self, f"order_{k}"), getattr(self, f"inverse_{k}")
-            y = y + scan(u[:, order], None)[:, inverse]
+        for k, scanned in enumerate(ys):
+            y = y + scanned[:, getattr(self, f"inverse_{k}")]
         return self.out_proj(self.out_norm(y) * F.silu(z))
 
 

@@ -21,6 +21,13 @@ The layer is the paper's causal scan unless built ``bidirectional=True`` (Vim, Z
 al. 2024): a second scan, with its own conv/Δ/B/C/A/D, runs over the reversed sequence
 and its output is added before the gate; in/out projections are shared.
 
+Several directions run as one selective scan (:func:`scan_together`): their channels
+side by side, each direction's B and C one group (the kernels' grouped B/C, channel e
+reading group e // E), as VMamba's cross-scan calls its four directions. Each channel's
+recurrence is the same as in a scan of its own; one call instead of one per direction
+(one kernel launch, one time loop on the eager CPU path, one scan per layer in an
+exported graph).
+
 Padding (``mask``, valid positions True): padded positions enter the scans with zero
 input (the conv sees zeros there and the SSM input u is zeroed), so whether the scan
 runs forward or over the flipped sequence, valid outputs never depend on padded values.
@@ -29,6 +36,7 @@ runs forward or over the flipped sequence, valid outputs never depend on padded 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -39,7 +47,8 @@ from seqzoo.errors import ConfigError
 from seqzoo.kernels.selective_scan import accumulation_dtype, selective_scan, selective_state_update
 from seqzoo.layers.state import State
 
-__all__ = ["MambaLayer", "SelectiveSSM", "as_residual", "no_weight_decay_groups", "scale_output_projections"]
+__all__ = ["MambaLayer", "SelectiveSSM", "as_residual", "no_weight_decay_groups", "scale_output_projections",
+           "scan_together"]
 
 class MambaLayer(nn.Module):
     """The Mamba mixer (B, L, d_model) -> (B, L, d_model), optionally bidirectional.
@@ -86,11 +95,11 @@ class MambaLayer(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         u, z = self.in_proj(x).chunk(2, dim=-1)
         keep = None if mask is None else mask[..., None].to(u.dtype)
-        y = self.directions[0](u, z, keep)
-        if self.bidirectional:
-            flip = lambda t: None if t is None else t.flip(1)  # noqa: E731
-            y = y + self.directions[1](flip(u), flip(z), flip(keep)).flip(1)
-        return self.out_proj(y)
+        if not self.bidirectional:
+            return self.out_proj(self.directions[0](u, z, keep))
+        flip = lambda t: None if t is None else t.flip(1)  # noqa: E731
+        forward, backward = scan_together(self.directions, [u, flip(u)], [z, flip(z)], [keep, flip(keep)])
+        return self.out_proj(forward + backward.flip(1))
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> State:
         self._check_streamable()
@@ -147,15 +156,19 @@ class SelectiveSSM(nn.Module):
             self.D.fill_(1.0)
         self.dt_bias._no_reinit = True
 
-    def forward(self, x: Tensor, z: Tensor, keep: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, z: Tensor | None, keep: Tensor | None = None) -> Tensor:
+        u, delta, B, C = self.scan_inputs(x, keep)
+        return selective_scan(u, delta, self.A, B, C, self.D, z, delta_bias=self.dt_bias, delta_softplus=True,
+                              impl=self.impl)
+
+    def scan_inputs(self, x: Tensor, keep: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The scan's u, Δ (before bias and softplus), B and C for the input ``x`` (B, L, E)."""
         if keep is not None:
             x = x * keep
         u = F.silu(self._causal_conv(x)) if self.conv1d is not None else x
         if keep is not None:
             u = u * keep
-        delta, B, C = self._selection(u)
-        return selective_scan(u, delta, self.A, B, C, self.D, z, delta_bias=self.dt_bias, delta_softplus=True,
-                              impl=self.impl)
+        return (u, *self._selection(u))
 
     @property
     def A(self) -> Tensor:
@@ -195,6 +208,30 @@ class SelectiveSSM(nn.Module):
         return y, (window[..., 1:].contiguous(), ssm_state)
 
 
+def scan_together(ssms: Sequence[SelectiveSSM], xs: Sequence[Tensor], zs: Sequence[Tensor | None],
+                  keeps: Sequence[Tensor | None] | None = None) -> list[Tensor]:
+    """``[ssm(x, z, keep) for ...]`` as one selective scan over the directions' channels side by side.
+
+    Direction g's E channels are channels g·E .. (g+1)·E - 1 of the joint scan and its B and C
+    are group g, so each channel runs the recurrence it runs alone. The directions share E,
+    N and ``impl``; the gates ``zs`` are all tensors or all None."""
+    if len(ssms) == 1:
+        return [ssms[0](xs[0], zs[0], None if keeps is None else keeps[0])]
+    first = ssms[0]
+    if any(s.A_log.shape != first.A_log.shape or s.impl != first.impl for s in ssms):
+        raise ValueError("scan_together: the directions must share d_inner, d_state and impl")
+    gated = [z is not None for z in zs]
+    if any(gated) and not all(gated):
+        raise ValueError("scan_together: gate every direction or none")
+    keeps = [None] * len(ssms) if keeps is None else keeps
+    inputs = [ssm.scan_inputs(x, keep) for ssm, x, keep in zip(ssms, xs, keeps)]
+    u, delta, B, C = (torch.cat([part[i] for part in inputs], dim=-1) if i < 2 else
+                      torch.stack([part[i] for part in inputs], dim=2) for i in range(4))
+    A = torch.cat([ssm.A for ssm in ssms])
+    D, bias = torch.cat([ssm.D for ssm in ssms]), torch.cat([ssm.dt_bias for ssm in ssms])
+    z = torch.cat(list(zs), dim=-1) if all(gated) else None
+    y = selective_scan(u, delta, A, B, C, D, z, delta_bias=bias, delta_softplus=True, impl=first.impl)
+    return list(y.chunk(len(ssms), dim=-1))
 
 
 def as_residual(x: Tensor) -> Tensor:

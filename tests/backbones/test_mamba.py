@@ -94,3 +94,61 @@ def test_half_precision_keeps_a_float32_residual_stream():
     assert y.dtype == torch.float32
     state = model.init_state(2, dtype=torch.bfloat16)
     assert state[1].dtype == torch.float32, "the SSM state accumulates in float32"
+
+
+def _perturbed(ssm: SelectiveSSM, seed: int) -> SelectiveSSM:
+    """Directions that differ in every parameter (A, D and Δ's bias included)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in ssm.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return ssm
+
+
+@pytest.mark.parametrize("gated", [True, False])
+def test_directions_scanned_together_equal_each_scanned_alone(gated):
+    from seqzoo.layers.selective_ssm import scan_together
+
+    torch.manual_seed(0)
+    ssms = [_perturbed(SelectiveSSM(6, d_state=3, d_conv=4 if gated else 0, dt_rank=2), k).double() for k in range(3)]
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.randn(2, 9, 6, generator=g, dtype=torch.float64, requires_grad=True) for _ in ssms]
+    zs = [torch.randn(2, 9, 6, generator=g, dtype=torch.float64) if gated else None for _ in ssms]
+    keep = torch.ones(2, 9, 1, dtype=torch.float64)
+    keep[1, 6:] = 0  # padding at the end of the second sequence
+    keeps = [keep, keep.flip(1), keep] if gated else None
+    alone = [ssm(x, z, None if keeps is None else k) for ssm, x, z, k in zip(ssms, xs, zs, keeps or [None] * 3)]
+    together = scan_together(ssms, xs, zs, keeps)
+    for a, t in zip(alone, together):
+        torch.testing.assert_close(t, a, rtol=0, atol=1e-12)
+    weights = [torch.randn(2, 9, 6, generator=g, dtype=torch.float64) for _ in ssms]
+    params = [p for ssm in ssms for p in ssm.parameters()] + xs
+    grads_alone = torch.autograd.grad(sum((w * y).sum() for w, y in zip(weights, alone)), params)
+    grads_together = torch.autograd.grad(sum((w * y).sum() for w, y in zip(weights, together)), params)
+    for a, t in zip(grads_alone, grads_together):
+        torch.testing.assert_close(t, a, rtol=0, atol=1e-12)
+
+
+def test_scan_together_refuses_directions_that_differ():
+    from seqzoo.layers.selective_ssm import scan_together
+
+    a, b = SelectiveSSM(6, d_state=3, d_conv=4, dt_rank=2), SelectiveSSM(6, d_state=4, d_conv=4, dt_rank=2)
+    x = torch.randn(1, 5, 6)
+    with pytest.raises(ValueError, match="d_inner, d_state and impl"):
+        scan_together([a, b], [x, x], [None, None])
+    with pytest.raises(ValueError, match="every direction or none"):
+        scan_together([a, a], [x, x], [x, None])
+
+
+def test_bidirectional_layer_is_the_sum_of_its_two_scans():
+    torch.manual_seed(0)
+    layer = MambaLayer(8, d_state=4, bidirectional=True).double()
+    _perturbed(layer.directions[1], 3)
+    x = torch.randn(2, 11, 8, dtype=torch.float64)
+    mask = torch.ones(2, 11, dtype=torch.bool)
+    mask[0, 8:] = False
+    u, z = layer.in_proj(x).chunk(2, dim=-1)
+    keep = mask[..., None].double()
+    forward = layer.directions[0](u, z, keep)
+    backward = layer.directions[1](u.flip(1), z.flip(1), keep.flip(1)).flip(1)
+    torch.testing.assert_close(layer(x, mask), layer.out_proj(forward + backward), rtol=0, atol=1e-12)

@@ -94,3 +94,19 @@ def test_the_vision_task_gives_compare_the_patch_grid_and_the_papers_pooling():
                               **VisionTask.fixed_token_keywords(ViM2, {"patch_size": 2}, dims))
     task = VisionTask(backbone, **dims, patch_size=2, **VisionTask.paper_forms["vim2"])
     assert task(dict(image=torch.randn(2, 1, 8, 8))).shape == (2, 10)
+
+
+def test_the_four_directions_scanned_as_one_equal_four_scans():
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    mixer = CrossScan2D(8, 2, 3, d_state=4).double()
+    with torch.no_grad():  # directions that differ
+        for k, scan in enumerate(mixer.scans):
+            scan.A_log.add_(0.1 * k)
+            scan.D.add_(0.2 * k)
+    x = torch.randn(2, 6, 8, dtype=torch.float64)
+    u, z = mixer.in_proj(x).chunk(2, dim=-1)
+    u = F.silu(mixer.conv2d(u.transpose(1, 2).reshape(2, -1, 2, 3))).flatten(2).transpose(1, 2)
+    y = sum(scan(u[:, order], None)[:, torch.argsort(order)] for scan, order in zip(mixer.scans, scan_orders(2, 3)))
+    torch.testing.assert_close(mixer(x), mixer.out_proj(mixer.out_norm(y) * F.silu(z)), rtol=0, atol=1e-12)
