@@ -58,6 +58,10 @@ class Context:
         return dtype is None or self.dtypes is None or str(dtype).removeprefix("torch.") in self.dtypes
 
     def time_ms(self, fn: Callable[[], object], warmup: int = 5, rep: int = 20) -> float:
+        """Median ms of ``fn()``; under ``--smoke`` one timed call without warm-up (the smoke
+        run checks that every case runs, not how fast)."""
+        if self.smoke:
+            return time_ms(fn, self.device, warmup=0, rep=0, calls=1)
         return time_ms(fn, self.device, warmup=warmup, rep=rep)
 
     def add(self, op, impl, mode, dtype, B, T, shape, ms, *, bytes_moved=None, flops=None, note="") -> Result:
@@ -73,16 +77,18 @@ class Context:
         return r
 
 
-def time_ms(fn: Callable[[], object], device: torch.device, warmup: int = 5, rep: int = 20) -> float:
-    """Median milliseconds of ``fn()``."""
+def time_ms(fn: Callable[[], object], device: torch.device, warmup: int = 5, rep: int = 20,
+            calls: int | None = None) -> float:
+    """Median milliseconds of ``fn()``; ``calls``: exactly that many timed calls, no warmup
+    (on a CPU; a GPU always times with ``do_bench``)."""
     if device.type == "cuda":
         from triton.testing import do_bench
 
         return float(do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
-    for _ in range(max(1, warmup // 5)):
+    for _ in range(0 if calls else max(1, warmup // 5)):
         fn()
     times = []
-    for _ in range(max(3, rep // 5)):
+    for _ in range(calls or max(3, rep // 5)):
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
