@@ -132,7 +132,7 @@ def trained(tiny_notes):
     torch.manual_seed(0)
     task = IcdCodingTask(build_backbone("transformer", d_model=64, n_layers=1), 400, 6, 120,
                          optimizer=lambda params: torch.optim.AdamW(params, lr=3e-3))
-    trainer = make_tiny_trainer(max_epochs=30, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer = make_tiny_trainer(max_epochs=15, num_sanity_val_steps=0, limit_val_batches=0)
     trainer.fit(task, tiny_notes)
     result = trainer.test(task, tiny_notes, verbose=False)[0]
     return task, result
