@@ -224,9 +224,9 @@ def scan_together(ssms: Sequence[SelectiveSSM], xs: Sequence[Tensor], zs: Sequen
     if any(gated) and not all(gated):
         raise ValueError("scan_together: gate every direction or none")
     keeps = [None] * len(ssms) if keeps is None else keeps
-    inputs = [ssm.scan_inputs(x, keep) for ssm, x, keep in zip(ssms, xs, keeps)]
-    u, delta, B, C = (torch.cat([part[i] for part in inputs], dim=-1) if i < 2 else
-                      torch.stack([part[i] for part in inputs], dim=2) for i in range(4))
+    us, deltas, Bs, Cs = zip(*(ssm.scan_inputs(x, keep) for ssm, x, keep in zip(ssms, xs, keeps)))
+    u, delta = torch.cat(us, dim=-1), torch.cat(deltas, dim=-1)  # (B, L, G·E)
+    B, C = torch.stack(Bs, dim=2), torch.stack(Cs, dim=2)  # (B, L, G, N): direction g is group g
     A = torch.cat([ssm.A for ssm in ssms])
     D, bias = torch.cat([ssm.D for ssm in ssms]), torch.cat([ssm.dt_bias for ssm in ssms])
     z = torch.cat(list(zs), dim=-1) if all(gated) else None
