@@ -4,10 +4,10 @@ export does not compile its body with dynamo.
 ``torch._higher_order_ops.scan.scan`` runs ``torch.compile(fullgraph=True)`` over its body on
 every call outside a compile, to lift the tensors the body reads from its closure into explicit
 inputs. Under ``torch.export`` that cost ~0.5 s per call here (a 2-layer Mamba export: 7.1 ->
-6.0 s without it; spiking LMUFormer makes 16 calls per graph). :func:`scan` takes those tensors as ``consts``
-instead and hands the body to the operator itself (``scan_op(body, init, xs,
-additional_inputs)``), which traces it as ``scan()`` would after the compile. On a torch whose
-operator has another signature it falls back to ``scan()``, the same recurrence.
+6.0 s without it; spiking LMUFormer makes 16 calls per graph). :func:`scan` takes those
+tensors as ``consts`` instead and hands the body to the operator itself (``scan_op(body, init,
+xs, additional_inputs)``), which traces it as ``scan()`` would after the compile. On a torch
+whose operator has another signature it falls back to ``scan()``, the same recurrence.
 
 The body must not read tensors from its closure (pass them in ``consts``; Python numbers are
 fine), mutate its inputs or return an input or an alias (clone a carry that is also an output).
@@ -32,12 +32,12 @@ def scan(step: Callable[..., tuple[Any, Any]], init: Any, xs: Any, consts: Seque
     ``xs``, ``ys`` the ``y_t`` stacked along it. ``init`` / ``xs`` / the ``y_t``: tensors or
     pytrees of tensors."""
     consts = tuple(consts)
-    init_leaves, init_spec = pytree.tree_flatten(init)
-    xs_leaves, xs_spec = pytree.tree_flatten(xs)
     if not _direct():
         from torch._higher_order_ops.scan import scan as torch_scan
 
         return torch_scan(lambda carry, x: step(carry, x, *consts), init, xs)
+    init_leaves, init_spec = pytree.tree_flatten(init)
+    xs_leaves, xs_spec = pytree.tree_flatten(xs)
     n_init, n_xs = len(init_leaves), len(xs_leaves)
     out_spec: list = []
 
