@@ -72,7 +72,8 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one ``seqzoo`` command; the exit status (0 ok, 1 training failed, 2 bad arguments)."""
+    """Run one ``seqzoo`` command; the exit status (0 ok, 1 training failed, 2 bad arguments, 130
+    interrupted with Ctrl-C)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
@@ -96,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         return commands[verb](rest) or 0
     except SystemExit as done:  # argparse/jsonargparse after --help (0) or a usage error (2)
         return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    except KeyboardInterrupt:  # Ctrl-C: what finished is written (compare: its table), no traceback
+        print(f"\nseqzoo {verb}: interrupted", file=sys.stderr)
+        return 130
     except Exception as err:
         cause = user_error(err)
         if cause is not None:

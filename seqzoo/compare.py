@@ -35,7 +35,7 @@ from seqzoo.budget import d_model_for_budget
 from seqzoo.cli_args import check_passthrough, int_list, option
 from seqzoo.compare_worker import Runner
 from seqzoo.errors import ConfigError
-from seqzoo.results import baselines_of, read_results_csv, write_results
+from seqzoo.results import NOT_RUN, baselines_of, read_results_csv, write_results
 from seqzoo.run_config import (
     backbone_holder,
     class_path,
@@ -188,46 +188,73 @@ def _compare(runner: Runner, config_path: str, names: list[str], seeds: list[int
         budget.append(f"at most {max_steps} steps")
     print(f"{len(jobs)} runs ({', '.join(budget)} each, then test and timing)", flush=True)
     started = time.perf_counter()
-    for i, (name, cls, seed, config_file, fold) in enumerate(jobs, 1):
-        where = "" if fold is None else f" fold {fold}"
-        print(f"[{i}/{len(jobs)}] {name} seed {seed}{where} ...", flush=True)
-        extra = [] if fold is None else ["--data.fold", str(fold)]
-        row = _run_job(name, cls, seed, config_file, out, max_epochs, [*passthrough, *extra],
-                       tag=f"seed{seed}" + ("" if fold is None else f"-fold{fold}"), max_steps=max_steps, runner=runner)
-        if fold is not None:
-            row["fold"] = fold
-        row["backbone"] = labels[name]  # rows and plots name a variant: "mamba (bidirectional)"
-        rows.append(row)
-        print(f"      {row['status']}" + (f": {row['reason']}" if row.get("reason") else "")
-              + (f" ({_short_metrics(row)}, {row.get('fit_seconds', 0):.0f} s)" if row["status"] == "ok" else ""),
-              flush=True)
-        if i < len(jobs):
-            print("      " + _estimate(time.perf_counter() - started, i, len(jobs)), flush=True)
+    done = 0
+    try:
+        for i, (name, cls, seed, config_file, fold) in enumerate(jobs, 1):
+            where = "" if fold is None else f" fold {fold}"
+            print(f"[{i}/{len(jobs)}] {name} seed {seed}{where} ...", flush=True)
+            extra = [] if fold is None else ["--data.fold", str(fold)]
+            row = _run_job(name, cls, seed, config_file, out, max_epochs, [*passthrough, *extra],
+                           tag=f"seed{seed}" + ("" if fold is None else f"-fold{fold}"), max_steps=max_steps,
+                           runner=runner)
+            rows.append(_labelled(row, labels[name], fold))
+            done = i
+            print(f"      {row['status']}" + (f": {row['reason']}" if row.get("reason") else "")
+                  + (f" ({_short_metrics(row)}, {row.get('fit_seconds', 0):.0f} s)" if row["status"] == "ok" else ""),
+                  flush=True)
+            if i < len(jobs):
+                print("      " + _estimate(time.perf_counter() - started, i, len(jobs)), flush=True)
+    except KeyboardInterrupt:
+        # Ctrl-C: the runs that finished keep their rows, the others are marked "not run", and
+        # the table is written before the interrupt goes on (seqzoo exits with 130)
+        for k, (name, cls, seed, _, fold) in enumerate(jobs[done:]):
+            why = "Ctrl-C during this run" if k == 0 else "the compare was interrupted before it"
+            rows.append(_labelled({"backbone": name, "family": cls.family, "seed": seed, "status": NOT_RUN,
+                                   "reason": why}, labels[name], fold))
+        write_results(out, rows, task_cls, baseline, config_path, command)
+        print(f"\nInterrupted after {done} of {len(jobs)} runs: {out / 'results.md'} has the finished ones; "
+              f"the other {len(jobs) - done} are marked {NOT_RUN!r}.\n", flush=True)
+        print((out / "results.md").read_text(), flush=True)
+        raise
 
     write_results(out, rows, task_cls, baseline, config_path, command)
     print((out / "results.md").read_text())
     return rows
 
 
+def _labelled(row: dict[str, Any], label: str, fold: int | None) -> dict[str, Any]:
+    """A run's row as the table shows it: named by its variant ("mamba (bidirectional)"), with its fold."""
+    if fold is not None:
+        row["fold"] = fold
+    row["backbone"] = label
+    return row
+
+
 def merge(config_path: str, dirs: list[Path], out: Path, *, passthrough: list[str] = (),
           command: str = "") -> list[dict[str, Any]]:
     """One table, plot and CSV from the ``results.csv`` of several compares of the same config
     (families run in parts). Runs keep their rows as measured; a (backbone, seed, fold) met
-    twice is an error, since the table cannot say which run it shows."""
+    twice is an error, since the table cannot say which run it shows. A run marked "not run" (an
+    interrupted compare) gives way to the same run finished in another folder."""
     config_path = str(resolve_config_path(config_path))
     task_cls = task_class_of(load_yaml(config_path))
     rows: list[dict[str, Any]] = []
     seen: dict[tuple, Path] = {}
+    not_run: dict[tuple, dict[str, Any]] = {}
     for d in dirs:
         path = d / "results.csv"
         if not path.is_file():
             raise ConfigError(f"--merge: {path} does not exist (not a compare output folder?)")
         for row in read_results_csv(path):
             key = (row["backbone"], row["seed"], row.get("fold", ""))
+            if row["status"] == NOT_RUN:
+                not_run.setdefault(key, row)
+                continue
             if key in seen:
                 raise ConfigError(f"--merge: {row['backbone']} seed {row['seed']} is in both {seen[key]} and {d}")
             seen[key] = d
             rows.append(row)
+    rows += [row for key, row in not_run.items() if key not in seen]
     baseline = _baseline(config_path, list(passthrough))
     out.mkdir(parents=True, exist_ok=True)
     write_results(out, rows, task_cls, baseline, config_path, command)

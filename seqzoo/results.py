@@ -19,6 +19,8 @@ FIELDS = ["backbone", "family", "seed", "fold", "metric", "value", "params", "st
 #: what each run measures besides the task's test metrics (rows of results.csv too)
 MEASUREMENTS = ("train_samples_per_s", "train_tokens_per_s", "infer_samples_per_s", "infer_tokens_per_s",
                 "peak_mem_mb", "fit_seconds", "epochs", "steps")
+#: the status of a run an interrupted compare did not finish (its reason says which)
+NOT_RUN = "not run"
 
 
 def write_results(out: Path, rows: list[dict], task_cls, baseline, config_path: str, command: str) -> None:
@@ -94,13 +96,15 @@ def summarise(rows: list[dict], task_cls) -> list[dict]:
         group = by_name[name]
         ok = [r for r in group if r["status"] == "ok"]
         entry = {"backbone": name, "n": len(ok), "runs": len(group)}
-        if not ok:
-            entry["status"] = group[0]["status"]
-            entry["reason"] = group[0].get("reason", "")
+        if not ok:  # a failure outranks a run that was not made
+            first = next((r for r in group if r["status"] != NOT_RUN), group[0])
+            entry["status"] = first["status"]
+            entry["reason"] = first.get("reason", "")
             summary.append(entry)
             continue
         entry["status"] = "ok"
-        entry["failed"] = len(group) - len(ok)
+        entry["failed"] = sum(r["status"] == "failed" for r in group)
+        entry["not_run"] = sum(r["status"] == NOT_RUN for r in group)
         for key in task_cls.report_metrics:
             vals = [r["metrics"][key] for r in ok if key in r.get("metrics", {})]
             if vals:
@@ -167,15 +171,32 @@ def markdown_table(summary, task_cls, baseline, config_path, command, rows) -> s
             cells += [_fmt(*e[m]) if m in e else "" for m in metrics]
             cells += [f"{e['params']:,}", _fmt_count(*e["train_samples_per_s"]),
                       _fmt_count(*e["infer_samples_per_s"]), _fmt_count(*e["peak_mem_mb"]),
-                      f"{e['n']}" + (f" ({e['failed']} failed)" if e.get("failed") else "")]
+                      _count_cell(e)]
         lines.append("| " + " | ".join(cells) + " |")
     for name, values in baselines_of(baseline):
         cells = [f"*{name}* (baseline)"] + [f"{values[m]:.4g}" if m in values else "" for m in metrics]
         lines.append("| " + " | ".join(cells + ["–"] * (len(head) - len(cells))) + " |")
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
-        lines += ["", "Failed runs:"] + [f"- {r['backbone']} seed {r['seed']}: {r['reason']}" for r in failed]
+        lines += ["", "Failed runs:"] + [f"- {_run_name(r)}: {r['reason']}" for r in failed]
+    missing = [r for r in rows if r["status"] == NOT_RUN]
+    if missing:
+        lines += ["", f"Not run ({len(missing)} of {len(rows)}; the compare was interrupted): rerun them with "
+                      "another --out folder, then join the two with `seqzoo compare --config <this config> "
+                      "--merge <this folder> <that folder> --out <a third>`:"]
+        lines += [f"- {_run_name(r)}: {r['reason']}" for r in missing]
     return "\n".join(lines) + "\n"
+
+
+def _count_cell(entry: dict) -> str:
+    """The n column: successful runs, and the failed and unmade ones of that backbone."""
+    others = [f"{entry[key]} {what}" for key, what in (("failed", "failed"), ("not_run", NOT_RUN)) if entry.get(key)]
+    return f"{entry['n']}" + (f" ({', '.join(others)})" if others else "")
+
+
+def _run_name(row: dict) -> str:
+    fold = row.get("fold")
+    return f"{row['backbone']} seed {row['seed']}" + ("" if fold in (None, "") else f" fold {fold}")
 
 
 def plot(summary, task_cls, baseline, path: Path, title: str = "", over: str = "seeds") -> None:

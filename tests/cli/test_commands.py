@@ -109,6 +109,67 @@ def test_summary_marks_incompatible_pairs_na_and_sorts_by_main_metric():
     assert summary[2]["status"] == "n/a" and summary[2]["reason"] == "needs time tokens"
 
 
+class _InterruptedRunner:
+    """compare's runner with Ctrl-C pressed during the run numbered ``at`` (1-based); the runs before
+    it finish with the figures a run reports (here made up: this checks the table, not training)."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.calls = at, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def run(self, spec: dict, log_file: Path) -> int:
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        result = {"metrics": {"test/mse": 0.5 + spec["seed"] / 10, "test/mae": 0.4}, "params": 10,
+                  "train_samples_per_s": 5.0, "infer_samples_per_s": 9.0, "peak_mem_mb": 100.0, "device": "cpu",
+                  "checkpoint": str(log_file.with_suffix(".ckpt"))}
+        Path(spec["result"]).write_text(json.dumps(result))
+        log_file.write_text("done\n")
+        return 0
+
+
+def test_an_interrupted_compare_writes_the_finished_runs_and_marks_the_rest(ett_csv, write_config, tmp_path,
+                                                                             monkeypatch, capsys):
+    from seqzoo import compare as compare_module
+
+    cfg = write_config(forecasting_config(ett_csv))
+    out = tmp_path / "cmp"
+    runner = _InterruptedRunner(at=3)
+    monkeypatch.setattr(compare_module, "Runner", lambda: runner)
+    assert main(["compare", "--config", str(cfg), "--backbones", "gru,s4d", "--seeds", "0,1",
+                 "--out", str(out)]) == 130
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "seqzoo compare: interrupted" in captured.err
+    assert "Interrupted after 2 of 4 runs" in captured.out and runner.calls == 3
+    rows = read_results_csv(out / "results.csv")
+    assert [(r["backbone"], r["seed"], r["status"]) for r in rows] == [
+        ("gru", "0", "ok"), ("gru", "1", "ok"), ("s4d", "0", "not run"), ("s4d", "1", "not run")]
+    assert rows[2]["reason"] == "Ctrl-C during this run"
+    assert rows[3]["reason"] == "the compare was interrupted before it"
+    table = (out / "results.md").read_text()
+    assert "| **gru** | 0.55 ± 0.071 |" in table and "| s4d | not run (Ctrl-C during this run) |" in table
+    assert "Not run (2 of 4; the compare was interrupted)" in table and "- s4d seed 1: the compare" in table
+    assert (out / "best_checkpoint.txt").read_text().strip().endswith("gru-seed0.ckpt")
+
+    # the runs not made, rerun into another folder, take the place of the "not run" rows in a merge
+    rest = tmp_path / "rest"
+    monkeypatch.setattr(compare_module, "Runner", lambda: _InterruptedRunner(at=0))
+    assert main(["compare", "--config", str(cfg), "--backbones", "s4d", "--seeds", "1", "--out", str(rest)]) == 0
+    merged = tmp_path / "merged"
+    assert main(["compare", "--config", str(cfg), "--merge", str(out), str(rest), "--out", str(merged)]) == 0
+    rows = read_results_csv(merged / "results.csv")
+    assert [(r["backbone"], r["seed"], r["status"]) for r in rows] == [
+        ("gru", "0", "ok"), ("gru", "1", "ok"), ("s4d", "1", "ok"), ("s4d", "0", "not run")]
+    assert "| s4d | 0.6 | 0.4 |" in (merged / "results.md").read_text()
+    assert "1 (1 not run) |" in (merged / "results.md").read_text()
+
+
 @pytest.mark.slow
 def test_export_streaming_writes_step_graph_and_refuses_with_reason(ett_csv, write_config, tmp_path, monkeypatch,
                                                                     capsys):
