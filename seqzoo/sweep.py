@@ -29,7 +29,7 @@ from typing import Any
 from seqzoo.backbones.base import get_backbone_class, list_backbones
 from seqzoo.cli_args import check_passthrough, int_list, option
 from seqzoo.compare import compare
-from seqzoo.results import mean_std
+from seqzoo.results import NOT_RUN, mean_std, read_results_csv
 from seqzoo.errors import ConfigError
 from seqzoo.plots import figure_title, metric_label, plot_metric
 from seqzoo.run_config import load_yaml, resolve_config_path, task_class_of
@@ -90,20 +90,34 @@ def sweep(
     rows: list[dict[str, Any]] = []
     baselines: dict[str, float] = {}
     label = knob.rsplit(".", 1)[-1]
+    title = figure_title(load_yaml(config_path), task_cls)
     for i, value in enumerate(values, 1):
         print(f"== {knob} = {value} ({i}/{len(values)}) ==", flush=True)
         run_out = out / f"{label}={value}"
-        results = compare(config_path, names, seeds, run_out, max_epochs=max_epochs,
-                          passthrough=[*passthrough, f"--{knob}", value], command=f"{command}  [{knob}={value}]")
-        for row in results:
-            rows.append({"value": value, **row})
-        baseline = _read_baseline(run_out, task_cls)
-        if baseline is not None:
-            baselines[value] = baseline
-    write_curves(out, rows, task_cls, knob, values, baselines, threshold, command,
-                 title=figure_title(load_yaml(config_path), task_cls))
+        try:
+            results = compare(config_path, names, seeds, run_out, max_epochs=max_epochs,
+                              passthrough=[*passthrough, f"--{knob}", value], command=f"{command}  [{knob}={value}]")
+        except KeyboardInterrupt:
+            # Ctrl-C: the curves of the values reached, this value's unmade runs marked "not run"
+            # as its compare wrote them; the values after it are left out
+            if (run_out / "results.csv").is_file():
+                rows += [{"value": value, **row} for row in read_results_csv(run_out / "results.csv")]
+                _add_baseline(baselines, value, run_out, task_cls)
+            write_curves(out, rows, task_cls, knob, values[:i], baselines, threshold, command, title=title,
+                         interrupted=values[i - 1:])
+            print((out / "curves.md").read_text(), flush=True)
+            raise
+        rows += [{"value": value, **row} for row in results]
+        _add_baseline(baselines, value, run_out, task_cls)
+    write_curves(out, rows, task_cls, knob, values, baselines, threshold, command, title=title)
     print((out / "curves.md").read_text())
     return rows
+
+
+def _add_baseline(baselines: dict[str, float], value: str, run_out: Path, task_cls) -> None:
+    baseline = _read_baseline(run_out, task_cls) if (run_out / "results.md").is_file() else None
+    if baseline is not None:
+        baselines[value] = baseline
 
 
 def _read_baseline(run_out: Path, task_cls) -> float | None:
@@ -150,7 +164,9 @@ def breakdown(curve: dict[str, tuple[float, float]], values: list[str], threshol
 
 
 def write_curves(out: Path, rows, task_cls, knob: str, values: list[str], baselines: dict[str, float],
-                 threshold: float, command: str, title: str = "") -> None:
+                 threshold: float, command: str, title: str = "", interrupted: list[str] = ()) -> None:
+    """curves.csv, curves.md and curves.png over ``values``; ``interrupted``: the values a Ctrl-C
+    left unfinished or not begun (said under the table)."""
     metrics = list(task_cls.report_metrics)
     fields = ["knob", "value", "backbone", "family", "seed", "status", "reason", "params", *metrics,
               "baseline_" + metrics[0], "fit_seconds"]
@@ -177,14 +193,20 @@ def write_curves(out: Path, rows, task_cls, knob: str, values: list[str], baseli
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     params = {r["backbone"]: r.get("params") for r in rows if r["status"] == "ok" and r.get("params")}
     for name, curve in table.items():
-        reasons = {r.get("reason", "") for r in rows if r["backbone"] == name and r["status"] != "ok"}
+        reasons = {r.get("reason", "") for r in rows if r["backbone"] == name and r["status"] not in ("ok", NOT_RUN)}
+        unmade = {r["value"] for r in rows if r["backbone"] == name and r["status"] == NOT_RUN}
         cells = [name, f"{params[name]:,}" if name in params else ""]
-        cells += [_fmt(curve[v]) if v in curve else ("n/a" if reasons else "–") for v in values]
-        cells.append(breakdown(curve, values, threshold, maximise) if curve else f"n/a ({'; '.join(sorted(reasons))})")
+        cells += [_fmt(curve[v]) if v in curve else NOT_RUN if v in unmade else "n/a" if reasons else "–"
+                  for v in values]
+        cells.append(breakdown(curve, values, threshold, maximise) if curve
+                     else f"n/a ({'; '.join(sorted(reasons))})" if reasons else NOT_RUN)
         lines.append("| " + " | ".join(cells) + " |")
     if baselines:
         lines.append("| *best constant / trivial baseline* | – | "
                      + " | ".join(f"{baselines[v]:.3f}" if v in baselines else "" for v in values) + " | – |")
+    if interrupted:
+        lines += ["", f"Interrupted (Ctrl-C) at {knob} = {interrupted[0]}: its compare's runs that finished are "
+                      f"in the table; not run: {', '.join(interrupted[1:]) or 'no further value'}."]
     (out / "curves.md").write_text("\n".join(lines) + "\n")
     plot_curves(table, baselines, values, knob, key, out / "curves.png", title=title or task_cls.__name__,
                 ylabel=metric_label(task_cls, key))

@@ -82,3 +82,37 @@ def test_diagnostic_configs_build_with_a_knob_from_the_command_line(config, knob
         assert cli.datamodule.dims[dim[0]] == dim[1] and cli.model.net.max_len == dim[1]
     assert type(cli.model.backbone).name == "mamba" and cli.model.backbone.is_causal
     assert cli.model.net.head.out_features == cli.datamodule.dims["n_classes"]
+
+
+def test_an_interrupted_sweep_draws_the_values_it_reached(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during the second value's compare: the curves hold the first value and the second's
+    finished runs, the unmade ones say "not run", the third value is left out, and seqzoo exits 130."""
+    from seqzoo import sweep as sweep_module
+    from seqzoo.results import write_results_csv
+
+    calls = []
+
+    def compare(config, names, seeds, run_out, **kwargs):
+        calls.append(run_out.name)
+        run_out.mkdir(parents=True)
+        if len(calls) == 1:
+            return [_row("2", "gru", 0, 0.95), _row("2", "s4d", 0, 0.9)]
+        # as compare leaves it when interrupted: the finished runs, the rest "not run"
+        write_results_csv(run_out / "results.csv", [_row("4", "gru", 0, 0.6),
+                                                    _row("4", "s4d", 0, 0, status="not run")])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_module, "compare", compare)
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--config", str(CONFIGS / "mqar.yaml"), "--knob", "data.n_pairs", "--values", "2,4,8",
+                 "--backbones", "gru,s4d", "--out", str(out)]) == 130
+    assert calls == ["n_pairs=2", "n_pairs=4"]
+    assert "Traceback" not in capsys.readouterr().err
+    table = (out / "curves.md").read_text()
+    assert "| backbone | params | 2 | 4 | breakdown |" in table
+    assert "| gru | 1,000 | 0.950 | 0.600 | 4 |" in table
+    assert "| s4d | 1,000 | 0.900 | not run | none |" in table
+    assert "Interrupted (Ctrl-C) at data.n_pairs = 4" in table and "not run: 8." in table
+    with open(out / "curves.csv") as f:
+        assert [(r["value"], r["backbone"], r["status"]) for r in csv.DictReader(f)] == [
+            ("2", "gru", "ok"), ("2", "s4d", "ok"), ("4", "gru", "ok"), ("4", "s4d", "not run")]
