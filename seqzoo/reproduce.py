@@ -141,8 +141,11 @@ def select_tables(known: dict[str, Table], tables: str, horizons: str) -> dict[s
 
 def reproduce(name: str, tables: dict[str, Table], seeds: list[int], out: Path, *, max_epochs: int | None = None,
               passthrough: list[str] = (), command: str = "") -> list[dict]:
+    """Run every chosen table's horizons (one compare each) and write ours beside the paper's.
+    After a Ctrl-C the tables hold the horizons that finished and the interrupted one's finished
+    runs, and say where it stopped."""
     from seqzoo.compare import compare
-    from seqzoo.results import mean_std
+    from seqzoo.results import read_results_csv
 
     results = []
     for table_name, table in tables.items():
@@ -151,16 +154,31 @@ def reproduce(name: str, tables: dict[str, Table], seeds: list[int], out: Path, 
             args = ["--data.horizon", str(row.horizon), *table.args, *row.args, *passthrough]
             if max_epochs:
                 args += ["--trainer.max_epochs", str(max_epochs)]  # last, so it beats a table's own epochs
-            runs = compare(str(CONFIGS / table.config), [table.backbone], seeds, out / table_name / f"h{row.horizon}",
-                           passthrough=args)
-            mse, mse_std = mean_std([r["metrics"]["test/mse"] for r in runs if r["status"] == "ok"])
-            mae, mae_std = mean_std([r["metrics"]["test/mae"] for r in runs if r["status"] == "ok"])
-            results.append({"table": table_name, "backbone": table.backbone, "horizon": row.horizon,
-                            "n": sum(r["status"] == "ok" for r in runs), "runs": len(runs), "mse": mse,
-                            "mse_std": mse_std, "mae": mae, "mae_std": mae_std, "paper_mse": row.paper[0],
-                            "paper_mae": row.paper[1], "folder": str(out / table_name / f"h{row.horizon}")})
+            folder = out / table_name / f"h{row.horizon}"
+            try:
+                runs = compare(str(CONFIGS / table.config), [table.backbone], seeds, folder, passthrough=args)
+            except KeyboardInterrupt:
+                if (folder / "results.csv").is_file():  # the runs it finished, the rest "not run"
+                    results.append(_horizon(table_name, table, row, read_results_csv(folder / "results.csv"), folder))
+                if results:
+                    write_tables(name, tables, results, out, command,
+                                 interrupted=f"{table_name}, horizon {row.horizon}")
+                raise
+            results.append(_horizon(table_name, table, row, runs, folder))
     write_tables(name, tables, results, out, command)
     return results
+
+
+def _horizon(table_name: str, table: Table, row, runs: list[dict], folder: Path) -> dict:
+    """One horizon's line: the mean ± std of its successful runs beside the paper's figures."""
+    from seqzoo.results import mean_std
+
+    ok = [r for r in runs if r["status"] == "ok"]
+    mse, mse_std = mean_std([r["metrics"]["test/mse"] for r in ok])
+    mae, mae_std = mean_std([r["metrics"]["test/mae"] for r in ok])
+    return {"table": table_name, "backbone": table.backbone, "horizon": row.horizon, "n": len(ok), "runs": len(runs),
+            "mse": mse, "mse_std": mse_std, "mae": mae, "mae_std": mae_std, "paper_mse": row.paper[0],
+            "paper_mae": row.paper[1], "folder": str(folder)}
 
 
 def _cell(mean: float, std: float) -> str:
@@ -169,7 +187,10 @@ def _cell(mean: float, std: float) -> str:
     return f"{mean:.3f}" if math.isnan(std) else f"{mean:.3f} ± {std:.3f}"
 
 
-def write_tables(name: str, tables: dict[str, Table], results: list[dict], out: Path, command: str) -> None:
+def write_tables(name: str, tables: dict[str, Table], results: list[dict], out: Path, command: str,
+                 interrupted: str = "") -> None:
+    """``<name>.csv`` and ``<name>.md``: ours beside the paper's per horizon; ``interrupted``: where
+    a Ctrl-C stopped the reproduction (said in the table)."""
     out.mkdir(parents=True, exist_ok=True)
     with open(out / f"{name}.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(results[0]))
@@ -187,6 +208,9 @@ def write_tables(name: str, tables: dict[str, Table], results: list[dict], out: 
                          f"{r['paper_mse']:.3f} | {r['paper_mae']:.3f} | "
                          f"{'' if math.isnan(delta) else f'{delta:+.3f}'} | {r['n']}/{r['runs']} |")
         lines.append("")
+    if interrupted:
+        lines += [f"Interrupted (Ctrl-C) at {interrupted}: the horizons after it did not run, and its own row "
+                  "counts only the runs that finished (runs = finished / all).", ""]
     lines.append("Each horizon's folder holds its `results.md`, run folders and checkpoints.")
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print((out / f"{name}.md").read_text())

@@ -66,3 +66,36 @@ def test_every_published_row_is_listed_once():
     assert [r.horizon for r in tables["itransformer"].rows] == [96, 192, 336, 720]
     assert [r.horizon for r in tables["informer_paper"].rows] == [24, 48, 168, 336, 720]
     assert select_tables(ETTH1, "informer", "96,720")["informer"].rows[-1].paper == (1.181, 0.865)
+
+
+def test_an_interrupted_reproduction_writes_the_horizons_that_finished(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during the second horizon's compare: the table has the first horizon, the second's
+    finished run out of its two, says where it stopped, and seqzoo exits 130."""
+    import seqzoo.compare
+    from seqzoo.results import write_results_csv
+
+    folders = []
+
+    def run(metrics, status="ok", seed=0):
+        return {"backbone": "itransformer", "family": "itransformer", "seed": seed, "status": status,
+                "metrics": metrics if status == "ok" else {}, "reason": "" if status == "ok" else "Ctrl-C"}
+
+    def compare(config, names, seeds, folder, **kwargs):
+        folders.append(folder.name)
+        folder.mkdir(parents=True)
+        if len(folders) == 1:
+            return [run({"test/mse": 0.4, "test/mae": 0.3})]
+        write_results_csv(folder / "results.csv", [run({"test/mse": 0.5, "test/mae": 0.45}), run({}, "not run", seed=1)])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(seqzoo.compare, "compare", compare)
+    out = tmp_path / "etth1"
+    assert main(["reproduce", "etth1", "--tables", "itransformer", "--horizons", "96,192,336", "--seeds", "0,1",
+                 "--out", str(out)]) == 130
+    assert folders == ["h96", "h192"] and "Traceback" not in capsys.readouterr().err
+    rows = list(csv.DictReader(open(out / "etth1.csv")))
+    assert [(r["horizon"], r["n"], r["runs"], r["mse"]) for r in rows] == [("96", "1", "1", "0.4"),
+                                                                          ("192", "1", "2", "0.5")]
+    table = (out / "etth1.md").read_text()
+    assert "| 192 | 0.500 | 0.450 | 0.441 | 0.436 | +0.059 | 1/2 |" in table
+    assert "Interrupted (Ctrl-C) at itransformer, horizon 192" in table and "| 336 |" not in table
