@@ -21,12 +21,15 @@ Arguments not listed below pass through to every run, e.g.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import shlex
+import signal
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -211,15 +214,31 @@ def _compare(runner: Runner, config_path: str, names: list[str], seeds: list[int
             why = "Ctrl-C during this run" if k == 0 else "the compare was interrupted before it"
             rows.append(_labelled({"backbone": name, "family": cls.family, "seed": seed, "status": NOT_RUN,
                                    "reason": why}, labels[name], fold))
-        write_results(out, rows, task_cls, baseline, config_path, command)
+        left = len(jobs) - done
+        with _sigint_ignored():  # a second Ctrl-C does not leave the table half-written
+            write_results(out, rows, task_cls, baseline, config_path, command)
         print(f"\nInterrupted after {done} of {len(jobs)} runs: {out / 'results.md'} has the finished ones; "
-              f"the other {len(jobs) - done} are marked {NOT_RUN!r}.\n", flush=True)
+              + ("the other run is" if left == 1 else f"the other {left} are") + f" marked {NOT_RUN!r}.\n",
+              flush=True)
         print((out / "results.md").read_text(), flush=True)
         raise
 
     write_results(out, rows, task_cls, baseline, config_path, command)
     print((out / "results.md").read_text())
     return rows
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ctrl-C ignored inside (in the main thread, where Python handles signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _labelled(row: dict[str, Any], label: str, fold: int | None) -> dict[str, Any]:

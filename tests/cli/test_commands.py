@@ -170,6 +170,23 @@ def test_an_interrupted_compare_writes_the_finished_runs_and_marks_the_rest(ett_
     assert "1 (1 not run) |" in (merged / "results.md").read_text()
 
 
+def test_a_second_ctrl_c_does_not_interrupt_the_table_being_written():
+    import os
+    import signal
+
+    from seqzoo.compare import _sigint_ignored
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a seqzoo process
+    try:
+        with _sigint_ignored():
+            os.kill(os.getpid(), signal.SIGINT)  # ignored: no KeyboardInterrupt here
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.slow
 def test_export_streaming_writes_step_graph_and_refuses_with_reason(ett_csv, write_config, tmp_path, monkeypatch,
                                                                     capsys):
