@@ -6,6 +6,11 @@ One option style across seqzoo: ``--snake_case``, as the Lightning verbs spell t
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from typing import Iterator
+
 from seqzoo.errors import ConfigError
 
 
@@ -33,3 +38,18 @@ def int_list(text: str, flag: str) -> list[int]:
     if not values:
         raise ConfigError(f"{flag} is empty")
     return values
+
+
+@contextlib.contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """Ctrl-C ignored inside: an interrupted command writes what finished (compare's table,
+    sweep's curves, reproduce's tables) whole even if Ctrl-C is pressed again meanwhile. Only
+    in the main thread, where Python handles signals; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

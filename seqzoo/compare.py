@@ -21,21 +21,18 @@ Arguments not listed below pass through to every run, e.g.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import shlex
-import signal
-import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
 from seqzoo.backbones.base import SHARED_KEYWORDS, get_backbone_class, list_backbones, variant_label
 from seqzoo.budget import d_model_for_budget
-from seqzoo.cli_args import check_passthrough, int_list, option
+from seqzoo.cli_args import check_passthrough, int_list, option, sigint_ignored
 from seqzoo.compare_worker import Runner
 from seqzoo.errors import ConfigError
 from seqzoo.results import NOT_RUN, baselines_of, read_results_csv, write_results
@@ -215,7 +212,7 @@ def _compare(runner: Runner, config_path: str, names: list[str], seeds: list[int
             rows.append(_labelled({"backbone": name, "family": cls.family, "seed": seed, "status": NOT_RUN,
                                    "reason": why}, labels[name], fold))
         left = len(jobs) - done
-        with _sigint_ignored():  # a second Ctrl-C does not leave the table half-written
+        with sigint_ignored():  # a second Ctrl-C does not leave the table half-written
             write_results(out, rows, task_cls, baseline, config_path, command)
         print(f"\nInterrupted after {done} of {len(jobs)} runs: {out / 'results.md'} has the finished ones; "
               + ("the other run is" if left == 1 else f"the other {left} are") + f" marked {NOT_RUN!r}.\n",
@@ -226,19 +223,6 @@ def _compare(runner: Runner, config_path: str, names: list[str], seeds: list[int
     write_results(out, rows, task_cls, baseline, config_path, command)
     print((out / "results.md").read_text())
     return rows
-
-
-@contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Ctrl-C ignored inside (in the main thread, where Python handles signals)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _labelled(row: dict[str, Any], label: str, fold: int | None) -> dict[str, Any]:

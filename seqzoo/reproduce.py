@@ -20,7 +20,7 @@ import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from seqzoo.cli_args import check_passthrough, int_list, option
+from seqzoo.cli_args import check_passthrough, int_list, option, sigint_ignored
 from seqzoo.errors import ConfigError
 from seqzoo.run_config import PACKAGED_CONFIGS
 
@@ -161,8 +161,9 @@ def reproduce(name: str, tables: dict[str, Table], seeds: list[int], out: Path, 
                 if (folder / "results.csv").is_file():  # the runs it finished, the rest "not run"
                     results.append(_horizon(table_name, table, row, read_results_csv(folder / "results.csv"), folder))
                 if results:
-                    write_tables(name, tables, results, out, command,
-                                 interrupted=f"{table_name}, horizon {row.horizon}")
+                    with sigint_ignored():
+                        write_tables(name, tables, results, out, command,
+                                     interrupted=f"{table_name}, horizon {row.horizon}")
                 raise
             results.append(_horizon(table_name, table, row, runs, folder))
     write_tables(name, tables, results, out, command)

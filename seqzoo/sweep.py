@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from seqzoo.backbones.base import get_backbone_class, list_backbones
-from seqzoo.cli_args import check_passthrough, int_list, option
+from seqzoo.cli_args import check_passthrough, int_list, option, sigint_ignored
 from seqzoo.compare import compare
 from seqzoo.results import NOT_RUN, mean_std, read_results_csv
 from seqzoo.errors import ConfigError
@@ -103,8 +103,9 @@ def sweep(
             if (run_out / "results.csv").is_file():
                 rows += [{"value": value, **row} for row in read_results_csv(run_out / "results.csv")]
                 _add_baseline(baselines, value, run_out, task_cls)
-            write_curves(out, rows, task_cls, knob, values[:i], baselines, threshold, command, title=title,
-                         interrupted=values[i - 1:])
+            with sigint_ignored():
+                write_curves(out, rows, task_cls, knob, values[:i], baselines, threshold, command, title=title,
+                             interrupted=values[i - 1:])
             print((out / "curves.md").read_text(), flush=True)
             raise
         rows += [{"value": value, **row} for row in results]

@@ -174,11 +174,11 @@ def test_a_second_ctrl_c_does_not_interrupt_the_table_being_written():
     import os
     import signal
 
-    from seqzoo.compare import _sigint_ignored
+    from seqzoo.cli_args import sigint_ignored
 
     before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a seqzoo process
     try:
-        with _sigint_ignored():
+        with sigint_ignored():
             os.kill(os.getpid(), signal.SIGINT)  # ignored: no KeyboardInterrupt here
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
         with pytest.raises(KeyboardInterrupt):
