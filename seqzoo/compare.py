@@ -188,7 +188,7 @@ def _compare(runner: Runner, config_path: str, names: list[str], seeds: list[int
         budget.append(f"at most {max_steps} steps")
     print(f"{len(jobs)} runs ({', '.join(budget)} each, then test and timing)", flush=True)
     started = time.perf_counter()
-    done = 0
+    before = len(rows)  # the n/a rows
     try:
         for i, (name, cls, seed, config_file, fold) in enumerate(jobs, 1):
             where = "" if fold is None else f" fold {fold}"
@@ -198,7 +198,6 @@ def _compare(runner: Runner, config_path: str, names: list[str], seeds: list[int
                            tag=f"seed{seed}" + ("" if fold is None else f"-fold{fold}"), max_steps=max_steps,
                            runner=runner)
             rows.append(_labelled(row, labels[name], fold))
-            done = i
             print(f"      {row['status']}" + (f": {row['reason']}" if row.get("reason") else "")
                   + (f" ({_short_metrics(row)}, {row.get('fit_seconds', 0):.0f} s)" if row["status"] == "ok" else ""),
                   flush=True)
@@ -207,6 +206,7 @@ def _compare(runner: Runner, config_path: str, names: list[str], seeds: list[int
     except KeyboardInterrupt:
         # Ctrl-C: the runs that finished keep their rows, the others are marked "not run", and
         # the table is written before the interrupt goes on (seqzoo exits with 130)
+        done = len(rows) - before
         for k, (name, cls, seed, _, fold) in enumerate(jobs[done:]):
             why = "Ctrl-C during this run" if k == 0 else "the compare was interrupted before it"
             rows.append(_labelled({"backbone": name, "family": cls.family, "seed": seed, "status": NOT_RUN,
