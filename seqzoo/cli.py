@@ -29,7 +29,7 @@ import textwrap
 from pathlib import Path
 
 from seqzoo.cli_args import option
-from seqzoo.errors import SeqzooError, TrainingError
+from seqzoo.errors import TrainingError, user_error
 
 LIGHTNING_VERBS = ("fit", "validate", "test", "predict")
 
@@ -178,17 +178,6 @@ def _pipeline(rest: list[str]) -> int:
     from seqzoo.pipelines import main as pipeline_main
 
     return pipeline_main(rest)
-
-
-def user_error(err: BaseException) -> SeqzooError | None:
-    """The seqzoo error behind ``err`` (jsonargparse and Lightning wrap what they call)."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, SeqzooError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
 
 
 def _compare(rest: list[str]) -> int:

@@ -31,3 +31,14 @@ class ExportError(SeqzooError, RuntimeError):
 
 class TrainingError(SeqzooError, RuntimeError):
     """Training cannot go on (a non-finite loss); the message names the step and likely causes."""
+
+
+def user_error(err: BaseException) -> SeqzooError | None:
+    """The seqzoo error behind ``err`` (jsonargparse and Lightning wrap what they call)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, SeqzooError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

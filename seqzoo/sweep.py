@@ -30,9 +30,9 @@ from seqzoo.backbones.base import get_backbone_class, list_backbones
 from seqzoo.cli_args import check_passthrough, int_list, option, sigint_ignored
 from seqzoo.compare import compare
 from seqzoo.results import NOT_RUN, mean_std, read_results_csv
-from seqzoo.errors import ConfigError
+from seqzoo.errors import ConfigError, user_error
 from seqzoo.plots import figure_title, metric_label, plot_metric
-from seqzoo.run_config import load_yaml, resolve_config_path, task_class_of
+from seqzoo.run_config import load_yaml, resolve_config_path, rewrite_args, task_class_of
 
 
 def main(argv: list[str]) -> int:
@@ -86,6 +86,8 @@ def sweep(
     task_cls = task_class_of(load_yaml(config_path))
     if not task_cls.report_metrics:
         raise ConfigError(f"{task_cls.__name__} reports no test metrics to draw")
+    for value in values:  # a value the config cannot take fails before any run, not after the others trained
+        _check_value(config_path, knob, value, list(passthrough))
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     baselines: dict[str, float] = {}
@@ -113,6 +115,22 @@ def sweep(
     write_curves(out, rows, task_cls, knob, values, baselines, threshold, command, title=title)
     print((out / "curves.md").read_text())
     return rows
+
+
+def _check_value(config_path: str, knob: str, value: str, passthrough: list[str]) -> None:
+    """Build the run's config, task and data module (metadata only: no data is read) with
+    ``--<knob> value``; an error names the value."""
+    from seqzoo.lightning_cli import make_cli
+
+    args, name = rewrite_args(["--config", config_path, *passthrough, f"--{knob}", value,
+                               "--trainer.logger", "false", "--trainer.enable_checkpointing", "false"])
+    try:
+        make_cli(args=args, run=False, config_name=name)
+    except Exception as err:
+        cause = user_error(err)
+        if cause is None:
+            raise
+        raise type(cause)(f"--values {value} ({knob}): {cause}") from err
 
 
 def _add_baseline(baselines: dict[str, float], value: str, run_out: Path, task_cls) -> None:

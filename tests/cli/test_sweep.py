@@ -116,3 +116,16 @@ def test_an_interrupted_sweep_draws_the_values_it_reached(tmp_path, monkeypatch,
     with open(out / "curves.csv") as f:
         assert [(r["value"], r["backbone"], r["status"]) for r in csv.DictReader(f)] == [
             ("2", "gru", "ok"), ("2", "s4d", "ok"), ("4", "gru", "ok"), ("4", "s4d", "not run")]
+
+
+def test_a_value_the_config_cannot_take_fails_before_any_run(tmp_path, monkeypatch, capsys):
+    """40 pairs cannot fit MQAR's 31 key tokens: the sweep says so before it trains the 2-pair runs."""
+    from seqzoo import sweep as sweep_module
+
+    calls = []
+    monkeypatch.setattr(sweep_module, "compare", lambda *args, **kwargs: calls.append(args))
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--config", str(CONFIGS / "mqar.yaml"), "--knob", "data.n_pairs", "--values", "2,40",
+                 "--backbones", "gru", "--out", str(out)]) == 2
+    assert calls == [] and not out.exists()
+    assert "--values 40 (data.n_pairs): n_pairs: 40 pairs need 40 distinct keys" in capsys.readouterr().err
