@@ -303,17 +303,24 @@ def _short_metrics(row: dict) -> str:
     return ", ".join(f"{k} {v:.4g}" for k, v in (row.get("metrics") or {}).items())
 
 
+def build_run(config_path: str, passthrough: list[str]):
+    """A run's Lightning CLI, built as the runs build it (same parser, same overrides) but not run:
+    the config resolved and checked, the task and the data module made (``dims`` are metadata:
+    no data is read), no logger and no checkpoints."""
+    from seqzoo.lightning_cli import make_cli
+
+    args, name = rewrite_args(["--config", config_path, *passthrough, "--trainer.logger", "false",
+                               "--trainer.enable_checkpointing", "false"])
+    return make_cli(args=args, run=False, config_name=name)
+
+
 def _baseline(config_path: str, passthrough: list[str], resolved: dict | None = None
               ) -> tuple[str, dict[str, float]] | None:
     """The task's trivial baseline on the config's data, through the CLI's own parser with the
     runs' overrides (no logger, no checkpoints). Data missing on first use is written once
     here by ``prepare_data`` (as a Trainer would), before the runs read it. ``resolved``, if
     given, receives the data's ``dims`` and the task's resolved init args."""
-    from seqzoo.lightning_cli import make_cli
-
-    args, name = rewrite_args(["--config", config_path, *passthrough, "--trainer.logger", "false",
-                               "--trainer.enable_checkpointing", "false"])
-    cli = make_cli(args=args, run=False, config_name=name)
+    cli = build_run(config_path, passthrough)
     if resolved is not None:
         model = cli.config.get("model")
         init = model.get("init_args") if model is not None else None

@@ -28,11 +28,11 @@ from typing import Any
 
 from seqzoo.backbones.base import get_backbone_class, list_backbones
 from seqzoo.cli_args import check_passthrough, int_list, option, sigint_ignored
-from seqzoo.compare import compare
+from seqzoo.compare import build_run, compare
 from seqzoo.results import NOT_RUN, mean_std, read_results_csv
 from seqzoo.errors import ConfigError, user_error
 from seqzoo.plots import figure_title, metric_label, plot_metric
-from seqzoo.run_config import load_yaml, resolve_config_path, rewrite_args, task_class_of
+from seqzoo.run_config import load_yaml, resolve_config_path, task_class_of
 
 
 def main(argv: list[str]) -> int:
@@ -118,14 +118,10 @@ def sweep(
 
 
 def _check_value(config_path: str, knob: str, value: str, passthrough: list[str]) -> None:
-    """Build the run's config, task and data module (metadata only: no data is read) with
-    ``--<knob> value``; an error names the value."""
-    from seqzoo.lightning_cli import make_cli
-
-    args, name = rewrite_args(["--config", config_path, *passthrough, f"--{knob}", value,
-                               "--trainer.logger", "false", "--trainer.enable_checkpointing", "false"])
+    """Build the run with ``--<knob> value`` (:func:`seqzoo.compare.build_run`: no data is read);
+    an error names the value."""
     try:
-        make_cli(args=args, run=False, config_name=name)
+        build_run(config_path, [*passthrough, f"--{knob}", value])
     except Exception as err:
         cause = user_error(err)
         if cause is None:
