@@ -85,7 +85,8 @@ def test_an_interrupted_reproduction_writes_the_horizons_that_finished(tmp_path,
         folder.mkdir(parents=True)
         if len(folders) == 1:
             return [run({"test/mse": 0.4, "test/mae": 0.3})]
-        write_results_csv(folder / "results.csv", [run({"test/mse": 0.5, "test/mae": 0.45}), run({}, "not run", seed=1)])
+        write_results_csv(folder / "results.csv",
+                          [run({"test/mse": 0.5, "test/mae": 0.45}), run({}, "not run", seed=1)])
         raise KeyboardInterrupt
 
     monkeypatch.setattr(seqzoo.compare, "compare", compare)
