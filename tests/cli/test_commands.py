@@ -120,7 +120,7 @@ class _InterruptedRunner:
         return self
 
     def __exit__(self, *exc) -> None:
-        pass
+        """No server to close."""
 
     def run(self, spec: dict, log_file: Path) -> int:
         self.calls += 1
